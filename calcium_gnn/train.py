@@ -1,0 +1,155 @@
+"""``train(cfg)``: build the cell graph, fit a consensus model with Lightning, evaluate it.
+
+The one function a run needs, usable from a notebook with a composed config; ``main()`` is the thin
+``@hydra.main`` command line (``python train.py experiment=setup1_crlsm``).
+
+Steps: (1) the cell graph from ``cfg.data`` (a saved graph, a movie, or the built-in synthetic
+culture); (2) the modelled group and border cells from ``cfg.setup``; (3) the model from
+``cfg.model`` (a LightningModule exposing ``fitted_parameters()``) trained by ``cfg.trainer`` with
+``cfg.logger`` (W&B offline by default, or CSV); (4) evaluation by simulating the fitted
+consensus problem: ``results.json`` and figures in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from calcium_gnn.config import register_resolvers
+from calcium_gnn.data.datamodule import CellGraphDataModule
+from calcium_gnn.data.sources import load_cell_graph
+from calcium_gnn.errors import CalciumGNNError
+from calcium_gnn.utils.wandb_mode import ensure_offline_unless_configured
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a config group (callbacks, loggers)."""
+    if not group:
+        return []
+    entries = [v for v in group.values() if isinstance(v, DictConfig) and "_target_" in v]
+    return [hydra.utils.instantiate(v) for v in entries]
+
+
+def _resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, log_dir: Path) -> str | None:
+    """``"last"`` means the newest ``last.ckpt`` under this task's runs; otherwise a path or None."""
+    if ckpt_path != "last":
+        return ckpt_path
+    candidates = sorted(log_dir.rglob("checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    candidates = [p for p in candidates if output_dir not in p.parents]
+    if not candidates:
+        raise CalciumGNNError("ckpt_path", f"'last' asked for, but no checkpoints/last.ckpt under {log_dir}")
+    return str(candidates[-1])
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the configured model on the configured culture and evaluate it.
+
+    Args:
+        cfg: the composed config (``configs/train.yaml``).
+
+    Returns:
+        The results (the content of ``results.json``), or the training metrics when
+        ``cfg.evaluate`` is false.
+    """
+    from calcium_gnn.physics.setups import resolve_setup
+
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    source = load_cell_graph(cfg.data)
+    data = source.data
+    log.info("cell graph: %d cells, %d frames, %d edges from %s", data.num_nodes, data.x.shape[1],
+             data.edge_index.shape[1], source.origin)
+    setup_cfg = OmegaConf.to_container(cfg.setup, resolve=True)
+    setup = resolve_setup(data, **setup_cfg)
+    model = hydra.utils.instantiate(cfg.model, data=data, setup=setup, _recursive_=False)
+
+    if cfg.get("logger"):
+        ensure_offline_unless_configured()
+    loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    datamodule = CellGraphDataModule(data, steps_per_epoch=int(getattr(model, "steps_per_epoch", 1)))
+    ckpt = _resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir))
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+    fit_seconds = time.perf_counter() - start
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if not cfg.get("evaluate", True) or trainer.fast_dev_run:
+        return metrics
+
+    from calcium_gnn.evaluation.report import evaluate_fit
+
+    results = evaluate_fit(
+        data,
+        setup,
+        model.fitted_parameters(),
+        train_fraction=float(getattr(model, "train_fraction", cfg.get("train_fraction", 2110 / 3610))),
+        substeps=int(cfg.evaluation.substeps),
+        out_dir=output_dir,
+        labels=source.labels,
+        cells_to_plot=cfg.evaluation.cells_to_plot,
+        method_name=str(getattr(model, "method_name", type(model).__name__)),
+        fit_seconds=fit_seconds,
+        extra={"data": source.origin, "training_metrics": metrics},
+    )
+    _log_results(loggers, results, output_dir)
+    print(f"results: {output_dir / 'results.json'}")
+    print(f"figures: {output_dir / 'figures'}")
+    return results
+
+
+def _log_results(loggers: list[Logger], results: dict[str, Any], output_dir: Path) -> None:
+    """Send the scalar results and the figures to every logger."""
+    scalars = {f"eval/{k}": float(v) for k, v in results.items() if isinstance(v, (int, float))}
+    for lg in loggers:
+        lg.log_metrics(scalars)
+        if isinstance(lg, WandbLogger):
+            figures = sorted((output_dir / "figures").glob("*.png"))
+            for fig in figures:
+                lg.log_image(key=f"figures/{fig.stem}", images=[str(fig)])
+            lg.experiment.summary["results"] = json.loads(json.dumps(results, default=str))
+        lg.finalize("success")
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train.yaml")
+def main(cfg: DictConfig) -> None:
+    """Command line: ``python train.py experiment=setup1_crlsm [key=value ...]``."""
+    try:
+        train(cfg)
+    except CalciumGNNError as err:
+        log.error("%s", err)
+        raise SystemExit(f"error: {err}") from None
+    finally:
+        _finish_wandb()
+
+
+def _finish_wandb() -> None:
+    """Close a W&B run even when the run failed, so the next run in the process starts clean."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+if __name__ == "__main__":
+    main()
