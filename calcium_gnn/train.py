@@ -69,7 +69,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    source = load_cell_graph(cfg.data)
+    from calcium_gnn.pipeline import options_from_config
+
+    build_options = options_from_config(cfg.segmentation, cfg.preprocessing, cfg.graph, cfg.data)
+    source = load_cell_graph(cfg.data, build_options)
     data = source.data
     log.info("cell graph: %d cells, %d frames, %d edges from %s", data.num_nodes, data.x.shape[1],
              data.edge_index.shape[1], source.origin)

@@ -33,12 +33,16 @@ class CellGraphSource:
     origin: str
 
 
-def load_cell_graph(cfg: Mapping[str, Any]) -> CellGraphSource:
+def load_cell_graph(
+    cfg: Mapping[str, Any], build_options: Mapping[str, Any] | None = None
+) -> CellGraphSource:
     """Resolve the ``data`` config into a cell graph.
 
     Args:
-        cfg: the ``data`` config: ``graph``, ``movie``, ``synthetic``, ``dt``, ``pixel_size``,
-            ``cache_dir`` (and the movie pipeline's options under ``build``, when present).
+        cfg: the ``data`` config: ``graph``, ``movie``, ``synthetic``, ``cache_dir``.
+        build_options: options of :func:`calcium_gnn.pipeline.movie_to_graph_full` for movies
+            (from the ``segmentation``, ``preprocessing`` and ``graph`` config groups, see
+            :func:`calcium_gnn.pipeline.options_from_config`); defaults when None.
 
     Raises:
         ConfigError: when both ``data.graph`` and ``data.movie`` are set.
@@ -51,27 +55,18 @@ def load_cell_graph(cfg: Mapping[str, Any]) -> CellGraphSource:
 
         return CellGraphSource(load_graph(Path(graph_path)), None, str(graph_path))
     if movie_path:
-        return _from_movie(Path(movie_path), cfg)
-    return _from_synthetic(cfg)
+        return _from_movie(Path(movie_path), cfg, build_options or {})
+    return _from_synthetic(cfg, build_options or {})
 
 
-def _build_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    options = dict(cfg.get("build") or {})
-    if cfg.get("dt") is not None:
-        options["dt"] = float(cfg["dt"])
-    if cfg.get("pixel_size") is not None:
-        options["pixel_size"] = float(cfg["pixel_size"])
-    return options
-
-
-def _from_movie(path: Path, cfg: Mapping[str, Any]) -> CellGraphSource:
+def _from_movie(path: Path, cfg: Mapping[str, Any], build_options: Mapping[str, Any]) -> CellGraphSource:
     from calcium_gnn.pipeline import cached_movie_to_graph
 
-    build = cached_movie_to_graph(path, Path(cfg["cache_dir"]) / "graphs", **_build_options(cfg))
+    build = cached_movie_to_graph(path, Path(cfg["cache_dir"]) / "graphs", **build_options)
     return CellGraphSource(build.data, build.labels, str(path))
 
 
-def _from_synthetic(cfg: Mapping[str, Any]) -> CellGraphSource:
+def _from_synthetic(cfg: Mapping[str, Any], build_options: Mapping[str, Any]) -> CellGraphSource:
     from calcium_gnn.data.synthetic import load_or_make_culture, truth_graph
 
     syn = dict(cfg["synthetic"])
@@ -86,8 +81,7 @@ def _from_synthetic(cfg: Mapping[str, Any]) -> CellGraphSource:
     if observe == "truth":
         data = truth_graph(culture, noise=noise, seed=noise_seed)
         return CellGraphSource(data, np.asarray(culture.labels), f"{origin} (true graph, noise={noise})")
-    from calcium_gnn.pipeline import cached_movie_to_graph
-
     movie_path = Path(culture.path) / "movie.tif"
-    build = cached_movie_to_graph(movie_path, Path(cfg["cache_dir"]) / "graphs", **_build_options(cfg))
-    return CellGraphSource(build.data, build.labels, f"{origin} (movie {movie_path})")
+    source = _from_movie(movie_path, cfg, build_options)
+    source.origin = f"{origin} (graph built from its movie {movie_path})"
+    return source

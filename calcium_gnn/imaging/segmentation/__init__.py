@@ -1,0 +1,69 @@
+"""Segmentation of a reference image into cells: one entry point, three backends.
+
+- ``"watershed"`` (default): classical seeded watershed, no weights (:mod:`.watershed`);
+- ``"cellpose"``: the Cellpose library (paper sec. 3.1, ref. [22]) (:mod:`.cellpose_backend`);
+- ``"masks"``: a label image the user already has (:mod:`.masks`).
+
+After segmentation, :func:`filter_small_cells` drops cells under the paper's 500 px and relabels
+1..N; :func:`check_labels_match` checks the labels fit the movie's frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from calcium_gnn.errors import ConfigError, SegmentationError
+from calcium_gnn.imaging.segmentation.cellpose_backend import segment_cellpose
+from calcium_gnn.imaging.segmentation.cleanup import check_labels_match, filter_small_cells
+from calcium_gnn.imaging.segmentation.masks import segment_masks
+from calcium_gnn.imaging.segmentation.matching import iou_matrix, matched_fraction
+from calcium_gnn.imaging.segmentation.watershed import PRESETS, segment_watershed
+
+BACKENDS = {"watershed": segment_watershed, "cellpose": segment_cellpose, "masks": segment_masks}
+
+__all__ = [
+    "BACKENDS",
+    "PRESETS",
+    "check_labels_match",
+    "filter_small_cells",
+    "iou_matrix",
+    "matched_fraction",
+    "segment",
+    "segment_cellpose",
+    "segment_masks",
+    "segment_watershed",
+]
+
+
+def segment(image: np.ndarray | None, backend: str = "watershed", **options: Any) -> np.ndarray:
+    """Segment a reference image (Y, X) into cells with the chosen backend.
+
+    Args:
+        image: (Y, X) reference image (see :func:`calcium_gnn.imaging.reference.reference_image`);
+            for ``backend="masks"`` it is only used to check the label image's shape.
+        backend: ``"watershed"``, ``"cellpose"`` or ``"masks"``.
+        **options: the backend's keyword options (:func:`segment_watershed`,
+            :func:`segment_cellpose`, :func:`segment_masks`).
+
+    Returns:
+        (Y, X) int32 labels, 0 = background, at least one cell.
+
+    Raises:
+        ConfigError: unknown backend or option (key ``segmentation.backend`` / ``segmentation.<option>``).
+        SegmentationError: the backend could not run or found no cell.
+        MasksError: (``masks``) the label file is missing, invalid, empty or the wrong shape.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError("segmentation.backend", f"unknown backend {backend!r}; one of {sorted(BACKENDS)}")
+    try:
+        labels = BACKENDS[backend](image, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            name = str(exc).split("'")[1] if "'" in str(exc) else "?"
+            raise ConfigError(f"segmentation.{name}", f"not an option of the {backend!r} backend") from None
+        raise
+    if int(labels.max(initial=0)) == 0:
+        raise SegmentationError(f"segmentation.{backend}", "no cells found in the reference image")
+    return labels

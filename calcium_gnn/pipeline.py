@@ -1,0 +1,440 @@
+"""Movie -> cell graph: the paper's pipeline (sec. 3.1) as one function.
+
+Steps (each configurable by a keyword argument of :func:`movie_to_graph_full`):
+
+1. read the movie ``(T, Y, X)`` (:func:`calcium_gnn.io.movie.read_movie`: ``dt``, ``pixel_size``,
+   ``z_projection``);
+2. preprocess it: hot pixels (median filter of size 3), ``log(x + 1)``, IQR normalisation eq. (23)
+   (:func:`calcium_gnn.imaging.preprocess.preprocess`, options ``preprocessing``);
+3. project it to a reference image (``reference``: ``"mean"``, ``"max"``, ``"std"``, ``"frame"``);
+4. segment the reference image (``segmentation``: ``"watershed"`` offline default, ``"cellpose"``,
+   or ``"masks"`` to read a user's label image from ``masks``) and drop cells smaller than
+   ``min_area`` pixels (paper: 500);
+5. per-cell mean intensity traces (:mod:`calcium_gnn.graphs.traces`), from the preprocessed movie
+   (``traces="preprocessed"``, as in the paper) or the raw one (``"raw"``);
+6. the graph (:func:`calcium_gnn.graphs.build.build_graph`: ``min_shared_border``, ``max_gap``).
+
+:func:`cached_movie_to_graph` memoises step 1-6 on disk, keyed by a fingerprint of the movie file
+(size, mtime, SHA-256 of its first, middle and last MiB) and of every option, so changing a
+threshold never reuses a stale graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from torch_geometric.data import Data
+
+from calcium_gnn.errors import CalciumGNNError, ConfigError, SegmentationError
+from calcium_gnn.graphs.build import build_graph
+from calcium_gnn.graphs.geometry import cell_polygons, validate_labels
+from calcium_gnn.graphs.traces import extract_traces
+
+__all__ = [
+    "GraphBuild",
+    "PIPELINE_VERSION",
+    "DEFAULT_OPTIONS",
+    "resolve_options",
+    "movie_to_graph",
+    "movie_to_graph_full",
+    "cached_movie_to_graph",
+    "options_fingerprint",
+    "file_fingerprint",
+    "OUTPUT_FILES",
+    "check_output_folder",
+    "write_outputs",
+    "options_from_config",
+]
+
+#: Bumped whenever the pipeline's output for the same inputs changes (invalidates caches).
+PIPELINE_VERSION = 1
+
+#: Every option of :func:`movie_to_graph_full` and its default.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "dt": None,
+    "pixel_size": None,
+    "z_projection": None,
+    "preprocessing": {},
+    "reference": "mean",
+    "reference_frame": 0,
+    "segmentation": "watershed",
+    "segmentation_options": {},
+    "masks": None,
+    "min_area": 500,
+    "min_shared_border": 5.0,
+    "max_gap": 2,
+    "edge_margin": 0,
+    "traces": "preprocessed",
+    "chunk_frames": 16,
+}
+
+_RUNTIME_ONLY = ("progress",)  # options that never change the graph (left out of the cache key)
+_SEGMENTATION_BACKENDS = ("watershed", "cellpose", "masks")
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass
+class GraphBuild:
+    """Everything :func:`movie_to_graph_full` made.
+
+    Attributes:
+        data: the cell graph (schema :mod:`calcium_gnn.graphs.schema`).
+        labels: (Y, X) int32 final label image (0 = background, values = ``data.cell_id``).
+        polygons: N shapely polygons, row ``i`` = node ``i`` (pixel coordinates).
+        reference: (Y, X) float32 reference image the cells were segmented on.
+        timings: seconds spent in each step (``read``, ``preprocess``, ``reference``, ``segment``,
+            ``traces``, ``graph``, ``polygons``); empty when loaded from the cache.
+    """
+
+    data: Data
+    labels: np.ndarray
+    polygons: list[shapely.Geometry]
+    reference: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill defaults and check the options of :func:`movie_to_graph_full`; unknown keys are refused.
+
+    Raises:
+        ConfigError: naming the key of an unknown or invalid option.
+    """
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS) - set(_RUNTIME_ONLY))
+    if unknown:
+        known = ", ".join(DEFAULT_OPTIONS)
+        raise ConfigError(unknown[0], f"unknown option of movie_to_graph (known: {known})")
+    out = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if k in DEFAULT_OPTIONS}}
+    out["preprocessing"] = _as_dict(out["preprocessing"], "preprocessing")
+    out["segmentation_options"] = _as_dict(out["segmentation_options"], "segmentation_options")
+    if out["segmentation"] not in _SEGMENTATION_BACKENDS:
+        raise ConfigError("segmentation", f"unknown backend {out['segmentation']!r}: use one of "
+                          f"{', '.join(_SEGMENTATION_BACKENDS)}")
+    if out["segmentation"] == "masks" and not out["masks"]:
+        raise ConfigError("masks", "segmentation 'masks' needs the path of a label image in 'masks'")
+    if out["traces"] not in ("preprocessed", "raw"):
+        raise ConfigError("traces", f"must be 'preprocessed' or 'raw', got {out['traces']!r}")
+    if not (isinstance(out["min_area"], int | float) and out["min_area"] >= 0):
+        raise ConfigError("min_area", f"must be a number of pixels >= 0, got {out['min_area']!r}")
+    if int(out["chunk_frames"]) < 1:
+        raise ConfigError("chunk_frames", f"must be >= 1, got {out['chunk_frames']!r}")
+    return out
+
+
+def _as_dict(value: Any, key: str) -> dict[str, Any]:
+    if value is None or value is True:
+        return {}
+    if value is False:
+        return {"hot_pixels": False, "log": False, "normalise": False}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ConfigError(key, f"must be a mapping of options, got {type(value).__name__}")
+
+
+def _segment(reference: np.ndarray, opts: dict[str, Any], source: str) -> np.ndarray:
+    """Label image of the reference image by the chosen backend, or the user's masks file.
+
+    A backend that finds no cell raises a :class:`SegmentationError` naming the movie file.
+    """
+    from calcium_gnn.imaging.segmentation import segment
+
+    if opts["segmentation"] == "masks":
+        return segment(reference, backend="masks", path=opts["masks"])
+    try:
+        return segment(reference, backend=opts["segmentation"], **opts["segmentation_options"])
+    except SegmentationError as exc:
+        raise SegmentationError(source, f"{exc.problem} ({exc.culprit})") from None
+
+
+def _filter_small(labels: np.ndarray, min_area: float, *, keep_ids: bool) -> np.ndarray:
+    """Drop cells under ``min_area`` px; ``keep_ids`` keeps the surviving cells' own ids (a user's
+    masks), else they are renumbered 1..N."""
+    from calcium_gnn.imaging.segmentation import filter_small_cells
+
+    kept, old_ids = filter_small_cells(labels, min_area=int(math.ceil(min_area)), return_mapping=True)
+    if not keep_ids:
+        return kept
+    lookup = np.concatenate([[0], np.asarray(old_ids, dtype=np.int64)])
+    return lookup[kept]
+
+
+def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
+    """Run the whole pipeline (module docstring) and return the graph with its label image,
+    polygons and reference image.
+
+    Args:
+        movie_or_path: a movie file / folder path, a ``Movie`` from :func:`read_movie`, or a
+            (T, Y, X) array.
+        **options: see :data:`DEFAULT_OPTIONS`: ``dt`` (s) and ``pixel_size`` (um) used when the file
+            has no metadata, ``z_projection`` (``"max"``/``"mean"`` for 4-D stacks),
+            ``preprocessing`` (a mapping of :func:`calcium_gnn.imaging.preprocess.preprocess`
+            options, or ``False`` to skip), ``reference`` + ``reference_frame``, ``segmentation`` +
+            ``segmentation_options`` (+ ``masks``), ``min_area`` (px), ``min_shared_border`` (px),
+            ``max_gap`` (px), ``edge_margin`` (px), ``traces`` (``"preprocessed"``/``"raw"``),
+            ``chunk_frames``, ``progress`` (tqdm bars).
+
+    Returns:
+        A :class:`GraphBuild`.
+
+    Raises:
+        MovieError, MasksError: naming the file; SegmentationError: no cell found (naming the movie);
+        ConfigError: naming the option.
+    """
+    from calcium_gnn.imaging.preprocess import preprocess
+    from calcium_gnn.imaging.reference import reference_image
+    from calcium_gnn.io.movie import Movie, read_movie
+
+    progress = bool(options.get("progress", False))
+    opts = resolve_options(options)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[step] = now - clock
+        clock = now
+
+    if isinstance(movie_or_path, Movie):
+        movie = movie_or_path
+    else:
+        movie = read_movie(movie_or_path, dt=opts["dt"], pixel_size=opts["pixel_size"],
+                           z_projection=opts["z_projection"])
+    lap("read")
+    source = str(movie.path) if movie.path is not None else "movie"
+    chunk = int(opts["chunk_frames"])
+    prep_opts = {"chunk_frames": chunk, "progress": progress, **opts["preprocessing"]}
+    frames = preprocess(movie.frames, source=source, **prep_opts)
+    lap("preprocess")
+    reference = reference_image(frames, opts["reference"], int(opts["reference_frame"]), chunk_frames=chunk)
+    lap("reference")
+    labels = _segment(reference, opts, source)
+    labels_source = str(opts["masks"]) if opts["segmentation"] == "masks" else source
+    if opts["min_area"] > 0:
+        labels = _filter_small(labels, opts["min_area"], keep_ids=opts["segmentation"] == "masks")
+    labels = validate_labels(labels, labels_source)
+    labels = labels.astype(np.int32 if int(labels.max(initial=0)) < 2**31 else np.int64, copy=False)
+    if not labels.any():
+        raise SegmentationError(source, f"no cells found (segmentation '{opts['segmentation']}', "
+                                f"min_area {opts['min_area']} px)")
+    lap("segment")
+    trace_frames = frames if opts["traces"] == "preprocessed" else movie.frames
+    traces = extract_traces(trace_frames, labels, chunk_frames=chunk, source=source,
+                            labels_source=labels_source)
+    lap("traces")
+    pixel_size = movie.pixel_size if movie.pixel_size is not None else math.nan
+    data = build_graph(labels, traces, dt=movie.dt, pixel_size=pixel_size,
+                       min_shared_border=float(opts["min_shared_border"]), max_gap=float(opts["max_gap"]),
+                       edge_margin=int(opts["edge_margin"]), source=labels_source)
+    lap("graph")
+    polygons = cell_polygons(labels)
+    lap("polygons")
+    return GraphBuild(data=data, labels=labels, polygons=polygons, reference=reference, timings=timings)
+
+
+def movie_to_graph(movie_or_path: Any, **options: Any) -> Data:
+    """A movie (path, ``Movie`` or (T, Y, X) array) -> its cell graph; options as
+    :func:`movie_to_graph_full`."""
+    return movie_to_graph_full(movie_or_path, **options).data
+
+
+# ------------------------------------------------------------------------------------------- cache
+def file_fingerprint(path: str | Path) -> dict[str, Any]:
+    """Identify a file's content cheaply: size, mtime (ns) and SHA-256 of its first, middle and
+    last MiB (a folder: the fingerprints of its files, sorted by name)."""
+    path = Path(path)
+    if path.is_dir():
+        return {"folder": {p.name: file_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file()}}
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        middle = max(stat.st_size // 2 - _HASH_BLOCK // 2, 0)
+        for offset in sorted({0, middle, max(stat.st_size - _HASH_BLOCK, 0)}):
+            fh.seek(offset)
+            digest.update(fh.read(_HASH_BLOCK))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_sampled": digest.hexdigest()}
+
+
+def options_fingerprint(path: str | Path, options: Mapping[str, Any]) -> str:
+    """The cache key: SHA-256 of the movie's fingerprint, every resolved option (with defaults, so
+    an explicit default and an omitted one agree), fingerprints of files named by options (the
+    masks file, a Cellpose model...) and :data:`PIPELINE_VERSION`."""
+    opts = resolve_options(options)
+    files = {}
+    for key, value in [("masks", opts["masks"]), *opts["segmentation_options"].items()]:
+        if isinstance(value, str | Path) and str(value) and Path(value).exists():
+            files[key] = file_fingerprint(value)
+    payload = {"version": PIPELINE_VERSION, "movie": file_fingerprint(path), "options": opts, "files": files}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cached_movie_to_graph(path: str | Path, cache_dir: str | Path, **options: Any) -> GraphBuild:
+    """:func:`movie_to_graph_full` of a movie file, memoised in ``cache_dir/<key>/``.
+
+    The key is :func:`options_fingerprint` (the movie file and every option). Entries are written
+    to a temporary folder and renamed into place, so a crash never leaves a half-written entry; an
+    unreadable entry is rebuilt.
+    """
+    from calcium_gnn.io.graph_files import load_graph, save_graph
+    from calcium_gnn.io.movie import read_movie
+
+    path = Path(path)
+    if not path.exists():
+        read_movie(path)  # raises the movie reader's one-line MovieError naming the file
+    key = options_fingerprint(path, options)
+    cache_dir = Path(cache_dir)
+    entry = cache_dir / key
+    if entry.is_dir():
+        try:
+            data = load_graph(entry / "graph.pt")
+            labels = np.load(entry / "labels.npy", allow_pickle=False)
+            reference = np.load(entry / "reference.npy", allow_pickle=False)
+            return GraphBuild(data=data, labels=labels, polygons=cell_polygons(labels), reference=reference)
+        except (CalciumGNNError, OSError, ValueError):
+            shutil.rmtree(entry, ignore_errors=True)
+    build = movie_to_graph_full(path, **options)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=cache_dir))
+    try:
+        save_graph(build.data, tmp / "graph.pt")
+        np.save(tmp / "labels.npy", build.labels)
+        np.save(tmp / "reference.npy", build.reference)
+        (tmp / "options.json").write_text(json.dumps({"movie": str(path), **resolve_options(options)},
+                                                     sort_keys=True, default=str, indent=1))
+        try:
+            os.replace(tmp, entry)
+        except OSError:  # another process filled the entry first: keep theirs
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return build
+
+
+# ------------------------------------------------------------------------------------------ outputs
+#: The files :func:`write_outputs` writes into its folder.
+OUTPUT_FILES: dict[str, str] = {
+    "graph": "graph.pt",
+    "labels": "labels.tif",
+    "geojson": "cells.geojson",
+    "traces": "traces.csv",
+    "graphml": "graph.graphml",
+    "outlines": "reference_outlines.png",
+    "intensity": "cells_intensity.png",
+    "overlay": "graph_overlay.png",
+}
+
+
+def check_output_folder(out: str | Path, *, overwrite: bool = False) -> Path:
+    """Make sure ``out`` can receive a graph: create it, or refuse it when it is a file or holds a
+    previous graph (any of :data:`OUTPUT_FILES`) and ``overwrite`` is false.
+
+    Raises:
+        OutputError: naming ``out``.
+    """
+    from calcium_gnn.errors import OutputError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "exists and is not a folder")
+    if out.is_dir() and not overwrite:
+        previous = sorted(name for name in OUTPUT_FILES.values() if (out / name).exists())
+        if previous:
+            raise OutputError(out, f"already holds a previous graph ({', '.join(previous)}); "
+                              "set overwrite=true to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(out, f"cannot create the folder: {exc.strerror or exc}") from None
+    return out
+
+
+def write_outputs(
+    build: GraphBuild, out: str | Path, *, overwrite: bool = False, frame: int = 10, dpi: int = 120
+) -> dict[str, Path]:
+    """Write a :class:`GraphBuild` into the folder ``out``: the graph, the label image, the
+    exports and the three figures (:data:`OUTPUT_FILES`).
+
+    Args:
+        build: the pipeline's result.
+        out: the folder (created if missing).
+        overwrite: replace the files of a previous graph in ``out``; without it such a folder is
+            refused.
+        frame: time step shown in the intensity figures (paper Figs. 6-7: 10).
+        dpi: resolution of the figures.
+
+    Returns:
+        The written paths, by kind (keys of :data:`OUTPUT_FILES`).
+
+    Raises:
+        OutputError: ``out`` is a file, or holds a previous graph and ``overwrite`` is false.
+    """
+    from calcium_gnn.graphs.plots import plot_graph_over_image, plot_outlines, plot_polygons_intensity
+    from calcium_gnn.io.graph_files import (
+        export_geojson,
+        export_graphml,
+        export_traces_csv,
+        save_graph,
+        save_labels,
+    )
+
+    out = check_output_folder(out, overwrite=overwrite)
+    paths = {kind: out / name for kind, name in OUTPUT_FILES.items()}
+    data = build.data
+    save_graph(data, paths["graph"])
+    save_labels(build.labels, paths["labels"])
+    export_geojson(data, build.polygons, paths["geojson"], frame=min(frame, data.x.shape[1] - 1))
+    export_traces_csv(data, paths["traces"])
+    export_graphml(data, paths["graphml"])
+    plot_outlines(build.reference, build.labels, paths["outlines"], dpi=dpi)
+    plot_polygons_intensity(data, build.polygons, paths["intensity"], frame=frame,
+                            shape=build.labels.shape, dpi=dpi)
+    plot_graph_over_image(data, build.reference, paths["overlay"], frame=frame, dpi=dpi)
+    return paths
+
+
+def options_from_config(
+    segmentation: Mapping[str, Any],
+    preprocessing: Mapping[str, Any],
+    graph: Mapping[str, Any],
+    data: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Flatten the ``segmentation``, ``preprocessing``, ``graph`` config groups (and ``data``'s
+    ``dt``, ``pixel_size``, ``z_projection``) into the options of :func:`movie_to_graph_full`.
+
+    Raises:
+        ConfigError: an unknown key in a group (named ``group.key``).
+    """
+    prep = dict(preprocessing)
+    options: dict[str, Any] = {
+        "reference": prep.pop("reference", DEFAULT_OPTIONS["reference"]),
+        "reference_frame": prep.pop("reference_frame", DEFAULT_OPTIONS["reference_frame"]),
+        "preprocessing": prep,
+    }
+    seg = dict(segmentation)
+    options["segmentation"] = seg.pop("backend", DEFAULT_OPTIONS["segmentation"])
+    options["segmentation_options"] = dict(seg.pop("options", None) or {})
+    if options["segmentation"] == "masks":
+        options["masks"] = seg.pop("path", None)
+    if seg:
+        raise ConfigError(f"segmentation.{sorted(seg)[0]}", "unknown key (put backend options under "
+                          "segmentation.options)")
+    for key, value in graph.items():
+        if key not in DEFAULT_OPTIONS:
+            raise ConfigError(f"graph.{key}", "unknown key")
+        options[key] = value
+    for key in ("dt", "pixel_size", "z_projection"):
+        if data is not None and data.get(key) is not None:
+            options[key] = data[key]
+    return options
