@@ -24,9 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from calcium_gnn.errors import CalciumGNNError, ConfigError, SegmentationError
 from calcium_gnn.graphs.build import build_graph
 from calcium_gnn.graphs.geometry import cell_polygons, validate_labels
 from calcium_gnn.graphs.traces import extract_traces
+from calcium_gnn.io.atomic import atomic_folder, atomic_write_text
 
 __all__ = [
     "GraphBuild",
@@ -305,20 +304,12 @@ def cached_movie_to_graph(path: str | Path, cache_dir: str | Path, **options: An
         except (CalciumGNNError, OSError, ValueError):
             shutil.rmtree(entry, ignore_errors=True)
     build = movie_to_graph_full(path, **options)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=cache_dir))
-    try:
+    with atomic_folder(entry) as tmp:  # another process may fill the entry first: keep theirs
         save_graph(build.data, tmp / "graph.pt")
         np.save(tmp / "labels.npy", build.labels)
         np.save(tmp / "reference.npy", build.reference)
-        (tmp / "options.json").write_text(json.dumps({"movie": str(path), **resolve_options(options)},
-                                                     sort_keys=True, default=str, indent=1))
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another process filled the entry first: keep theirs
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic_write_text(tmp / "options.json", json.dumps({"movie": str(path), **resolve_options(options)},
+                                                           sort_keys=True, default=str, indent=1))
     return build
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.loggers import Logger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from calcium_gnn.config import register_resolvers
 from calcium_gnn.data.datamodule import CellGraphDataModule
@@ -31,6 +31,8 @@ from calcium_gnn.utils.wandb_mode import ensure_offline_unless_configured
 
 log = logging.getLogger(__name__)
 register_resolvers()
+#: the project's Hydra configs (``configs/`` beside the package)
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -50,6 +52,14 @@ def _resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, log_dir: Path) -
     if not candidates:
         raise CalciumGNNError("ckpt_path", f"'last' asked for, but no checkpoints/last.ckpt under {log_dir}")
     return str(candidates[-1])
+
+
+def _plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved run config as plain Python, without Hydra's own section."""
+    run_cfg = cfg.copy()
+    with open_dict(run_cfg):
+        run_cfg.pop("hydra", None)
+    return OmegaConf.to_container(run_cfg, resolve=True)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -78,15 +88,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
              data.edge_index.shape[1], source.origin)
     setup_cfg = OmegaConf.to_container(cfg.setup, resolve=True)
     setup = resolve_setup(data, **setup_cfg)
-    model = hydra.utils.instantiate(cfg.model, data=data, setup=setup, _recursive_=False)
+    # partial first: Hydra would turn the Setup dataclass into a DictConfig if passed to instantiate
+    model = hydra.utils.instantiate(cfg.model, _partial_=True, _recursive_=False)(data=data, setup=setup)
 
     if cfg.get("logger"):
         ensure_offline_unless_configured()
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
     callbacks = _instantiate_group(cfg.get("callbacks"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    hparams = _plain_config(cfg)
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams(hparams)
 
     datamodule = CellGraphDataModule(data, steps_per_epoch=int(getattr(model, "steps_per_epoch", 1)))
     ckpt = _resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir))
@@ -110,28 +122,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cells_to_plot=cfg.evaluation.cells_to_plot,
         method_name=str(getattr(model, "method_name", type(model).__name__)),
         fit_seconds=fit_seconds,
-        extra={"data": source.origin, "training_metrics": metrics},
+        extra={"data": source.origin, "training_metrics": metrics, "config": hparams},
     )
-    _log_results(loggers, results, output_dir)
+    figures = [Path(p) for p in results.get("figure_paths", [])]
+    _log_results(loggers, results, figures)
     print(f"results: {output_dir / 'results.json'}")
-    print(f"figures: {output_dir / 'figures'}")
+    print("figures: " + ", ".join(str(p) for p in figures))
     return results
 
 
-def _log_results(loggers: list[Logger], results: dict[str, Any], output_dir: Path) -> None:
-    """Send the scalar results and the figures to every logger."""
+def _log_results(loggers: list[Logger], results: dict[str, Any], figures: list[Path]) -> None:
+    """Send the scalar results (``eval/...``) and the figures to every logger."""
     scalars = {f"eval/{k}": float(v) for k, v in results.items() if isinstance(v, (int, float))}
     for lg in loggers:
         lg.log_metrics(scalars)
         if isinstance(lg, WandbLogger):
-            figures = sorted((output_dir / "figures").glob("*.png"))
             for fig in figures:
                 lg.log_image(key=f"figures/{fig.stem}", images=[str(fig)])
-            lg.experiment.summary["results"] = json.loads(json.dumps(results, default=str))
+            summary = {k: v for k, v in results.items() if k != "figure_paths"}
+            lg.experiment.summary["results"] = json.loads(json.dumps(summary, default=str))
         lg.finalize("success")
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train.yaml")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train.yaml")
 def main(cfg: DictConfig) -> None:
     """Command line: ``python train.py experiment=setup1_crlsm [key=value ...]``."""
     try:

@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
-from calcium_gnn.errors import MasksError, OutputError  # noqa: E402
+from calcium_gnn.errors import MasksError  # noqa: E402
+from calcium_gnn.io.atomic import atomic_path  # noqa: E402
 
 BORDER_GREY = 0.55
 OTHER_GREY = 0.88
@@ -35,10 +36,8 @@ OTHER_GREY = 0.88
 def _save(fig: plt.Figure, path: str | Path, dpi: int) -> Path:
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    except OSError as err:
-        raise OutputError(path, f"cannot write the figure ({err.strerror})") from None
+        with atomic_path(path, make_parents=True) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path

@@ -48,13 +48,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from calcium_gnn.errors import CalciumGNNError, InputFileError, OutputError
+from calcium_gnn.io.atomic import atomic_write_text
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -245,19 +244,8 @@ def write_results(results: Mapping[str, Any], path: str | Path, *, overwrite: bo
     validate_results(clean)
     if path.exists() and not overwrite:
         raise OutputError(path, "already exists; refusing to overwrite it (use a new run directory)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise OutputError(path.parent, f"cannot write there ({err.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(clean, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(path, f"cannot write ({err.strerror})") from None
+    text = json.dumps(clean, indent=2, allow_nan=False) + "\n"
+    atomic_write_text(path, text, overwrite=overwrite, make_parents=True)
     return path
 
 

@@ -21,6 +21,8 @@ from matplotlib.patches import Polygon as PolygonPatch
 from skimage.segmentation import find_boundaries
 from torch_geometric.data import Data
 
+from calcium_gnn.io.atomic import atomic_path
+
 __all__ = ["plot_outlines", "plot_polygons_intensity", "plot_graph_over_image"]
 
 
@@ -37,7 +39,8 @@ def _figure(shape: tuple[int, int], inches: float) -> tuple[Figure, object]:
 
 def _save(fig: Figure, path: str | Path, dpi: int) -> Path:
     path = Path(path)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    with atomic_path(path) as tmp:  # a complete PNG or none
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     return path
 
 

@@ -23,9 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
-import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +40,7 @@ from calcium_gnn.data.synthetic import (
     make_culture,
 )
 from calcium_gnn.errors import InputFileError, MovieError, OutputError
+from calcium_gnn.io.atomic import atomic_folder, atomic_path
 
 FORMAT = "calcium_gnn.synthetic_culture"
 VERSION = 1
@@ -239,31 +238,19 @@ def load_or_make_culture(cache_dir: str | Path, **params: Any) -> SyntheticCultu
         with contextlib.suppress(InputFileError):
             return load_culture(target, read_movie=False)
     culture = make_culture(**full, render=True)
-    staging = root / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
-    save_culture(culture, staging)
-    if target.exists() and not (target / "truth.json").is_file():
-        shutil.rmtree(target, ignore_errors=True)  # an incomplete cache entry of ours
-    try:
-        os.replace(staging, target)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if (target / "truth.json").is_file():
-            return load_culture(target, read_movie=False)
-        raise OutputError(target, "cannot move the generated culture into the cache") from None
+    with atomic_folder(target) as staging:  # keeps a complete entry another process moved in first
+        save_culture(culture, staging)
+        if target.exists() and not (target / "truth.json").is_file():
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete cache entry of ours
     culture.path = target
     return culture
 
 
 def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write`` on a temporary name next to ``path`` (same suffix), then ``os.replace`` it."""
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
+    """Call ``write`` on a temporary name next to ``path`` (same suffix), then ``os.replace`` it
+    (:func:`calcium_gnn.io.atomic.atomic_path`)."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OutputError(path, f"cannot write ({err.strerror or err})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_npz(path: Path, c: SyntheticCulture) -> None:

@@ -12,7 +12,8 @@
 * ``graph.graphml``: a networkx graph, node attributes ``cell_id, x, y, area, touches_edge,
   mean_intensity`` and edge attributes ``u, l, ul`` (= ``u * l``).
 
-Every file is written atomically: to a temporary file in the same folder, then ``os.replace``.
+Every file is written atomically (:mod:`calcium_gnn.io.atomic`): to a temporary file in the same
+folder, then ``os.replace``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,6 +38,7 @@ from torch_geometric.data.storage import BaseStorage, EdgeStorage, GlobalStorage
 
 from calcium_gnn.errors import GraphError, OutputError
 from calcium_gnn.graphs.schema import validate_graph
+from calcium_gnn.io.atomic import atomic_path
 
 __all__ = [
     "GRAPH_SAFE_GLOBALS",
@@ -63,34 +63,12 @@ GRAPH_SAFE_GLOBALS: tuple[type, ...] = (
 )
 
 
-def _file_mode() -> int:
-    """Permissions of a newly created file under the process umask (``0o666 & ~umask``)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it onto ``path``.
-
-    The file gets the usual permissions of a new file (``mkstemp`` creates it private)."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(path, f"folder {folder} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it onto ``path``
+    (:func:`calcium_gnn.io.atomic.atomic_path`; the file gets the usual permissions of a new file)."""
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(path, f"cannot write: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def save_graph(data: Data, path: str | Path) -> Path:
