@@ -362,6 +362,7 @@ def truth_graph(
         dt=float(culture.dt),
         pixel_size=float("nan"),
         unit="px",
+        image_shape=(int(culture.labels.shape[0]), int(culture.labels.shape[1])),
         truth_k=float(culture.k),
         truth_gamma=f(culture.gamma),
         truth_edge_weight_scale=float(culture.edge_weight_scale),

@@ -134,5 +134,6 @@ def build_graph(
         dt=float(dt),
         pixel_size=float(pixel_size) if pixel_size is not None else math.nan,
         unit=unit,
+        image_shape=(int(labels.shape[0]), int(labels.shape[1])),
     )
     return validate_graph(data, source)

@@ -20,6 +20,9 @@ field             shape/type    meaning
 ``unit``          str           ``"px"`` or ``"um"``: the unit of ``u``, ``l``, ``area``
 ================  ============  =========================================================
 
+Optional: ``image_shape`` (height, width) of the label image in pixels (setups II and III place
+their disc / rectangle in it; without it they use the centroids' bounding box).
+
 Optional ground-truth fields (synthetic cultures): ``truth_k`` (float), ``truth_gamma`` (N,)
 (NaN for driver cells), ``truth_edge_weight_scale`` (float), ``truth_x`` (N, T) clean traces,
 ``is_driver`` (N,) bool.

@@ -109,11 +109,17 @@ def _one_line(exc: BaseException) -> str:
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
+    from calcium_gnn.io.movie import TiffProblems
+
     try:
-        with tifffile.TiffFile(path) as tif:
-            return tif.series[0].asarray()
+        with TiffProblems() as problems, tifffile.TiffFile(path) as tif:
+            labels = tif.series[0].asarray()
+            len(tif.pages)  # walks every IFD: a broken chain is logged as a problem
     except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds of errors on bad files
         raise MasksError(path, f"not a readable TIFF ({_one_line(exc)})") from None
+    if problems.problems:
+        raise MasksError(path, f"truncated or corrupt TIFF ({problems.problems[0]})")
+    return labels
 
 
 def _read_npy(path: Path) -> np.ndarray:

@@ -20,6 +20,7 @@ not a microscope calibration.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import xml.etree.ElementTree as ET
@@ -183,13 +184,69 @@ def _read_npy(path: Path, *, mmap: bool) -> np.ndarray:
         raise MovieError(path, f"not a readable .npy array ({_one_line(exc)})") from None
 
 
+class TiffProblems(logging.Handler):
+    """Collects what ``tifffile`` logs while a file is read, instead of printing it.
+
+    ``tifffile`` reads damaged files leniently: a truncated stack loses the IFDs of its last pages and
+    comes back as a shorter (often single-page) series, with only a log line ("invalid page offset",
+    "ImageJ series metadata invalid or corrupted file"). Used as a context manager around a read,
+    this handler keeps those lines (``problems``) so the caller can refuse the file with one clear
+    error rather than return a wrong movie.
+    """
+
+    #: words of tifffile's log lines that mean the file is damaged (not merely unusual)
+    MARKERS = ("invalid", "corrupt", "failed", "raised", "truncated")
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.problems: list[str] = []
+        self._logger = logging.getLogger("tifffile")
+        self._propagate = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().strip().splitlines()
+        line = re.sub(r"^<[^>]*>\s*", "", text[0])[:200] if text else ""  # drop tifffile's "<TiffPages @8>"
+        if any(marker in line.lower() for marker in self.MARKERS):
+            self.problems.append(line)
+
+    def __enter__(self) -> TiffProblems:
+        self._propagate = self._logger.propagate
+        self._logger.addHandler(self)
+        self._logger.propagate = False
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.propagate = self._propagate
+
+
+def _check_tiff_complete(tif: Any, series: Any, path: Path, problems: TiffProblems) -> None:
+    """Refuse a truncated or damaged TIFF: a broken chain of pages (``len(tif.pages)`` walks every
+    IFD) or image data that extends past the end of the file."""
+    n_pages = len(tif.pages)
+    if problems.problems:
+        raise MovieError(path, f"truncated or corrupt TIFF ({problems.problems[0]})")
+    size = path.stat().st_size
+    if series.dataoffset is not None:
+        end = int(series.dataoffset) + int(series.nbytes)
+    else:
+        end = 0
+        for page in series.pages:
+            if page is not None and page.dataoffsets:
+                end = max(end, max(int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts,
+                                                                       strict=True)))
+    if end > size:
+        raise MovieError(path, f"truncated TIFF: its {n_pages} page(s) need {end} bytes, the file has {size}")
+
+
 def _read_tiff(path: Path, *, mmap: bool) -> tuple[np.ndarray, str | None, dict[str, float]]:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with TiffProblems() as problems, tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = series.axes
+            _check_tiff_complete(tif, series, path, problems)
             meta = _tiff_metadata(tif)
             data = None
             if mmap:
@@ -201,6 +258,8 @@ def _read_tiff(path: Path, *, mmap: bool) -> tuple[np.ndarray, str | None, dict[
                     data = data.reshape(series.shape) if data.size == math.prod(series.shape) else None
             if data is None:
                 data = series.asarray()
+            if problems.problems:
+                raise MovieError(path, f"truncated or corrupt TIFF ({problems.problems[0]})")
     except MovieError:
         raise
     except Exception as exc:  # noqa: BLE001 - tifffile raises many kinds of errors on bad files
