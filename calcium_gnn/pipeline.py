@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the pipeline's output for the same inputs changes (invalidates caches).
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 
 #: Every option of :func:`movie_to_graph_full` and its default.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -190,7 +190,7 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
         MovieError, MasksError: naming the file; SegmentationError: no cell found (naming the movie);
         ConfigError: naming the option.
     """
-    from calcium_gnn.imaging.preprocess import preprocess
+    from calcium_gnn.imaging.preprocess import bleaching_trend, preprocess
     from calcium_gnn.imaging.reference import reference_image
     from calcium_gnn.io.movie import Movie, read_movie
 
@@ -231,6 +231,11 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
     trace_frames = frames if opts["traces"] == "preprocessed" else movie.frames
     traces = extract_traces(trace_frames, labels, chunk_frames=chunk, source=source,
                             labels_source=labels_source)
+    if opts["traces"] == "raw" and opts["preprocessing"].get("bleach_correction", False):
+        # a frame's correction is a scalar, so it commutes with the per-cell mean
+        dark = float(opts["preprocessing"].get("dark_level", 0.0))
+        trend = bleaching_trend(movie.frames, dark_level=dark, chunk_frames=chunk, source=source)
+        traces = (dark + (traces - dark) / trend[None, :]).astype(traces.dtype)
     lap("traces")
     pixel_size = movie.pixel_size if movie.pixel_size is not None else math.nan
     data = build_graph(labels, traces, dt=movie.dt, pixel_size=pixel_size,

@@ -17,6 +17,9 @@ from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError
 
+#: The keys of the ``data`` config of a single culture (``configs/data/synthetic.yaml``).
+DATA_KEYS: tuple[str, ...] = ("graph", "movie", "synthetic", "dt", "pixel_size", "z_projection", "cache_dir")
+
 
 @dataclass
 class CellGraphSource:
@@ -45,8 +48,15 @@ def load_cell_graph(
             :func:`calcium_gnn.pipeline.options_from_config`); defaults when None.
 
     Raises:
-        ConfigError: when both ``data.graph`` and ``data.movie`` are set.
+        ConfigError: an unknown key (named ``data.<key>``, e.g. a misspelt ``+data.moive=...``), or
+            both ``data.graph`` and ``data.movie`` set.
     """
+    unknown = sorted(set(cfg.keys()) - set(DATA_KEYS))
+    if "folder" in unknown:
+        raise ConfigError("data.folder", "a culture folder holds many cultures: fit it with "
+                          "calcium_gnn.batch.fit_cultures (train(cfg) hands data=culture_folder to it)")
+    if unknown:
+        raise ConfigError(f"data.{unknown[0]}", f"unknown key (known: {', '.join(DATA_KEYS)})")
     graph_path, movie_path = cfg.get("graph"), cfg.get("movie")
     if graph_path and movie_path:
         raise ConfigError("data.graph", "set either data.graph or data.movie, not both")

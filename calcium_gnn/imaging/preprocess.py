@@ -375,12 +375,53 @@ def _narrow(s: _Rank, hist: np.ndarray, edges: np.ndarray, bins: int) -> None:
 
 
 # --------------------------------------------------------------------------------------- pipeline
+def bleaching_trend(
+    frames: np.ndarray, *, dark_level: float = 0.0, chunk_frames: int = 32, source: str | Path = "movie"
+) -> np.ndarray:
+    """Relative photobleaching trend ``b(t)`` of a movie, ``b(0) = 1`` (not in the paper).
+
+    Photobleaching dims the dye exponentially over the recording; over an hour a few per cent can
+    exceed the calcium signal of quiet cells. The trend is a single exponential fitted by least
+    squares to the log of the frame means above the camera's dark level:
+    ``log(mean_t - d) = log a + r t`` (``t`` in frames), ``b(t) = exp(min(r, 0) t)`` (a rising
+    trend is not bleaching and is left alone). Correcting a frame is ``d + (F - d) / b(t)``.
+
+    Args:
+        frames: (T, Y, X) movie; never modified.
+        dark_level: the camera's dark (offset) level ``d``, in the movie's units.
+        chunk_frames: frames read at a time.
+        source: the movie's path, named in errors.
+
+    Returns:
+        (T,) float64 trend with ``b(0) = 1``.
+
+    Raises:
+        MovieError: a frame mean at or below ``dark_level`` (no signal to fit).
+    """
+    _check_chunk(chunk_frames)
+    n = frames.shape[0]
+    means = np.empty(n)
+    for start, stop in _chunks(n, chunk_frames):
+        means[start:stop] = np.asarray(frames[start:stop], dtype=np.float64).mean(axis=(1, 2))
+    above = means - float(dark_level)
+    if not (above > 0).all():
+        bad = int(np.argmax(above <= 0))
+        raise MovieError(source, f"frame {bad} has mean {means[bad]:.4g} <= dark_level {dark_level}: "
+                         "cannot fit a photobleaching trend (set preprocessing.dark_level or "
+                         "preprocessing.bleach_correction=false)")
+    t = np.arange(n, dtype=np.float64)
+    rate = np.polyfit(t, np.log(above), 1)[0] if n > 1 else 0.0
+    return np.exp(min(rate, 0.0) * t)
+
+
 def preprocess(
     frames: np.ndarray,
     *,
     hot_pixels: bool = True,
     hot_pixel_size: int = 3,
     hot_pixel_footprint: Footprint = "2d",
+    bleach_correction: bool = False,
+    dark_level: float = 0.0,
     log: bool = True,
     epsilon: float = 1.0,
     normalise: bool = True,
@@ -403,6 +444,8 @@ def preprocess(
         frames: (T, Y, X) movie (array or read-only memmap); never modified.
         hot_pixels: apply the median filter (size ``hot_pixel_size``, ``hot_pixel_footprint``;
             see :func:`remove_hot_pixels`).
+        bleach_correction: divide out the photobleaching trend (:func:`bleaching_trend`, with
+            ``dark_level``) after the median filter; not in the paper.
         log: apply ``log(x + epsilon)``.
         normalise: apply eq. (23) with the quartiles of the whole movie after the previous steps
             and ``f = iqr_factor``.
@@ -429,7 +472,9 @@ def preprocess(
         raise ConfigError("epsilon", f"must be a positive number, got {epsilon!r}")
     out = _output(frames, out)
     n = frames.shape[0]
-    counting = normalise and frames.dtype.kind in "ui" and frames.dtype.itemsize <= 2
+    trend = (bleaching_trend(frames, dark_level=dark_level, chunk_frames=chunk_frames, source=source)
+             if bleach_correction else None)
+    counting = normalise and trend is None and frames.dtype.kind in "ui" and frames.dtype.itemsize <= 2
     offset = -int(np.iinfo(frames.dtype).min) if counting else 0
     counts = np.zeros(1 << (8 * frames.dtype.itemsize), dtype=np.int64) if counting else None
     size = hot_pixel_size if hot_pixels else 1
@@ -442,6 +487,8 @@ def preprocess(
         if counts is not None:
             values = filtered.ravel().astype(np.int64) + offset if offset else filtered.ravel()
             counts += np.bincount(values, minlength=counts.size)
+        if trend is not None:
+            filtered = dark_level + (filtered - dark_level) / trend[start:stop, None, None]
         out[start:stop] = filtered
         if log:
             _log_block(out, out, start, stop, epsilon, source)

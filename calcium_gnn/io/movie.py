@@ -36,6 +36,9 @@ from calcium_gnn.errors import ConfigError, MovieError
 DEFAULT_DT = 10.0
 """Frame interval in seconds when neither the file nor the config gives one (paper sec. 3.1)."""
 
+#: The largest magnitude a movie value may have: every later step computes in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 NPY_SUFFIXES = (".npy",)
 
@@ -110,8 +113,10 @@ def read_movie(
         The :class:`Movie`.
 
     Raises:
-        MovieError: naming the file, for a missing, empty, corrupt or unsupported file, wrong axes,
-            fewer than 2 frames, NaN/Inf values (naming the first bad frame) or a constant movie.
+        MovieError: naming the file, for a missing, empty, truncated, corrupt or unsupported file,
+            wrong axes, fewer than 2 frames, NaN/Inf values (naming the first bad frame), values
+            beyond the float32 range, or a constant movie. Negative values are legal (offset-
+            subtracted data); the log step of preprocessing refuses ``x + epsilon <= 0``.
         ConfigError: for a non-positive ``dt`` / ``pixel_size`` or an unknown ``z_projection``.
     """
     if dt is not None and not (math.isfinite(dt) and dt > 0):
@@ -176,7 +181,7 @@ def _read_npy(path: Path, *, mmap: bool) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
-        if "pickle" in str(exc).lower():
+        if "pickle" in str(exc).lower() or "python objects" in str(exc).lower():  # np.load / its memmap
             problem = "holds pickled objects, not a numeric array (refused for safety)"
             raise MovieError(path, problem) from None
         raise MovieError(path, f"not a readable .npy array ({_one_line(exc)})") from None
@@ -419,7 +424,11 @@ def _project_z(array: np.ndarray, how: str, chunk_frames: int) -> np.ndarray:
 
 
 def _check_values(frames: np.ndarray, culprit: str | Path, chunk_frames: int) -> None:
-    """Chunked scan: no NaN/Inf (naming the first bad frame) and not constant."""
+    """Chunked scan: no NaN/Inf (naming the first bad frame), not constant, and within float32.
+
+    Negative values are accepted (offset-subtracted cameras record them); ``log(x + epsilon)`` in
+    preprocessing then needs ``x > -epsilon`` and says so naming the movie when it is not.
+    """
     lo, hi = math.inf, -math.inf
     is_float = frames.dtype.kind == "f"
     for start in range(0, frames.shape[0], chunk_frames):
@@ -433,3 +442,6 @@ def _check_values(frames: np.ndarray, culprit: str | Path, chunk_frames: int) ->
         hi = max(hi, float(block.max()))
     if lo == hi:
         raise MovieError(culprit, f"the movie is constant (every pixel of every frame is {lo:g})")
+    if max(abs(lo), abs(hi)) > FLOAT32_MAX:
+        raise MovieError(culprit, f"values up to {max(abs(lo), abs(hi)):.3g} exceed the float32 range "
+                         f"(+-{FLOAT32_MAX:.3g}) the pipeline computes in; rescale the movie")
