@@ -22,7 +22,7 @@ from hydra.errors import ConfigCompositionException
 
 from calcium_gnn.errors import CalciumGNNError
 
-from .hostile_cases import BUILD, CASES, Case, culture, write_movie
+from .hostile_cases import BUILD, CASES, Case, culture, offset_subtracted, write_movie
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,14 +47,16 @@ def test_hostile_input_gives_one_clear_error(case: Case, tmp_path: Path) -> None
 
 
 def test_negative_values_are_legal_with_an_explicit_epsilon(tmp_path: Path) -> None:
-    """Offset-subtracted data (values down to -50) read fine; the log step is made valid by choosing
+    """Offset-subtracted data (negative values) read fine; the log step is made valid by choosing
     epsilon > -min(x) (documented in ``read_movie`` and ``preprocess``), or by switching it off."""
-    frames = culture().movie[:10].astype(np.float32) - 150.0
-    assert frames.min() < 0
+    frames = offset_subtracted()
+    assert frames.min() < -1
     path = write_movie(tmp_path, frames)
+    from calcium_gnn.io.movie import read_movie
     from calcium_gnn.pipeline import movie_to_graph
 
-    shifted = movie_to_graph(path, preprocessing={"epsilon": 200.0}, **BUILD)
+    assert float(np.min(read_movie(path).frames)) == float(frames.min())
+    shifted = movie_to_graph(path, preprocessing={"epsilon": 1.0 - float(frames.min())}, **BUILD)
     no_log = movie_to_graph(path, preprocessing={"log": False}, **BUILD)
     assert shifted.num_nodes == no_log.num_nodes > 0
 
@@ -100,9 +102,10 @@ def test_inputs_are_never_modified_by_the_pipeline_and_its_outputs(tmp_path: Pat
     masks = tmp_path / "masks.tif"
     tifffile.imwrite(masks, culture().labels.astype(np.uint16))
     before = {p: (_sha256(p), p.stat().st_mtime_ns) for p in (movie, masks)}
-    build = cached_movie_to_graph(movie, tmp_path / "cache", segmentation="masks", masks=str(masks), min_area=0)
+    options = {"segmentation": "masks", "masks": str(masks), "min_area": 0}
+    build = cached_movie_to_graph(movie, tmp_path / "cache", **options)
     write_outputs(build, tmp_path / "out", frame=3)
-    cached_movie_to_graph(movie, tmp_path / "cache", segmentation="masks", masks=str(masks), min_area=0)
+    cached_movie_to_graph(movie, tmp_path / "cache", **options)
     after = {p: (_sha256(p), p.stat().st_mtime_ns) for p in (movie, masks)}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "masks.tif", "movie.tif", "out"]

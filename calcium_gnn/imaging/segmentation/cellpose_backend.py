@@ -1,10 +1,11 @@
 """The ``cellpose`` segmentation backend: the real Cellpose library (Stringer et al., 2021).
 
-Cellpose is imported here, inside the function, so ``import calcium_gnn`` stays fast. Weights are
-never downloaded implicitly: a built-in model name is used only when its weight file is already
-in Cellpose's model folder (``$CELLPOSE_LOCAL_MODELS_PATH`` or ``~/.cellpose/models``, read by
-Cellpose when ``cellpose.models`` is first imported), unless ``allow_download=True``. A model
-path is checked to exist by us (Cellpose would silently fall back to downloading its default).
+Cellpose is imported here, inside the function, so ``import calcium_gnn`` stays fast. A built-in
+model name is looked up in Cellpose's model folder (``$CELLPOSE_LOCAL_MODELS_PATH`` or
+``~/.cellpose/models``, read by Cellpose when ``cellpose.models`` is first imported); when its
+weights are missing Cellpose downloads them (as it does on its own), unless
+``allow_download=False``; offline, the failure is one clear error naming the offline backends. A
+model path is checked to exist by us (Cellpose would silently fall back to downloading its default).
 
 Versions (chosen by ``importlib.metadata.version("cellpose")``):
 
@@ -62,7 +63,7 @@ def segment_cellpose(
     channels: Sequence[int] = (0, 0),
     gpu: bool = False,
     normalize: bool = True,
-    allow_download: bool = False,
+    allow_download: bool = True,
 ) -> np.ndarray:
     """Segment a reference image (Y, X) with Cellpose.
 
@@ -110,7 +111,8 @@ def segment_cellpose(
             raise SegmentationError(
                 model_str,
                 f"weights of Cellpose model '{model_str}' are not in {models.MODEL_DIR} and cannot be "
-                f"downloaded offline; copy them there or give a model path, or {OFFLINE_BACKENDS}",
+                f"downloaded offline (allow_download is off); copy them there or give a model path, or "
+                f"{OFFLINE_BACKENDS}",
             )
         if major == 4:
             raise SegmentationError(

@@ -62,7 +62,7 @@ result["n_cells"] = int(masks.max())
 
 for name, model in [("missing_path", str(work / "no_such_model")), ("absent_weights", "cyto3")]:
     try:
-        segment(test_image, backend="cellpose", model=model)
+        segment(test_image, backend="cellpose", model=model, allow_download=False)
         result[name] = "no error"
     except SegmentationError as exc:
         result[name] = str(exc)
