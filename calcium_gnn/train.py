@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from calcium_gnn.config import register_resolvers
 from calcium_gnn.data.datamodule import CellGraphDataModule
 from calcium_gnn.data.sources import load_cell_graph
-from calcium_gnn.errors import CalciumGNNError
+from calcium_gnn.errors import CalciumGNNError, ConfigError
 from calcium_gnn.utils.wandb_mode import ensure_offline_unless_configured
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,19 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(v) for v in entries]
 
 
-def _resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, log_dir: Path) -> str | None:
-    """``"last"`` means the newest ``last.ckpt`` under this task's runs; otherwise a path or None."""
+def _resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, task_dir: Path) -> str | None:
+    """``"last"``: the newest ``checkpoints/last.ckpt`` of an earlier run of this task (its runs live
+    under ``task_dir``); otherwise the given path (checked) or None."""
+    if ckpt_path is None:
+        return None
     if ckpt_path != "last":
-        return ckpt_path
-    candidates = sorted(log_dir.rglob("checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    candidates = [p for p in candidates if output_dir not in p.parents]
+        if not Path(ckpt_path).is_file():
+            raise ConfigError("ckpt_path", f"checkpoint {ckpt_path} does not exist")
+        return str(ckpt_path)
+    candidates = [p for p in task_dir.rglob("checkpoints/last.ckpt") if output_dir not in p.parents]
     if not candidates:
-        raise CalciumGNNError("ckpt_path", f"'last' asked for, but no checkpoints/last.ckpt under {log_dir}")
-    return str(candidates[-1])
+        raise ConfigError("ckpt_path", f"'last' asked for, but no checkpoints/last.ckpt under {task_dir}")
+    return str(max(candidates, key=lambda p: p.stat().st_mtime))
 
 
 def _plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -101,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         lg.log_hyperparams(hparams)
 
     datamodule = CellGraphDataModule(data, steps_per_epoch=int(getattr(model, "steps_per_epoch", 1)))
-    ckpt = _resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir))
+    ckpt = _resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir) / cfg.task_name)
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     fit_seconds = time.perf_counter() - start
