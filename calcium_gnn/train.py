@@ -12,6 +12,7 @@ consensus problem: ``results.json`` and figures in the run folder.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from calcium_gnn.config import register_resolvers
 from calcium_gnn.data.datamodule import CellGraphDataModule
 from calcium_gnn.data.sources import load_cell_graph
-from calcium_gnn.errors import CalciumGNNError, ConfigError
+from calcium_gnn.errors import CalciumGNNError, ConfigError, OutputError
 from calcium_gnn.utils.wandb_mode import ensure_offline_unless_configured
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,17 @@ def _plain_config(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(run_cfg, resolve=True)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def _check_keys(group: str, keys: Any, target: Any, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse a config key that ``target`` (a function or class) does not take, naming it."""
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in keys:
+        if key not in params and key not in ignore and not str(key).startswith("_"):
+            raise ConfigError(f"{group}.{key}", f"unknown key (known: {', '.join(sorted(params))})")
+
+
+def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     """Fit the configured model on the configured culture and evaluate it.
 
     Args:
@@ -74,14 +85,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         The results (the content of ``results.json``), or the training metrics when
-        ``cfg.evaluate`` is false.
+        ``cfg.evaluate`` is false; with ``data=culture_folder``, one summary row per culture
+        (:func:`calcium_gnn.batch.fit_cultures`).
     """
+    from calcium_gnn.batch import fit_cultures, is_culture_folder
     from calcium_gnn.physics.setups import resolve_setup
 
+    if is_culture_folder(cfg):
+        return fit_cultures(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(output_dir, f"cannot create the run folder: {err.strerror}") from None
 
     from calcium_gnn.pipeline import options_from_config
 
@@ -91,7 +109,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("cell graph: %d cells, %d frames, %d edges from %s", data.num_nodes, data.x.shape[1],
              data.edge_index.shape[1], source.origin)
     setup_cfg = OmegaConf.to_container(cfg.setup, resolve=True)
+    _check_keys("setup", setup_cfg, resolve_setup)
     setup = resolve_setup(data, **setup_cfg)
+    _check_keys("model", cfg.model, hydra.utils.get_class(cfg.model._target_), ignore=("data", "setup"))
     # partial first: Hydra would turn the Setup dataclass into a DictConfig if passed to instantiate
     model = hydra.utils.instantiate(cfg.model, _partial_=True, _recursive_=False)(data=data, setup=setup)
 

@@ -178,8 +178,7 @@ def plot_anomaly_map(
     finite = np.isfinite(score)
     vmax = max(scores.rule.threshold * 1.5, float(np.nanmax(score)) if finite.any() else 1.0)
     fig, ax = plt.subplots(figsize=(6, 5.5))
-    cmap = plt.get_cmap("magma").copy()
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("magma").with_extremes(bad="lightgrey")
     ids = cell_id.reshape(-1).numpy()
     xy = pos.detach().double().numpy()
     if labels is not None:

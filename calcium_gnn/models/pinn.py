@@ -61,7 +61,7 @@ DEFAULT_NET: dict[str, Any] = {
     "num_layers": 3,
     "activation": "tanh",
     "output_gain": 0.1,
-    "fourier": {"n_frequencies": 48, "max_frequency": 64.0, "mode": "geometric", "min_frequency": 0.5},
+    "fourier": {"n_frequencies": 32, "max_frequency": 24.0, "mode": "geometric", "min_frequency": 0.5},
 }
 DEFAULT_LBFGS: dict[str, Any] = {
     "lr": 1.0,
@@ -87,7 +87,8 @@ def _choice(key: str, value: Any, allowed: tuple) -> Any:
 def _positive_int(key: str, value: Any, minimum: int = 1, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < minimum:
+    bad_type = isinstance(value, bool) or not isinstance(value, (int, float))
+    if bad_type or value != int(value) or value < minimum:
         raise ConfigError(key, f"expected an integer >= {minimum}, got {value!r}")
     return int(value)
 
@@ -114,7 +115,7 @@ class PINNModule(L.LightningModule):
         init_from: None (default) or ``"crlsm"``: start ``k`` and ``gamma`` from the CRLSM fit.
         edge_weight_scale: ``s`` of ``w = u l / s``: ``"mean"`` (default) or a number.
         interpolation_factor: collocation points per frame interval when ``n_collocation`` is None
-            (default 10: the paper's interpolation).
+            (default 1: the frames themselves, where the border data are exact; the paper: 10).
         n_collocation: number of evenly spaced collocation times in the window (overrides
             ``interpolation_factor``; paper: 2610).
         data_points: ``"frames"`` (default: the data loss uses the observed frames only) or
@@ -127,10 +128,13 @@ class PINNModule(L.LightningModule):
         normalize_losses: divide the data misfit by ``sigma_i`` and the residual by the RMS of the
             observed ``dx/dt`` (default True; paper: False).
         cell_reduction: ``"mean"`` (default) or ``"sum"`` (paper, eqs. 21-22) over the G cells.
-        physics_warmup_steps: ramp ``lambda_phys`` linearly from 0 over this many steps (default 0).
+        pretrain_steps: the first Adam steps fit the data term alone (``lambda_phys = 0``), so the
+            physics term cannot drag an unfitted network (and k, gamma) away from the data early
+            (default 0; ``configs/model/pinn.yaml``: 300).
         adam_lr: Adam learning rate of the network (default 1e-3, the paper's).
         adam_lr_physics: Adam learning rate of ``k`` and ``gamma`` (default: ``adam_lr``).
-        adam_steps: Adam steps before L-BFGS (default None: Adam until the trainer stops).
+        adam_steps: Adam steps (pretraining included) before L-BFGS (default None: Adam until the
+            trainer stops).
         lbfgs_steps: L-BFGS steps after Adam (default 0); then the trainer is asked to stop.
         lbfgs: options of ``torch.optim.LBFGS`` (default :data:`DEFAULT_LBFGS`).
         seed: seed of the network initialisation and of the minibatch shuffling (default 0).
@@ -153,7 +157,7 @@ class PINNModule(L.LightningModule):
         gamma_init: float = 0.0,
         init_from: str | None = None,
         edge_weight_scale: float | str = "mean",
-        interpolation_factor: int = 10,
+        interpolation_factor: int = 1,
         n_collocation: int | None = None,
         data_points: str = "frames",
         batch_size: int | None = None,
@@ -161,7 +165,7 @@ class PINNModule(L.LightningModule):
         loss_weights: Mapping[str, float] | None = None,
         normalize_losses: bool = True,
         cell_reduction: str = "mean",
-        physics_warmup_steps: int = 0,
+        pretrain_steps: int = 0,
         adam_lr: float = 1e-3,
         adam_lr_physics: float | None = None,
         adam_steps: int | None = None,
@@ -182,11 +186,11 @@ class PINNModule(L.LightningModule):
         weights = {"data": 1.0, "physics": 1.0, **(_plain(loss_weights) or {})}
         unknown = set(weights) - {"data", "physics"}
         if unknown:
-            raise ConfigError("model.loss_weights", f"unknown loss term(s) {sorted(unknown)} (use data, physics)")
+            raise ConfigError("model.loss_weights", f"unknown term(s) {sorted(unknown)} (use data, physics)")
         if not all(float(v) >= 0 and math.isfinite(float(v)) for v in weights.values()):
             raise ConfigError("model.loss_weights", f"weights must be finite and >= 0, got {weights}")
         self.loss_weights = {k: float(v) for k, v in weights.items()}
-        self.physics_warmup_steps = _positive_int("model.physics_warmup_steps", physics_warmup_steps, 0)
+        self.pretrain_steps = _positive_int("model.pretrain_steps", pretrain_steps, 0)
         self.adam_lr = float(adam_lr)
         self.adam_lr_physics = float(adam_lr if adam_lr_physics is None else adam_lr_physics)
         self.adam_steps = _positive_int("model.adam_steps", adam_steps, 0, allow_none=True)
@@ -199,7 +203,7 @@ class PINNModule(L.LightningModule):
 
         n_nodes = int(data.num_nodes)
         if setup.modelled.shape != (n_nodes,):
-            raise GraphError("setup", f"the setup's mask has {setup.modelled.numel()} cells, the graph {n_nodes}")
+            raise GraphError("setup", f"the setup masks {setup.modelled.numel()} cells, the graph {n_nodes}")
         self.setup_name = setup.name
         self.gamma_mode = setup.gamma_mode
         x = data.x.detach().float()
@@ -371,10 +375,7 @@ class PINNModule(L.LightningModule):
         return {"data": data, "physics": physics}
 
     def _physics_weight(self) -> float:
-        ramp = 1.0
-        if self.physics_warmup_steps:
-            ramp = min(1.0, (self.global_step + 1) / self.physics_warmup_steps)
-        return self.loss_weights["physics"] * ramp
+        return 0.0 if self.global_step < self.pretrain_steps else self.loss_weights["physics"]
 
     def total_loss(self, index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         terms = self.losses(index)
@@ -444,7 +445,8 @@ class PINNModule(L.LightningModule):
         return out
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        physics = [self.k_value, self.gamma_value] if self.parametrization == "raw" else list(self.conv.parameters())
+        raw = self.parametrization == "raw"
+        physics = [self.k_value, self.gamma_value] if raw else list(self.conv.parameters())
         physics = [p for p in physics if p.numel()]
         adam = torch.optim.Adam(
             [{"params": list(self.net.parameters()), "lr": self.adam_lr},

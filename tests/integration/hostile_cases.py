@@ -478,7 +478,7 @@ CASES: tuple[Case, ...] = (
     Case("train-negative-lambda", ConfigError, ">= 0", train_negative_lambda),
     Case("train-missing-movie", MovieError, "not found", train_missing_movie),
     Case("train-graph-and-movie", ConfigError, "not both", train_graph_and_movie),
-    Case("train-missing-checkpoint", ConfigError, "not found", train_missing_checkpoint),
+    Case("train-missing-checkpoint", ConfigError, "does not exist", train_missing_checkpoint),
     Case("train-unwritable-output-dir", OutputError, "cannot", train_unwritable_output),
     Case("evaluate-unwritable-output-dir", OutputError, "cannot", evaluate_unwritable),
     Case("cache-unwritable-dir", OutputError, "cannot write", cache_unwritable),

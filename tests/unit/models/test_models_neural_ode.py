@@ -1,0 +1,150 @@
+"""OutputErrorODE (model=neural_ode): output-error fitting through RK4, intervals, anomaly scores."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from calcium_gnn.data.datamodule import CellGraphDataModule
+from calcium_gnn.data.synthetic import make_culture, truth_graph
+from calcium_gnn.errors import ConfigError
+from calcium_gnn.models.neural_ode import OutputErrorODE, moving_average
+from calcium_gnn.physics.least_squares import fit_least_squares
+from calcium_gnn.physics.setups import resolve_setup
+
+
+@pytest.fixture(scope="module")
+def culture():
+    return make_culture(seed=3, n_cells=40, size=220, n_frames=121, render=False)
+
+
+def _fit(model: OutputErrorODE, steps: int = 30) -> OutputErrorODE:
+    model.initialise()
+    with torch.no_grad():
+        for _ in range(steps):
+            model.levenberg_marquardt_step()
+            if bool(model.converged):
+                break
+    return model
+
+
+def _trainer(max_epochs: int = 1) -> L.Trainer:
+    return L.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False)
+
+
+def test_moving_average_by_hand() -> None:
+    x = torch.tensor([[0.0, 3.0, 6.0, 9.0]])
+    # window 3, ends repeated: [0,0,3] [0,3,6] [3,6,9] [6,9,9]
+    assert torch.allclose(moving_average(x, 3), torch.tensor([[1.0, 3.0, 6.0, 8.0]]))
+    assert torch.equal(moving_average(x, 1), x)
+
+
+def test_noiseless_fit_recovers_k_and_gamma_from_a_constant_start(culture) -> None:
+    data = truth_graph(culture, noise=0.0)
+    setup = resolve_setup(data)
+    model = _fit(OutputErrorODE(data=data, setup=setup, init="constant", k_init=0.005, gamma_init=1e-4))
+    fitted = model.fitted_parameters()
+    assert fitted.k == pytest.approx(culture.k, rel=0.01)
+    truth = torch.as_tensor(culture.gamma)[setup.modelled]
+    assert float((fitted.gamma[setup.modelled] - truth).abs().max()) < 0.05 * float(truth.mean())
+    assert torch.all(fitted.gamma[~setup.modelled] == 0)
+
+
+def test_output_error_removes_the_noise_bias_of_crlsm(culture) -> None:
+    data = truth_graph(culture, noise=0.03, seed=5)
+    setup = resolve_setup(data)
+    crlsm = fit_least_squares(data, setup, solver="crlsm")
+    model = _fit(OutputErrorODE(data=data, setup=setup))
+    err_crlsm = abs(crlsm.k - culture.k) / culture.k
+    err_oe = abs(model.fitted_parameters().k - culture.k) / culture.k
+    assert err_crlsm > 0.1  # errors-in-variables bias of the one-step regression
+    assert err_oe < 0.05
+    assert err_oe < err_crlsm / 3
+
+
+def test_lightning_fit_logs_and_converges(culture) -> None:
+    data = truth_graph(culture, noise=0.01, seed=2)
+    model = OutputErrorODE(data=data, setup=resolve_setup(data), steps_per_epoch=8)
+    trainer = _trainer()
+    trainer.fit(model, datamodule=CellGraphDataModule(data, steps_per_epoch=model.steps_per_epoch))
+    metrics = trainer.callback_metrics
+    assert {"train/loss", "fit/k", "fit/k_rel_err", "fit/gamma_mae"} <= set(metrics)
+    assert float(metrics["fit/k_rel_err"]) < 0.05
+    assert bool(model.initialised)
+
+
+def test_lbfgs_lowers_the_loss(culture) -> None:
+    data = truth_graph(culture, noise=0.01, seed=2)
+    model = OutputErrorODE(data=data, setup=resolve_setup(data), optimizer="lbfgs", steps_per_epoch=2,
+                           lbfgs_max_iter=10, init="constant")
+    model.initialise()
+    before = float(model.loss_train())
+    trainer = _trainer()
+    trainer.fit(model, datamodule=CellGraphDataModule(data, steps_per_epoch=model.steps_per_epoch))
+    assert float(model.loss_train()) < 0.5 * before
+
+
+def test_theta_roundtrip(culture) -> None:
+    data = truth_graph(culture, noise=0.0)
+    model = OutputErrorODE(data=data, setup=resolve_setup(data), init="constant")
+    theta = model.theta().clone()
+    theta[0] = 0.03
+    theta[1:] += 1e-4
+    model.set_theta(theta)
+    assert torch.allclose(model.theta(), theta, rtol=1e-9, atol=1e-12)
+
+
+def test_interval_width_scales_with_noise_and_covers(culture) -> None:
+    widths = []
+    for noise in (0.01, 0.02):
+        data = truth_graph(culture, noise=noise, seed=7)
+        model = _fit(OutputErrorODE(data=data, setup=resolve_setup(data)))
+        iv = model.parameter_intervals(level=0.9)
+        assert iv.k_interval[0] < iv.k < iv.k_interval[1]
+        widths.append(iv.k_interval[1] - iv.k_interval[0])
+        k_ok, g_ok = iv.covers(culture.k, torch.as_tensor(culture.gamma))
+        assert float(g_ok[model.modelled].float().mean()) > 0.6
+    assert 1.6 < widths[1] / widths[0] < 2.4
+
+
+def test_anomaly_flags_a_cell_that_fires_on_its_own(culture, tmp_path) -> None:
+    data = truth_graph(culture, noise=0.01, seed=2)
+    setup = resolve_setup(data)
+    odd = int(setup.modelled_index[len(setup.modelled_index) // 2])
+    t = data.t
+    data.x[odd] = data.x[odd] + 0.5 * torch.exp(-((t - 300.0) / 40.0) ** 2) + 0.5 * torch.exp(-((t - 800.0) / 40.0) ** 2)
+    model = _fit(OutputErrorODE(data=data, setup=setup))
+    scores = model.anomaly_scores()
+    assert bool(scores.flagged[odd])
+    assert int(scores.flagged.sum()) <= 3
+    extra = model.extra_results(out_dir=tmp_path, labels=culture.labels)
+    assert int(data.cell_id[odd]) in extra["anomaly"]["flagged"]
+    assert {"k_interval", "gamma_interval", "interval_level"} <= set(extra)
+    assert len(extra["gamma_interval"]) == setup.num_modelled
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["anomaly_map.png", "parameter_intervals.png"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"optimizer": "sgd"}, "model.optimizer"),
+        ({"init": "random"}, "model.init"),
+        ({"border_smoothing": 4}, "model.border_smoothing"),
+        ({"substeps": 0}, "model.substeps"),
+        ({"interval_level": 1.5}, "model.interval_level"),
+        ({"k_bounds": (0.1, 0.01)}, "model.k_bounds"),
+        ({"train_fraction": 0.001}, "model.train_fraction"),
+        ({"damping_factor": 1.0}, "model.damping_factor"),
+    ],
+)
+def test_bad_config_is_a_config_error(culture, kwargs, key) -> None:
+    data = truth_graph(culture, noise=0.0)
+    with pytest.raises(ConfigError, match=key):
+        OutputErrorODE(data=data, **kwargs)
+
+
+def test_needs_data() -> None:
+    with pytest.raises(ConfigError, match="model"):
+        OutputErrorODE()
