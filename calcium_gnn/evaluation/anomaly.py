@@ -193,8 +193,15 @@ def plot_anomaly_map(
         ax.invert_yaxis()
         ax.set_aspect("equal")
     flagged = scores.flagged.numpy()
-    ax.scatter(xy[flagged, 0], xy[flagged, 1], facecolors="none", edgecolors="red", s=160, linewidths=1.5,
-               label=f"flagged (score > {scores.rule.threshold:g})")
+    ax.scatter(
+        xy[flagged, 0],
+        xy[flagged, 1],
+        facecolors="none",
+        edgecolors="red",
+        s=160,
+        linewidths=1.5,
+        label=f"flagged (score > {scores.rule.threshold:g})",
+    )
     fig.colorbar(shown, ax=ax, label="anomaly score")
     ax.set_title("anomaly score per cell", fontsize=10)
     if flagged.any():

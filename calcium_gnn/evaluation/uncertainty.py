@@ -48,7 +48,9 @@ def check_level(level: float, key: str = "model.interval_level") -> float:
 
 
 def lag1_autocorrelation(residuals: Tensor) -> float:
-    """Pooled lag-1 autocorrelation ``rho = sum_i sum_t r_it r_i,t+1 / sum_i sum_t r_it^2`` of (G, T) residuals.
+    """Pooled lag-1 autocorrelation of (G, T) residuals.
+
+    ``rho = sum_i sum_t r_it r_i,t+1 / sum_i sum_t r_it^2``.
 
     Each row is centred on its mean first; 0 when there is fewer than 2 frames or no variance.
     """
@@ -225,17 +227,28 @@ def plot_intervals(
     xs = torch.arange(order.numel())
     est = intervals.gamma[order]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.08 * order.numel() + 3), 4))
-    ax.errorbar(xs, est, yerr=[est - intervals.gamma_lower[order], intervals.gamma_upper[order] - est],
-                fmt="o", ms=3, lw=1, capsize=2, label=f"fit, {intervals.level:.0%} interval")
+    ax.errorbar(
+        xs,
+        est,
+        yerr=[est - intervals.gamma_lower[order], intervals.gamma_upper[order] - est],
+        fmt="o",
+        ms=3,
+        lw=1,
+        capsize=2,
+        label=f"fit, {intervals.level:.0%} interval",
+    )
     if truth_gamma is not None:
-        ax.plot(xs, torch.as_tensor(truth_gamma, dtype=torch.float64)[order], "x", color="C3", ms=4,
-                label="truth")
+        ax.plot(
+            xs, torch.as_tensor(truth_gamma, dtype=torch.float64)[order], "x", color="C3", ms=4, label="truth"
+        )
     ax.set_xticks(xs[:: max(1, order.numel() // 20)])
     ax.set_xticklabels([str(int(cell_id[i])) for i in order[:: max(1, order.numel() // 20)]], fontsize=7)
     ax.set_xlabel("cell id (sorted by fitted gamma)")
     ax.set_ylabel("gamma (1/s)")
-    title = (f"k = {intervals.k:.4g} [{intervals.k_interval[0]:.4g}, {intervals.k_interval[1]:.4g}] "
-             f"({intervals.level:.0%})")
+    title = (
+        f"k = {intervals.k:.4g} [{intervals.k_interval[0]:.4g}, {intervals.k_interval[1]:.4g}] "
+        f"({intervals.level:.0%})"
+    )
     if truth_k is not None:
         title += f", true k = {truth_k:.4g}"
     ax.set_title(title, fontsize=9)

@@ -102,6 +102,9 @@ class CRLSMModule(L.LightningModule):
             time_split(data.x.shape[1], train_fraction)
         self.save_hyperparameters(ignore=["data", "setup"])
         self.automatic_optimization = False
+        #: results.json's ``method``: the solver's name (``"crlsm"``, ``"rlsm"`` or ``"lsm"``)
+        self.method_name = solver
+        self.train_fraction = float(train_fraction)
         self.consensus_setup = setup
         self.options = {
             "solver": solver, "backend": backend, "lam": lam,

@@ -81,7 +81,9 @@ def simulate_field(
         delta = t[n + 1] - t[n]
         h = delta / substeps
 
-        def f(state: Tensor, tau: Tensor, x_a: Tensor = x_a, x_b: Tensor = x_b, delta: Tensor = delta) -> Tensor:
+        def f(
+            state: Tensor, tau: Tensor, x_a: Tensor = x_a, x_b: Tensor = x_b, delta: Tensor = delta
+        ) -> Tensor:
             x_now = x_a + (tau / delta) * (x_b - x_a)
             dydt = conv(state, x_now, edge_index, edge_weight, modelled, k=k, gamma=gamma_col)
             return torch.where(mask, dydt, zero)
@@ -122,8 +124,13 @@ class GNNODEModule(OutputErrorODE):
             raise ConfigError("model.optimizer", f"gnn_ode trains with 'lbfgs' or 'adam', got {optimizer!r}")
         if init not in GNN_INITS:
             raise ConfigError("model.init", f"unknown init '{init}' (use one of {GNN_INITS})")
-        super().__init__(data=data, setup=setup, optimizer=optimizer,
-                         init="constant" if init == "output_error" else init, **kwargs)
+        super().__init__(
+            data=data,
+            setup=setup,
+            optimizer=optimizer,
+            init="constant" if init == "output_error" else init,
+            **kwargs,
+        )
         self.gnn_init = init
         self.mlp_weight_decay = float(mlp_weight_decay)
         if not self.mlp_weight_decay >= 0:
@@ -131,9 +138,16 @@ class GNNODEModule(OutputErrorODE):
         linear = self.conv
         features = normalised_edge_features(self.data.u, self.data.l)
         self.conv = CouplingConv(
-            linear.num_nodes, features, linear.gamma_mode, linear.k_bounds, linear.gamma_bounds,
-            k_init=linear.k_init, gamma_init=linear.gamma_init, hidden_features=hidden_features,
-            num_layers=num_layers, activation=activation,
+            linear.num_nodes,
+            features,
+            linear.gamma_mode,
+            linear.k_bounds,
+            linear.gamma_bounds,
+            k_init=linear.k_init,
+            gamma_init=linear.gamma_init,
+            hidden_features=hidden_features,
+            num_layers=num_layers,
+            activation=activation,
         ).double()
         self.linear_fit: dict[str, Any] | None = None
 
@@ -143,11 +157,28 @@ class GNNODEModule(OutputErrorODE):
         if self.gnn_init != "output_error":
             super().initialise()
             return
-        options = {key: self.hparams[key] for key in (
-            "substeps", "method", "train_fraction", "edge_weight_scale", "k_bounds", "gamma_bounds",
-            "k_init", "gamma_init", "fit_initial_state", "border_smoothing", "damping", "damping_factor",
-            "max_retries", "tolerance")}
-        linear = OutputErrorODE(data=self.data, setup=self.consensus_setup, optimizer="gauss_newton", **options)
+        options = {
+            key: self.hparams[key]
+            for key in (
+                "substeps",
+                "method",
+                "train_fraction",
+                "edge_weight_scale",
+                "k_bounds",
+                "gamma_bounds",
+                "k_init",
+                "gamma_init",
+                "fit_initial_state",
+                "border_smoothing",
+                "damping",
+                "damping_factor",
+                "max_retries",
+                "tolerance",
+            )
+        }
+        linear = OutputErrorODE(
+            data=self.data, setup=self.consensus_setup, optimizer="gauss_newton", **options
+        )
         linear.initialise()
         for _ in range(50):
             linear.levenberg_marquardt_step()
@@ -155,15 +186,27 @@ class GNNODEModule(OutputErrorODE):
                 break
         self.conv.set_parameters(linear.conv.k.detach(), linear.conv.gamma.detach())
         self.y0.copy_(linear.y0.detach())
-        self.linear_fit = {"k": float(linear.conv.k), "gamma": linear.conv.gamma.detach().clone(),
-                           "y0": linear.y0.detach().clone()}
+        self.linear_fit = {
+            "k": float(linear.conv.k),
+            "gamma": linear.conv.gamma.detach().clone(),
+            "y0": linear.y0.detach().clone(),
+        }
         self.initialised.fill_(True)
 
     def simulate_train(self) -> Tensor:
         """Simulated (N, T_train) traces through the learned coupling."""
         return simulate_field(
-            self.conv, self.drive_train, self.t_train, self.edge_index, self.edge_weight, self.modelled,
-            self.conv.k, self.conv.gamma, self.y0, self.substeps, self.ode_method,
+            self.conv,
+            self.drive_train,
+            self.t_train,
+            self.edge_index,
+            self.edge_weight,
+            self.modelled,
+            self.conv.k,
+            self.conv.gamma,
+            self.y0,
+            self.substeps,
+            self.ode_method,
         )
 
     def loss_train(self) -> Tensor:
@@ -172,15 +215,28 @@ class GNNODEModule(OutputErrorODE):
             loss = loss + self.mlp_weight_decay * sum(p.pow(2).sum() for p in self.conv.phi.parameters())
         return loss
 
-    def simulate_full(self, conv: ConsensusConv | None = None, k: Tensor | None = None,
-                      gamma: Tensor | None = None, y0: Tensor | None = None, substeps: int = 10) -> Tensor:
+    def simulate_full(
+        self,
+        conv: ConsensusConv | None = None,
+        k: Tensor | None = None,
+        gamma: Tensor | None = None,
+        y0: Tensor | None = None,
+        substeps: int = 10,
+    ) -> Tensor:
         """Simulate the whole movie (N, T) (train and test windows) with the learned (or given) law."""
         x = self.data.x.double()
         drive = torch.where(self.modelled.reshape(-1, 1), x, moving_average(x, self.border_smoothing))
         return simulate_field(
-            conv if conv is not None else self.conv, drive, self.data.t.double(), self.edge_index,
-            self.edge_weight, self.modelled, self.conv.k if k is None else k,
-            self.conv.gamma if gamma is None else gamma, self.y0 if y0 is None else y0, substeps,
+            conv if conv is not None else self.conv,
+            drive,
+            self.data.t.double(),
+            self.edge_index,
+            self.edge_weight,
+            self.modelled,
+            self.conv.k if k is None else k,
+            self.conv.gamma if gamma is None else gamma,
+            self.y0 if y0 is None else y0,
+            substeps,
             self.ode_method,
         )
 
@@ -196,8 +252,13 @@ class GNNODEModule(OutputErrorODE):
         idx, test = self.index, self.test_frames
         gnn = self.simulate_full(substeps=substeps)
         linear_conv = ConsensusConv(self.modelled.shape[0], self.consensus_setup.gamma_mode).double()
-        lin = self.simulate_full(conv=linear_conv, k=torch.tensor(self.linear_fit["k"], dtype=torch.float64),
-                                 gamma=self.linear_fit["gamma"], y0=self.linear_fit["y0"], substeps=substeps)
+        lin = self.simulate_full(
+            conv=linear_conv,
+            k=torch.tensor(self.linear_fit["k"], dtype=torch.float64),
+            gamma=self.linear_fit["gamma"],
+            y0=self.linear_fit["y0"],
+            substeps=substeps,
+        )
         x = self.data.x.double()
         out: dict[str, Any] = {}
         for name, sim in (("gnn", gnn), ("linear", lin)):
@@ -209,15 +270,22 @@ class GNNODEModule(OutputErrorODE):
         out["gnn_beats_linear"] = out["mse_test_gnn"] < out["mse_test_linear"]
         return out
 
-    def extra_results(self, out_dir: str | Path | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
+    def extra_results(
+        self, out_dir: str | Path | None = None, labels: np.ndarray | None = None
+    ) -> dict[str, Any]:
         """Anomaly scores and the comparison with the linear law (no intervals: the MLP is not linear)."""
         scores = self.anomaly_scores()
         out: dict[str, Any] = {"anomaly": scores.as_results(self.data.cell_id, self.modelled)}
         if self.linear_fit is not None:
             out["gnn_vs_linear"] = self.compare_with_linear()
         if out_dir is not None:
-            path = plot_anomaly_map(scores, self.data.cell_id, self.data.pos,
-                                    Path(out_dir) / "figures" / "anomaly_map.png", labels=labels)
+            path = plot_anomaly_map(
+                scores,
+                self.data.cell_id,
+                self.data.pos,
+                Path(out_dir) / "figures" / "anomaly_map.png",
+                labels=labels,
+            )
             out["figures"] = [path.name]
         return out
 

@@ -178,7 +178,9 @@ class OutputErrorODE(L.LightningModule):
         self.steps_per_epoch = _check_int("model.steps_per_epoch", steps_per_epoch, 1)
         self.border_smoothing = _check_int("model.border_smoothing", border_smoothing, 1)
         if self.border_smoothing % 2 == 0:
-            raise ConfigError("model.border_smoothing", f"must be odd (a centred window), got {border_smoothing}")
+            raise ConfigError(
+                "model.border_smoothing", f"must be odd (a centred window), got {border_smoothing}"
+            )
         self.lbfgs_max_iter = _check_int("model.lbfgs_max_iter", lbfgs_max_iter, 1)
         self.max_retries = _check_int("model.max_retries", max_retries, 0)
         self.lr = _check_positive("model.lr", lr)
@@ -246,8 +248,12 @@ class OutputErrorODE(L.LightningModule):
         """Lower and upper bounds (P,) of :meth:`theta` (``y0`` unbounded)."""
         n_y0 = int(self.index.numel()) if self.fit_initial_state else 0
         inf = torch.full((n_y0,), math.inf, dtype=torch.float64)
-        lo = torch.cat([torch.tensor([self.k_bounds[0]]), torch.full((self.n_gamma,), self.gamma_bounds[0]), -inf])
-        hi = torch.cat([torch.tensor([self.k_bounds[1]]), torch.full((self.n_gamma,), self.gamma_bounds[1]), inf])
+        lo = torch.cat(
+            [torch.tensor([self.k_bounds[0]]), torch.full((self.n_gamma,), self.gamma_bounds[0]), -inf]
+        )
+        hi = torch.cat(
+            [torch.tensor([self.k_bounds[1]]), torch.full((self.n_gamma,), self.gamma_bounds[1]), inf]
+        )
         return lo.double().to(self.index.device), hi.double().to(self.index.device)
 
     def unpack(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -283,8 +289,12 @@ class OutputErrorODE(L.LightningModule):
         """Start from CRLSM (``init="crlsm"``) or the constants; ``y0`` from the first frame."""
         if self.init == "crlsm":
             fitted = fit_least_squares(
-                self.data, self.consensus_setup, solver="crlsm", k_bounds=self.k_bounds,
-                gamma_bounds=self.gamma_bounds, train_fraction=self.train_fraction,
+                self.data,
+                self.consensus_setup,
+                solver="crlsm",
+                k_bounds=self.k_bounds,
+                gamma_bounds=self.gamma_bounds,
+                train_fraction=self.train_fraction,
                 edge_weight_scale=self.edge_weight_scale,
             )
             self.crlsm_k = float(fitted.k)
@@ -299,16 +309,34 @@ class OutputErrorODE(L.LightningModule):
         """Simulated (N, T_train) traces for the natural parameters ``theta``."""
         k, gamma, y0 = self.unpack(theta)
         return simulate_consensus(
-            self.drive_train, self.t_train, self.edge_index, self.edge_weight, self.modelled, k, gamma,
-            y0=y0, substeps=self.substeps, method=self.ode_method, conv=self.conv,
+            self.drive_train,
+            self.t_train,
+            self.edge_index,
+            self.edge_weight,
+            self.modelled,
+            k,
+            gamma,
+            y0=y0,
+            substeps=self.substeps,
+            method=self.ode_method,
+            conv=self.conv,
         )
 
     def simulate_train(self) -> Tensor:
         """Simulated (N, T_train) traces with the module's own (trainable) parameters."""
         y0 = torch.where(self.modelled, self.y0, self.x_train[:, 0])
         return simulate_consensus(
-            self.drive_train, self.t_train, self.edge_index, self.edge_weight, self.modelled, self.conv.k,
-            self.conv.gamma, y0=y0, substeps=self.substeps, method=self.ode_method, conv=self.conv,
+            self.drive_train,
+            self.t_train,
+            self.edge_index,
+            self.edge_weight,
+            self.modelled,
+            self.conv.k,
+            self.conv.gamma,
+            y0=y0,
+            substeps=self.substeps,
+            method=self.ode_method,
+            conv=self.conv,
         )
 
     def residuals_theta(self, theta: Tensor) -> Tensor:
@@ -324,8 +352,13 @@ class OutputErrorODE(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if self.optimizer_name == "lbfgs":
             return torch.optim.LBFGS(
-                params, lr=self.lr, max_iter=self.lbfgs_max_iter, history_size=50,
-                line_search_fn="strong_wolfe", tolerance_grad=1e-12, tolerance_change=1e-15,
+                params,
+                lr=self.lr,
+                max_iter=self.lbfgs_max_iter,
+                history_size=50,
+                line_search_fn="strong_wolfe",
+                tolerance_grad=1e-12,
+                tolerance_change=1e-15,
             )
         if self.optimizer_name == "adam":
             return torch.optim.Adam(params, lr=self.lr)
@@ -392,9 +425,13 @@ class OutputErrorODE(L.LightningModule):
     # ----------------------------------------------------------------------------------- results
     def fitted_parameters(self) -> FittedParameters:
         """``k``, ``gamma`` (N,) (0 outside G), the edge-weight scale and the gamma mode."""
-        gamma = torch.where(self.modelled, self.conv.gamma.detach(), torch.zeros_like(self.conv.gamma.detach()))
+        gamma = torch.where(
+            self.modelled, self.conv.gamma.detach(), torch.zeros_like(self.conv.gamma.detach())
+        )
         return FittedParameters(
-            k=float(self.conv.k), gamma=gamma.cpu(), edge_weight_scale=self.edge_weight_scale,
+            k=float(self.conv.k.detach()),
+            gamma=gamma.cpu(),
+            edge_weight_scale=self.edge_weight_scale,
             gamma_mode=self.consensus_setup.gamma_mode,
         )
 
@@ -421,13 +458,27 @@ class OutputErrorODE(L.LightningModule):
             gamma_se[self.index] = se[sl].expand(self.index.numel())
         gamma = torch.where(torch.isfinite(gamma_se), gamma, nan)
         g_lo, g_hi = normal_interval(gamma, gamma_se, level, self.gamma_bounds)
-        method = (f"Gauss-Newton (Laplace) covariance sigma^2 (J^T J)^-1 at the output-error optimum, "
-                  f"sigma^2 = RSS/(M-P), {'AR(1) inflation (1+rho)/(1-rho)' if self.autocorrelation_correction else 'no autocorrelation correction'}; "
-                  f"normal {level:.0%} intervals clipped to the bounds")
+        correction = "no autocorrelation correction"
+        if self.autocorrelation_correction:
+            correction = "AR(1) inflation (1+rho)/(1-rho)"
+        method = (
+            f"Gauss-Newton (Laplace) covariance sigma^2 (J^T J)^-1 at the output-error optimum, "
+            f"sigma^2 = RSS/(M-P), {correction}; "
+            f"normal {level:.0%} intervals clipped to the bounds"
+        )
         return ParameterIntervals(
-            level=level, k=float(theta[0]), k_se=float(se[0]), k_interval=(float(k_lo[0]), float(k_hi[0])),
-            gamma=gamma, gamma_se=gamma_se, gamma_lower=g_lo, gamma_upper=g_hi,
-            sigma2=cov.sigma2, rho=cov.rho, inflation=cov.inflation, method=method,
+            level=level,
+            k=float(theta[0]),
+            k_se=float(se[0]),
+            k_interval=(float(k_lo[0]), float(k_hi[0])),
+            gamma=gamma,
+            gamma_se=gamma_se,
+            gamma_lower=g_lo,
+            gamma_upper=g_hi,
+            sigma2=cov.sigma2,
+            rho=cov.rho,
+            inflation=cov.inflation,
+            method=method,
         )
 
     @torch.no_grad()
@@ -437,7 +488,9 @@ class OutputErrorODE(L.LightningModule):
         residuals[self.index] = self.simulate_train()[self.index] - self.x_train[self.index]
         return anomaly_scores(self.conv.gamma.detach(), residuals, self.modelled, rule or self.anomaly_rule)
 
-    def extra_results(self, out_dir: str | Path | None = None, labels: np.ndarray | None = None) -> dict[str, Any]:
+    def extra_results(
+        self, out_dir: str | Path | None = None, labels: np.ndarray | None = None
+    ) -> dict[str, Any]:
         """Intervals and anomaly scores for results.json (``extra``); figures in ``out_dir/figures``.
 
         Returns:
@@ -456,8 +509,14 @@ class OutputErrorODE(L.LightningModule):
                 s_true = float(getattr(self.data, "truth_edge_weight_scale", self.edge_weight_scale))
                 truth_k = float(truth_k) * self.edge_weight_scale / s_true
             paths = [
-                plot_intervals(intervals, cell_id, self.modelled, figures / "parameter_intervals.png",
-                               truth_gamma=truth_gamma, truth_k=truth_k),
+                plot_intervals(
+                    intervals,
+                    cell_id,
+                    self.modelled,
+                    figures / "parameter_intervals.png",
+                    truth_gamma=truth_gamma,
+                    truth_k=truth_k,
+                ),
                 plot_anomaly_map(scores, cell_id, self.data.pos, figures / "anomaly_map.png", labels=labels),
             ]
             out["figures"] = [p.name for p in paths]

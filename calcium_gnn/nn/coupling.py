@@ -72,10 +72,18 @@ class CouplingConv(ConsensusConv):
     ) -> None:
         super().__init__(num_nodes, gamma_mode, k_bounds, gamma_bounds, k_init, gamma_init)
         if edge_features.dim() != 2 or edge_features.shape[1] != 2:
-            raise GraphError("edge_features", f"expected (E, 2) features (u~, l~), got {tuple(edge_features.shape)}")
+            raise GraphError(
+                "edge_features", f"expected (E, 2) features (u~, l~), got {tuple(edge_features.shape)}"
+            )
         self.register_buffer("edge_features", edge_features.detach().clone())
-        self.phi = MLP(3, 1, hidden_features=int(hidden_features), num_layers=int(num_layers),
-                       activation=activation, output_gain=0.0)
+        self.phi = MLP(
+            3,
+            1,
+            hidden_features=int(hidden_features),
+            num_layers=int(num_layers),
+            activation=activation,
+            output_gain=0.0,
+        )
 
     def reset_parameters(self) -> None:
         """k, gamma back to their initial values; the MLP correction back to zero."""
@@ -95,7 +103,9 @@ class CouplingConv(ConsensusConv):
     def message(self, z_i: Tensor, z_j: Tensor, edge_weight: Tensor) -> Tensor:
         """``m_ij = w_ij Delta_ij + phi(Delta_ij, u~, l~) - phi(0, u~, l~)`` for each edge j -> i, (E, B)."""
         if z_j.shape[0] != self.edge_features.shape[0]:
-            raise GraphError("edge_index", f"{z_j.shape[0]} edges, but the layer was built for "
-                                           f"{self.edge_features.shape[0]}")
+            raise GraphError(
+                "edge_index",
+                f"{z_j.shape[0]} edges, but the layer was built for {self.edge_features.shape[0]}",
+            )
         delta = z_j - z_i
         return edge_weight.unsqueeze(-1) * delta + self.correction(delta)

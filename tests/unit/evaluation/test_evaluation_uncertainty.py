@@ -81,9 +81,17 @@ def test_ols_intervals_cover_at_nominal_rate() -> None:
 def _intervals() -> ParameterIntervals:
     gamma = torch.tensor([1e-3, 2e-3, math.nan], dtype=torch.float64)
     return ParameterIntervals(
-        level=0.9, k=0.02, k_se=1e-3, k_interval=(0.018, 0.022), gamma=gamma,
+        level=0.9,
+        k=0.02,
+        k_se=1e-3,
+        k_interval=(0.018, 0.022),
+        gamma=gamma,
         gamma_se=torch.tensor([1e-4, 1e-4, math.nan], dtype=torch.float64),
-        gamma_lower=gamma - 2e-4, gamma_upper=gamma + 2e-4, sigma2=0.01, rho=0.1, inflation=1.2,
+        gamma_lower=gamma - 2e-4,
+        gamma_upper=gamma + 2e-4,
+        sigma2=0.01,
+        rho=0.1,
+        inflation=1.2,
         method="test",
     )
 
@@ -99,6 +107,12 @@ def test_as_results_and_covers() -> None:
 
 
 def test_plot_intervals_writes_png(tmp_path) -> None:
-    path = plot_intervals(_intervals(), torch.tensor([5, 6, 7]), torch.tensor([True, True, False]),
-                          tmp_path / "iv.png", truth_gamma=torch.tensor([1e-3, 2e-3, 0.0]), truth_k=0.02)
+    path = plot_intervals(
+        _intervals(),
+        torch.tensor([5, 6, 7]),
+        torch.tensor([True, True, False]),
+        tmp_path / "iv.png",
+        truth_gamma=torch.tensor([1e-3, 2e-3, 0.0]),
+        truth_k=0.02,
+    )
     assert path.exists() and path.stat().st_size > 1000

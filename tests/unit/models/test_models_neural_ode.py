@@ -30,8 +30,14 @@ def _fit(model: OutputErrorODE, steps: int = 30) -> OutputErrorODE:
 
 
 def _trainer(max_epochs: int = 1) -> L.Trainer:
-    return L.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False)
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
 def test_moving_average_by_hand() -> None:
@@ -77,8 +83,14 @@ def test_lightning_fit_logs_and_converges(culture) -> None:
 
 def test_lbfgs_lowers_the_loss(culture) -> None:
     data = truth_graph(culture, noise=0.01, seed=2)
-    model = OutputErrorODE(data=data, setup=resolve_setup(data), optimizer="lbfgs", steps_per_epoch=2,
-                           lbfgs_max_iter=10, init="constant")
+    model = OutputErrorODE(
+        data=data,
+        setup=resolve_setup(data),
+        optimizer="lbfgs",
+        steps_per_epoch=2,
+        lbfgs_max_iter=10,
+        init="constant",
+    )
     model.initialise()
     before = float(model.loss_train())
     trainer = _trainer()
@@ -96,6 +108,7 @@ def test_theta_roundtrip(culture) -> None:
     assert torch.allclose(model.theta(), theta, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_interval_width_scales_with_noise_and_covers(culture) -> None:
     widths = []
     for noise in (0.01, 0.02):
@@ -109,12 +122,17 @@ def test_interval_width_scales_with_noise_and_covers(culture) -> None:
     assert 1.6 < widths[1] / widths[0] < 2.4
 
 
+@pytest.mark.slow
 def test_anomaly_flags_a_cell_that_fires_on_its_own(culture, tmp_path) -> None:
     data = truth_graph(culture, noise=0.01, seed=2)
     setup = resolve_setup(data)
     odd = int(setup.modelled_index[len(setup.modelled_index) // 2])
     t = data.t
-    data.x[odd] = data.x[odd] + 0.5 * torch.exp(-((t - 300.0) / 40.0) ** 2) + 0.5 * torch.exp(-((t - 800.0) / 40.0) ** 2)
+    data.x[odd] = (
+        data.x[odd]
+        + 0.5 * torch.exp(-(((t - 300.0) / 40.0) ** 2))
+        + 0.5 * torch.exp(-(((t - 800.0) / 40.0) ** 2))
+    )
     model = _fit(OutputErrorODE(data=data, setup=setup))
     scores = model.anomaly_scores()
     assert bool(scores.flagged[odd])
@@ -123,7 +141,10 @@ def test_anomaly_flags_a_cell_that_fires_on_its_own(culture, tmp_path) -> None:
     assert int(data.cell_id[odd]) in extra["anomaly"]["flagged"]
     assert {"k_interval", "gamma_interval", "interval_level"} <= set(extra)
     assert len(extra["gamma_interval"]) == setup.num_modelled
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["anomaly_map.png", "parameter_intervals.png"]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "anomaly_map.png",
+        "parameter_intervals.png",
+    ]
 
 
 @pytest.mark.parametrize(

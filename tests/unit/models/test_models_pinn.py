@@ -144,7 +144,7 @@ def test_tiny_pinn_moves_k_toward_the_truth() -> None:
         data, setup, train_fraction=1.0,
         net={"hidden_features": 16, "num_layers": 2, "fourier": {"n_frequencies": 8, "max_frequency": 6.0}},
         k_init=0.01, pretrain_steps=50, adam_steps=150, lbfgs_steps=5, steps_per_epoch=80,
-        adam_lr=1e-2, adam_lr_physics=5e-2, lbfgs={"max_iter": 10},
+        adam_lr=1e-2, adam_lr_physics=5e-2, lbfgs={"max_iter": 10}, num_threads=1,
     )
     err0 = model.fit_metrics()["fit/k_rel_err"]
     trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,

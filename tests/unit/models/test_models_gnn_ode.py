@@ -1,0 +1,91 @@
+"""GNNODEModule (model=gnn_ode): RK4 of a nonlinear field, start at the linear law, comparison."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from calcium_gnn.data.datamodule import CellGraphDataModule
+from calcium_gnn.data.synthetic import make_culture, truth_graph
+from calcium_gnn.errors import ConfigError
+from calcium_gnn.models.gnn_ode import GNNODEModule, simulate_field
+from calcium_gnn.nn.consensus import ConsensusConv
+from calcium_gnn.physics.edge_weights import edge_weights
+from calcium_gnn.physics.setups import resolve_setup
+from calcium_gnn.physics.simulate import simulate_consensus
+
+
+@pytest.fixture(scope="module")
+def graph():
+    culture = make_culture(seed=4, n_cells=25, size=180, n_frames=41, render=False)
+    return truth_graph(culture, noise=0.01, seed=3, dtype=torch.float64)
+
+
+def test_simulate_field_matches_simulate_consensus_for_the_linear_law(graph) -> None:
+    setup = resolve_setup(graph)
+    w, _ = edge_weights(graph.edge_attr)
+    gamma = torch.nan_to_num(graph.truth_gamma)
+    y0 = graph.x[:, 0] + 0.01
+    conv = ConsensusConv(graph.num_nodes).double()
+    k = torch.tensor(graph.truth_k, dtype=torch.float64)
+    ours = simulate_field(
+        conv, graph.x, graph.t, graph.edge_index, w, setup.modelled, k, gamma, y0, substeps=3
+    )
+    ref = simulate_consensus(
+        graph.x, graph.t, graph.edge_index, w, setup.modelled, k, gamma, y0=y0, substeps=3
+    )
+    assert torch.allclose(ours, ref, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_gnn_starts_at_the_linear_fit_and_does_not_get_worse(graph) -> None:
+    setup = resolve_setup(graph)
+    model = GNNODEModule(
+        data=graph,
+        setup=setup,
+        substeps=1,
+        steps_per_epoch=1,
+        lbfgs_max_iter=5,
+        hidden_features=8,
+        num_threads=1,
+    )
+    model.initialise()
+    start = float(model.loss_train())
+    assert model.linear_fit is not None
+    assert float(model.conv.k) == pytest.approx(model.linear_fit["k"], rel=1e-9)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=CellGraphDataModule(graph, steps_per_epoch=1))
+    assert float(model.loss_train()) <= start + 1e-12
+    comparison = model.compare_with_linear(substeps=2)
+    assert {
+        "mse_test_gnn",
+        "mse_test_linear",
+        "mse_test_clean_gnn",
+        "mse_test_clean_linear",
+        "gnn_beats_linear",
+    } <= set(comparison)
+    extra = model.extra_results()
+    assert "anomaly" in extra and "gnn_vs_linear" in extra
+    with pytest.raises(ConfigError, match="model"):
+        model.parameter_intervals()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"optimizer": "gauss_newton"}, "model.optimizer"),
+        ({"init": "zeros"}, "model.init"),
+        ({"mlp_weight_decay": -1.0}, "model.mlp_weight_decay"),
+    ],
+)
+def test_bad_config(graph, kwargs, key) -> None:
+    with pytest.raises(ConfigError, match=key):
+        GNNODEModule(data=graph, **kwargs)
