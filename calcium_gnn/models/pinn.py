@@ -103,6 +103,10 @@ class PINNModule(L.LightningModule):
         net: keyword arguments of :class:`TraceNet` / :class:`calcium_gnn.nn.mlp.TimeMLP`
             (``hidden_features``, ``num_layers``, ``activation``, ``output_gain``, ``fourier``
             (a dict, or None for the raw ``t`` input)); default :data:`DEFAULT_NET`.
+        fourier_periods_per_frame: when set (and ``net.fourier`` is), the Fourier features' highest
+            frequency is this many periods per frame interval of the window (``f_max = value *
+            (n_train - 1)``), so the cap on resolvable detail does not depend on the window length
+            (``pinn.yaml``: 0.114, i.e. ``f_max = 24`` on the paper's 211 training frames).
         scale_time: map the training window to ``tau in [-1, 1]`` (default True; paper: False).
         scale_output: ``y_hat_i = mu_i + sigma_i * net_i`` with the window's mean / std of each
             cell (default True; paper: False).
@@ -151,6 +155,7 @@ class PINNModule(L.LightningModule):
         *,
         train_fraction: float = DEFAULT_TRAIN_FRACTION,
         net: Mapping[str, Any] | None = None,
+        fourier_periods_per_frame: float | None = None,
         scale_time: bool = True,
         scale_output: bool = True,
         parametrization: str = "bounded",
@@ -244,6 +249,15 @@ class PINNModule(L.LightningModule):
         self.register_buffer("physics_scale", rate_rms if self.normalize_losses else torch.ones(()))
 
         net_kwargs = {**DEFAULT_NET, **(_plain(net) or {})}
+        if fourier_periods_per_frame is not None and net_kwargs.get("fourier"):
+            if not float(fourier_periods_per_frame) > 0:
+                raise ConfigError(
+                    "model.fourier_periods_per_frame", f"must be > 0, got {fourier_periods_per_frame}"
+                )
+            fourier = dict(net_kwargs["fourier"])
+            f_min = float(fourier.get("min_frequency", 0.5))
+            fourier["max_frequency"] = max(f_min, float(fourier_periods_per_frame) * (t_train.numel() - 1))
+            net_kwargs["fourier"] = fourier
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             self.net = TraceNet(
@@ -284,8 +298,11 @@ class PINNModule(L.LightningModule):
     def _init_from_crlsm(self, data: Data, setup: Setup) -> None:
         from calcium_gnn.physics.least_squares import fit_least_squares
 
+        # Hydra may hand the setup over as a config node: rebuild the plain Setup the solver expects
+        plain = Setup(name=str(setup.name), modelled=self.modelled.cpu().clone(),
+                      border=torch.as_tensor(setup.border).bool().cpu().clone(), gamma_mode=self.gamma_mode)
         fitted = fit_least_squares(
-            data, setup, solver="crlsm", train_fraction=self.train_fraction,
+            data, plain, solver="crlsm", train_fraction=self.train_fraction,
             edge_weight_scale=self.edge_weight_scale,
         )
         self.conv.set_parameters(float(fitted.k), torch.as_tensor(fitted.gamma))

@@ -45,5 +45,5 @@ def test_setup1_pinn_full_run_writes_results(compose_train) -> None:
     results = train(cfg)
     on_disk = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     assert on_disk["method"] == "PINN"
-    metrics = results["training_metrics"]
-    assert metrics["fit/k_rel_err"] < 0.1
+    assert on_disk["truth"]["k_rel_err"] < 0.1
+    assert results["truth"]["k_rel_err"] == on_disk["truth"]["k_rel_err"]

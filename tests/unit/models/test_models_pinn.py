@@ -168,4 +168,5 @@ def test_raw_parametrization_is_projected_onto_the_bounds() -> None:
         model.k_value.fill_(5.0)
         model.gamma_value.fill_(-1.0)
     model._project()
-    assert float(model.k.detach()) == pytest.approx(0.1) and float(model.gamma[1].detach()) == pytest.approx(-3e-5)
+    assert float(model.k.detach()) == pytest.approx(0.1)
+    assert float(model.gamma[1].detach()) == pytest.approx(-3e-5)
