@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXPERIMENT ?= setup1_crlsm
+EXPERIMENT ?= setup1_pinn
 
 .PHONY: run test venv lint clean-venv
 

@@ -145,7 +145,7 @@ class PINNModule(L.LightningModule):
         num_threads: ``torch.set_num_threads`` during the fit (restored after it), or None (default)
             to leave it. On CPU, 1 is measured ~10x faster here: PyG's scatter of the consensus
             messages (a stride-0 expanded index) is very slow with more than one thread.
-        method_name: name in the results (default ``"PINN"``).
+        method_name: name in the results (default ``"pinn"``).
     """
 
     def __init__(
@@ -181,7 +181,7 @@ class PINNModule(L.LightningModule):
         lbfgs: Mapping[str, Any] | None = None,
         seed: int = 0,
         num_threads: int | None = None,
-        method_name: str = "PINN",
+        method_name: str = "pinn",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False

@@ -44,6 +44,6 @@ def test_setup1_pinn_full_run_writes_results(compose_train) -> None:
                         "model.pretrain_steps=200", "model.lbfgs_steps=8")
     results = train(cfg)
     on_disk = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
-    assert on_disk["method"] == "PINN"
+    assert on_disk["method"] == "pinn"
     assert on_disk["truth"]["k_rel_err"] < 0.1
     assert results["truth"]["k_rel_err"] == on_disk["truth"]["k_rel_err"]
