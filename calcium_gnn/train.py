@@ -113,7 +113,9 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     setup = resolve_setup(data, **setup_cfg)
     _check_keys("model", cfg.model, hydra.utils.get_class(cfg.model._target_), ignore=("data", "setup"))
     # partial first: Hydra would turn the Setup dataclass into a DictConfig if passed to instantiate
-    model = hydra.utils.instantiate(cfg.model, _partial_=True, _recursive_=False)(data=data, setup=setup)
+    model = hydra.utils.instantiate(cfg.model, _partial_=True, _recursive_=False, _convert_="all")(
+        data=data, setup=setup
+    )
 
     if cfg.get("logger"):
         ensure_offline_unless_configured()

@@ -25,7 +25,7 @@ def data_cache(tmp_path_factory) -> Path:
 @pytest.fixture
 def compose_train(tmp_path: Path, data_cache: Path) -> Callable[..., DictConfig]:
     """``compose_train(*overrides, small=True, run="run")`` -> the composed train config, writing
-    into ``tmp_path / run``."""
+    into ``tmp_path/outputs/<task_name>/runs/<run>`` (where ``ckpt_path=last`` looks)."""
 
     def _compose(*overrides: str, small: bool = True, run: str = "run") -> DictConfig:
         base = [f"paths.root_dir={tmp_path}", f"paths.cache_dir={data_cache}", "logger=csv"]
@@ -33,7 +33,7 @@ def compose_train(tmp_path: Path, data_cache: Path) -> Callable[..., DictConfig]
             cfg = compose("train.yaml", overrides=base + (SMALL_DATA if small else []) + list(overrides),
                           return_hydra_config=True)
         with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / run)
+            cfg.paths.output_dir = str(tmp_path / "outputs" / cfg.task_name / "runs" / run)
         return cfg
 
     return _compose
