@@ -23,6 +23,8 @@ Optimisers (``optimizer``):
   the simulation, ``(J^T J + mu diag(J^T J)) delta = -J^T r``, the step projected on the box, accepted
   when the loss decreases (then ``mu /= damping_factor``, else ``mu *= damping_factor`` and retried).
   The model is affine in ``(gamma, y0)``, so a few iterations converge.
+* ``"auto"``: ``"gauss_newton"`` when the number of parameters P is at most
+  ``max_jacobian_parameters`` (the Jacobian is M x P), else ``"lbfgs"``.
 * ``"lbfgs"``: ``torch.optim.LBFGS`` with a strong-Wolfe line search on the raw (bounded-map)
   parameters of ConsensusConv and ``y0``; ``"adam"``: Adam on the same.
 
@@ -70,7 +72,7 @@ from calcium_gnn.physics.parameters import FittedParameters
 from calcium_gnn.physics.setups import Setup, resolve_setup
 from calcium_gnn.physics.simulate import METHODS, simulate_consensus
 
-OPTIMIZERS: tuple[str, ...] = ("gauss_newton", "lbfgs", "adam")
+OPTIMIZERS: tuple[str, ...] = ("auto", "gauss_newton", "lbfgs", "adam")
 INITS: tuple[str, ...] = ("crlsm", "constant")
 
 
@@ -109,7 +111,9 @@ class OutputErrorODE(L.LightningModule):
     Args:
         data: the cell graph (schema: :mod:`calcium_gnn.graphs.schema`).
         setup: modelled cells and gamma mode (default: setup I, ``resolve_setup(data)``).
-        optimizer: ``"gauss_newton"`` (Levenberg-Marquardt, default), ``"lbfgs"`` or ``"adam"``.
+        optimizer: ``"auto"`` (default), ``"gauss_newton"`` (Levenberg-Marquardt), ``"lbfgs"`` or ``"adam"``.
+        max_jacobian_parameters: largest P for which the Jacobian (LM steps, intervals) is formed
+            (default 600; ``"auto"`` switches to L-BFGS above it).
         substeps: RK4 steps per frame interval during the fit (default 2; h = dt/2).
         method: ``"rk4"`` (default) or ``"euler"``.
         train_fraction: training share of the frames (default 2110/3610, the paper's).
@@ -140,7 +144,7 @@ class OutputErrorODE(L.LightningModule):
         self,
         data: Data | None = None,
         setup: Setup | None = None,
-        optimizer: str = "gauss_newton",
+        optimizer: str = "auto",
         substeps: int = 2,
         method: str = "rk4",
         train_fraction: float = DEFAULT_TRAIN_FRACTION,
@@ -163,6 +167,7 @@ class OutputErrorODE(L.LightningModule):
         autocorrelation_correction: bool = True,
         anomaly_threshold: float = 3.5,
         num_threads: int | None = None,
+        max_jacobian_parameters: int = 600,
     ) -> None:
         super().__init__()
         if data is None:
@@ -193,7 +198,7 @@ class OutputErrorODE(L.LightningModule):
         self.k_bounds = check_bounds("model.k_bounds", k_bounds)
         self.gamma_bounds = check_bounds("model.gamma_bounds", gamma_bounds)
         self.save_hyperparameters(ignore=["data", "setup"])
-        self.optimizer_name = optimizer
+        self.max_jacobian_parameters = _check_int("model.max_jacobian_parameters", max_jacobian_parameters, 1)
         self.ode_method = method
         self.init = init
         self.fit_initial_state = bool(fit_initial_state)
@@ -222,6 +227,9 @@ class OutputErrorODE(L.LightningModule):
         self.register_buffer("initialised", torch.tensor(False))
         self.register_buffer("converged", torch.tensor(False))
         self.register_buffer("mu", torch.tensor(float(_check_positive("model.damping", damping))))
+        if optimizer == "auto":
+            optimizer = "gauss_newton" if self.n_parameters <= self.max_jacobian_parameters else "lbfgs"
+        self.optimizer_name = optimizer
         self.automatic_optimization = optimizer != "gauss_newton"
         self.num_threads = None if num_threads is None else _check_int("model.num_threads", num_threads, 1)
         self._saved_threads: int | None = None
@@ -231,6 +239,19 @@ class OutputErrorODE(L.LightningModule):
     def n_gamma(self) -> int:
         """Number of free feed values: G (per cell), 1 (shared) or 0 (none)."""
         return {"none": 0, "shared": 1, "per_cell": int(self.index.numel())}[self.consensus_setup.gamma_mode]
+
+    @property
+    def n_parameters(self) -> int:
+        """P = 1 + free feeds + fitted initial states."""
+        return 1 + self.n_gamma + (int(self.index.numel()) if self.fit_initial_state else 0)
+
+    def _check_jacobian_size(self) -> None:
+        if self.n_parameters > self.max_jacobian_parameters:
+            raise ConfigError(
+                "model.max_jacobian_parameters",
+                f"{self.n_parameters} parameters exceed {self.max_jacobian_parameters}: the Jacobian "
+                "(Levenberg-Marquardt, intervals) is too large; use optimizer=lbfgs or raise the limit",
+            )
 
     def theta(self) -> Tensor:
         """The natural parameter vector ``(k, gamma (free), y0 (G, when fitted))``, (P,) float64."""
@@ -378,6 +399,7 @@ class OutputErrorODE(L.LightningModule):
 
     def levenberg_marquardt_step(self) -> float:
         """One projected Levenberg-Marquardt iteration (module docstring); returns the loss after it."""
+        self._check_jacobian_size()
         theta = self.theta()
         lo, hi = self.theta_bounds()
         r = self.residuals_theta(theta).reshape(-1)
@@ -442,6 +464,7 @@ class OutputErrorODE(L.LightningModule):
         See :mod:`calcium_gnn.evaluation.uncertainty`. Cost: one forward-mode Jacobian (P tangents).
         """
         level = self.interval_level if level is None else check_level(level)
+        self._check_jacobian_size()
         theta = self.theta()
         residuals = self.residuals_theta(theta)
         jac = torch.func.jacfwd(lambda th: self.residuals_theta(th).reshape(-1))(theta)
