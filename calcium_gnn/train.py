@@ -137,6 +137,11 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
 
     from calcium_gnn.evaluation.report import evaluate_fit
 
+    # method-specific results (intervals, anomaly scores) and a non-linear model's own simulator
+    model_results = None
+    if hasattr(model, "extra_results"):
+        model_results = model.extra_results(output_dir, source.labels)
+    simulate = model.consensus_simulator() if hasattr(model, "consensus_simulator") else None
     results = evaluate_fit(
         data,
         setup,
@@ -149,6 +154,8 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
         method_name=str(getattr(model, "method_name", type(model).__name__)),
         fit_seconds=fit_seconds,
         extra={"data": source.origin, "training_metrics": metrics, "config": hparams},
+        model_results=model_results,
+        simulate=simulate,
     )
     figures = [Path(p) for p in results.get("figure_paths", [])]
     _log_results(loggers, results, figures)

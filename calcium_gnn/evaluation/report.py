@@ -26,7 +26,7 @@ The true ``k`` is converted to the fit's weight scale before comparing: the coup
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,8 +71,12 @@ def simulate_windows(
     *,
     substeps: int = 10,
     method: str = "rk4",
+    simulate: Callable[..., Tensor] | None = None,
 ) -> Tensor:
     """Simulate the training and the test window, each from its own first observed frame.
+
+    ``simulate`` replaces :func:`~calcium_gnn.physics.simulate.simulate_consensus` (same signature)
+    for models whose right-hand side is not the linear law (e.g. a learned GNN coupling).
 
     Returns:
         (N, T) float64: the train simulation on ``train`` frames, the test simulation on ``test``
@@ -81,10 +85,11 @@ def simulate_windows(
     x = data.x.detach().to(torch.float64)
     t = data.t.detach().to(torch.float64)
     sim = x.clone()
+    simulate = simulate if simulate is not None else simulate_consensus
     with torch.no_grad():
         for window in (train, test):
             if window.stop - window.start >= 1:
-                sim[:, window] = simulate_consensus(
+                sim[:, window] = simulate(
                     x[:, window], t[window], data.edge_index, edge_weight, modelled, k,
                     gamma.detach().to(torch.float64), substeps=substeps, method=method,
                 )
@@ -175,6 +180,8 @@ def evaluate_fit(
     spike_rule: SpikeRule | None = None,
     quality_rule: QualityRule | None = None,
     extra: dict[str, Any] | None = None,
+    model_results: Mapping[str, Any] | None = None,
+    simulate: Callable[..., Tensor] | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Simulate the fitted consensus problem and score it (module docstring); write the results.
@@ -194,6 +201,11 @@ def evaluate_fit(
         spike_rule: peak detection / matching rule (default :class:`SpikeRule()`).
         quality_rule: fit-quality thresholds (default :class:`QualityRule()`).
         extra: free-form additions stored under ``extra``.
+        model_results: method-specific results stored at the top level (e.g. ``k_interval``,
+            ``gamma_interval``, ``interval_level``, ``anomaly``); a ``figures`` list in it (file names
+            in ``out_dir``) is added to the figures. Keys of the schema itself are refused.
+        simulate: the model's own simulator (signature of
+            :func:`~calcium_gnn.physics.simulate.simulate_consensus`), for non-linear laws.
         overwrite: allow replacing an existing results.json in ``out_dir``.
 
     Returns:
@@ -230,7 +242,8 @@ def evaluate_fit(
 
     x = data.x.detach().to(torch.float64)
     t = data.t.detach().to(torch.float64)
-    sim = simulate_windows(data, modelled, k, gamma, w, train, test, substeps=substeps, method=ode_method)
+    sim = simulate_windows(data, modelled, k, gamma, w, train, test, substeps=substeps, method=ode_method,
+                           simulate=simulate)
 
     rows = modelled.nonzero().reshape(-1).tolist()
     cell_id = data.cell_id.long()
@@ -295,12 +308,19 @@ def evaluate_fit(
     truth = _truth_block(data, sim, k, scale, gamma, modelled, train, test)
     if truth is not None:
         results["truth"] = truth
+    model_results = dict(model_results or {})
+    model_figures = [Path(f) for f in model_results.pop("figures", [])]
+    clash = sorted(set(model_results) & set(results))
+    if clash:
+        raise ConfigError("model_results", f"would overwrite the results key '{clash[0]}'")
+    results.update(model_results)
 
     if out_dir is not None:
         out = Path(out_dir)
         plot_rows = _rows_to_plot(cells_to_plot, cell_id, groups)
         paths = _write_figures(out, data, x, sim, modelled, border, gamma, k, scale, truth, mse, plot_rows,
                                train, test, labels)
+        paths += [f if f.is_absolute() else out / f for f in model_figures]
         results["figures"] = [p.name for p in paths]
         results = jsonable(results)
         write_results(results, out / RESULTS_FILE, overwrite=overwrite)

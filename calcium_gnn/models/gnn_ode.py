@@ -22,6 +22,7 @@ correction helps; ``"crlsm"`` / ``"constant"`` as in the linear model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,21 @@ class GNNODEModule(OutputErrorODE):
             self.ode_method,
         )
 
+    def consensus_simulator(self) -> Callable[..., Tensor]:
+        """A simulator with :func:`~calcium_gnn.physics.simulate.simulate_consensus`'s signature that
+        integrates the learned law (for :func:`calcium_gnn.evaluation.report.evaluate_fit`); each
+        window starts from the observed values at its first frame."""
+        conv = self.conv
+
+        def simulate(x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor, modelled: Tensor,
+                     k: float | Tensor, gamma: Tensor, *, substeps: int = 10, method: str = "rk4") -> Tensor:
+            x_obs = x_obs.to(torch.float64)
+            k = torch.as_tensor(k, dtype=torch.float64)
+            return simulate_field(conv, x_obs, t.to(torch.float64), edge_index, edge_weight, modelled, k,
+                                  gamma.to(torch.float64), x_obs[:, 0], substeps, method)
+
+        return simulate
+
     @torch.no_grad()
     def compare_with_linear(self, substeps: int = 10) -> dict[str, Any]:
         """Test-window MSE of the learned law and of the linear output-error fit it started from.
@@ -283,7 +299,7 @@ class GNNODEModule(OutputErrorODE):
                 scores,
                 self.data.cell_id,
                 self.data.pos,
-                Path(out_dir) / "figures" / "anomaly_map.png",
+                Path(out_dir) / "anomaly_map.png",
                 labels=labels,
             )
             out["figures"] = [path.name]

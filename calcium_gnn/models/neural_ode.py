@@ -514,7 +514,7 @@ class OutputErrorODE(L.LightningModule):
     def extra_results(
         self, out_dir: str | Path | None = None, labels: np.ndarray | None = None
     ) -> dict[str, Any]:
-        """Intervals and anomaly scores for results.json (``extra``); figures in ``out_dir/figures``.
+        """Intervals and anomaly scores for results.json (top-level keys); figures in ``out_dir``.
 
         Returns:
             ``{"interval_level", "k_interval", "gamma_interval", ..., "anomaly": {...}, "figures": [...]}``.
@@ -525,7 +525,7 @@ class OutputErrorODE(L.LightningModule):
         scores = self.anomaly_scores()
         out["anomaly"] = scores.as_results(cell_id, self.modelled)
         if out_dir is not None:
-            figures = Path(out_dir) / "figures"
+            figures = Path(out_dir)
             truth_gamma = getattr(self.data, "truth_gamma", None)
             truth_k = getattr(self.data, "truth_k", None)
             if truth_k is not None:

@@ -169,3 +169,13 @@ def test_bad_config_is_a_config_error(culture, kwargs, key) -> None:
 def test_needs_data() -> None:
     with pytest.raises(ConfigError, match="model"):
         OutputErrorODE()
+
+
+def test_auto_optimizer_switches_to_lbfgs_above_the_jacobian_limit(culture) -> None:
+    data = truth_graph(culture, noise=0.0)
+    small = OutputErrorODE(data=data)
+    assert small.optimizer_name == "gauss_newton"
+    limited = OutputErrorODE(data=data, max_jacobian_parameters=10)
+    assert limited.optimizer_name == "lbfgs" and limited.n_parameters > 10
+    with pytest.raises(ConfigError, match="model.max_jacobian_parameters"):
+        limited.parameter_intervals()
