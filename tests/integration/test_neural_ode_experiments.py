@@ -6,16 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
-import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from calcium_gnn.data.datamodule import CellGraphDataModule
-from calcium_gnn.data.sources import load_cell_graph
 from calcium_gnn.evaluation.results import validate_results
-from calcium_gnn.physics.setups import resolve_setup
 from calcium_gnn.train import train
 
 
@@ -59,26 +53,15 @@ def test_neural_ode_full_run_writes_results_and_recovers_k(compose_train) -> Non
 
 
 @pytest.mark.slow
-def test_composed_model_gives_intervals_and_anomaly_scores(compose_train, tmp_path: Path) -> None:
+def test_results_json_carries_intervals_and_anomaly_scores(compose_train) -> None:
     cfg = compose_train("experiment=setup1_neural_ode", "data.synthetic.noise=0.02")
-    source = load_cell_graph(cfg.data)
-    setup = resolve_setup(source.data, **OmegaConf.to_container(cfg.setup, resolve=True))
-    model = hydra.utils.instantiate(cfg.model, _partial_=True, _recursive_=False)(
-        data=source.data, setup=setup
-    )
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=CellGraphDataModule(source.data, steps_per_epoch=model.steps_per_epoch))
-    extra = model.extra_results(out_dir=tmp_path, labels=source.labels)
-    assert extra["interval_level"] == 0.9
-    lo, hi = extra["k_interval"]
-    assert lo <= model.fitted_parameters().k <= hi
-    assert set(extra["gamma_interval"]) == {str(int(c)) for c in source.data.cell_id[setup.modelled]}
-    assert "threshold" in extra["anomaly"]["rule"]
-    assert (tmp_path / "figures" / "anomaly_map.png").exists()
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    results = json.loads((out / "results.json").read_text())
+    assert results["interval_level"] == 0.9
+    lo, hi = results["k_interval"]
+    assert lo <= results["k"] <= hi
+    assert set(results["gamma_interval"]) == {str(c) for c in results["modelled_cells"]}
+    assert "threshold" in results["anomaly"]["rule"]
+    assert {"parameter_intervals.png", "anomaly_map.png"} <= set(results["figures"])
+    assert all((out / name).stat().st_size > 1000 for name in results["figures"])

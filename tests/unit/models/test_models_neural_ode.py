@@ -141,10 +141,7 @@ def test_anomaly_flags_a_cell_that_fires_on_its_own(culture, tmp_path) -> None:
     assert int(data.cell_id[odd]) in extra["anomaly"]["flagged"]
     assert {"k_interval", "gamma_interval", "interval_level"} <= set(extra)
     assert len(extra["gamma_interval"]) == setup.num_modelled
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
-        "anomaly_map.png",
-        "parameter_intervals.png",
-    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anomaly_map.png", "parameter_intervals.png"]
 
 
 @pytest.mark.parametrize(
