@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from calcium_gnn.errors import ConfigError
+from calcium_gnn.io.figure_files import save_figure
 
 MAD_CONSISTENCY: float = 0.6745
 DEFAULT_THRESHOLD: float = 3.5
@@ -207,8 +208,4 @@ def plot_anomaly_map(
     if flagged.any():
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -27,20 +27,10 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 
 from calcium_gnn.errors import MasksError  # noqa: E402
-from calcium_gnn.io.atomic import atomic_path  # noqa: E402
+from calcium_gnn.io.figure_files import save_figure as _save  # noqa: E402
 
 BORDER_GREY = 0.55
 OTHER_GREY = 0.88
-
-
-def _save(fig: plt.Figure, path: str | Path, dpi: int) -> Path:
-    path = Path(path)
-    try:
-        with atomic_path(path, make_parents=True) as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
 
 
 def _paint_labels(labels: np.ndarray, cell_id: np.ndarray, per_cell: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from calcium_gnn.errors import ConfigError
+from calcium_gnn.io.figure_files import save_figure
 
 DEFAULT_LEVEL: float = 0.9
 
@@ -254,8 +255,4 @@ def plot_intervals(
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

@@ -21,7 +21,7 @@ from matplotlib.patches import Polygon as PolygonPatch
 from skimage.segmentation import find_boundaries
 from torch_geometric.data import Data
 
-from calcium_gnn.io.atomic import atomic_path
+from calcium_gnn.io.figure_files import save_figure as _save
 
 __all__ = ["plot_outlines", "plot_polygons_intensity", "plot_graph_over_image"]
 
@@ -35,13 +35,6 @@ def _figure(shape: tuple[int, int], inches: float) -> tuple[Figure, object]:
     ax.set_ylim(y - 0.5, -0.5)
     ax.set_aspect("equal")
     return fig, ax
-
-
-def _save(fig: Figure, path: str | Path, dpi: int) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:  # a complete PNG or none
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    return path
 
 
 def plot_outlines(
