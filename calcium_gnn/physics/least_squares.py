@@ -133,22 +133,14 @@ def fit_least_squares(
     return to_fitted(system, solution)
 
 
-def fit_crlsm(
-    data: Data,
-    *,
-    group: str = "interior",
-    gamma_mode: str = "per_cell",
-    disc_radius: float = 0.3,
-    rect: tuple[float, float, float, float] = (0.25, 0.25, 0.75, 0.75),
-    cell_ids: list[int] | None = None,
-    **options,
-) -> FittedParameters:
+_SETUP_KEYS = ("group", "gamma_mode", "disc_radius", "rect", "cell_ids", "name")
+
+
+def fit_crlsm(data: Data, **options) -> FittedParameters:
     """The paper's CRLSM in one call: setup I (interior cells, per-cell gamma, eq. 3) by default.
 
-    ``group``/``gamma_mode``/``disc_radius``/``rect``/``cell_ids`` choose the setup
-    (:func:`~calcium_gnn.physics.setups.resolve_setup`); ``options`` go to :func:`fit_least_squares`.
+    The setup's keywords (``group``, ``gamma_mode``, ``disc_radius``, ``rect``, ``cell_ids``) go to
+    :func:`~calcium_gnn.physics.setups.resolve_setup`, the others to :func:`fit_least_squares`.
     """
-    setup = resolve_setup(
-        data, group, gamma_mode, disc_radius=disc_radius, rect=rect, cell_ids=cell_ids
-    )
-    return fit_least_squares(data, setup, **options)
+    setup_options = {key: options.pop(key) for key in _SETUP_KEYS if key in options}
+    return fit_least_squares(data, resolve_setup(data, **setup_options), **options)
