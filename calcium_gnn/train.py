@@ -28,6 +28,7 @@ from calcium_gnn.config import register_resolvers
 from calcium_gnn.data.datamodule import CellGraphDataModule
 from calcium_gnn.data.sources import load_cell_graph
 from calcium_gnn.errors import CalciumGNNError, ConfigError, OutputError
+from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION
 from calcium_gnn.utils.wandb_mode import ensure_offline_unless_configured
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
         data,
         setup,
         model.fitted_parameters(),
-        train_fraction=float(getattr(model, "train_fraction", cfg.get("train_fraction", 2110 / 3610))),
+        train_fraction=float(getattr(model, "train_fraction", DEFAULT_TRAIN_FRACTION)),
         substeps=int(cfg.evaluation.substeps),
         out_dir=output_dir,
         labels=source.labels,
