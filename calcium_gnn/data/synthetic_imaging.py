@@ -104,22 +104,25 @@ def render_movie(
     t: np.ndarray,
     rng: np.random.Generator,
     *,
-    hot_pixels: np.ndarray | None = None,
-    f_min: float = 300.0,
-    f_max: float = 3000.0,
-    k_d: float = 5.0,
-    f_membrane: float = 100.0,
-    blur_sigma: float = 1.0,
-    bleach_time: float = 300000.0,
-    noise: float = 1.0,
-    read_noise: float = 3.0,
-    gain: float = 1.0,
-    offset: float = 100.0,
-    hot_value: int = 60000,
-    poisson_normal_above: float = 50.0,
+    hot_pixels: np.ndarray | None,
+    f_min: float,
+    f_max: float,
+    k_d: float,
+    f_membrane: float,
+    blur_sigma: float,
+    bleach_time: float,
+    noise: float,
+    read_noise: float,
+    gain: float,
+    offset: float,
+    hot_value: int,
+    poisson_normal_above: float,
     chunk_frames: int = 16,
 ) -> np.ndarray:
     """Render the fluorescence movie of a culture.
+
+    The imaging parameters have no defaults here: :func:`calcium_gnn.data.synthetic.make_culture`
+    holds them (one source of truth).
 
     Args:
         labels: (Y, X) label image, 0 = membrane, ``i + 1`` = cell ``i``.
@@ -131,7 +134,7 @@ def render_movie(
         k_d: dye dissociation constant, in calcium units (the level of half saturation).
         f_membrane: fluorescence of membrane pixels (photoelectrons): dimmer than any cytoplasm.
         blur_sigma: Gaussian PSF standard deviation in px (0 = no blur).
-        bleach_time: photobleaching time constant in s (default 3e5 s: 1.2% lost in an hour).
+        bleach_time: photobleaching time constant in s (3e5 s loses 1.2% in an hour).
         noise: imaging noise multiplier (1 = Poisson shot noise + read noise; 0 = noiseless, only
             the rounding to integers remains).
         read_noise: camera read noise standard deviation (photoelectrons) at ``noise = 1``.
