@@ -326,9 +326,8 @@ class OutputErrorODE(L.LightningModule):
         self.initialised.fill_(True)
 
     # ------------------------------------------------------------------------------- simulation
-    def simulate_theta(self, theta: Tensor) -> Tensor:
-        """Simulated (N, T_train) traces for the natural parameters ``theta``."""
-        k, gamma, y0 = self.unpack(theta)
+    def _simulate(self, k: Tensor, gamma: Tensor, y0: Tensor) -> Tensor:
+        """Simulated (N, T_train) traces over the training window for the given parameters."""
         return simulate_consensus(
             self.drive_train,
             self.t_train,
@@ -343,22 +342,14 @@ class OutputErrorODE(L.LightningModule):
             conv=self.conv,
         )
 
+    def simulate_theta(self, theta: Tensor) -> Tensor:
+        """Simulated (N, T_train) traces for the natural parameters ``theta``."""
+        return self._simulate(*self.unpack(theta))
+
     def simulate_train(self) -> Tensor:
         """Simulated (N, T_train) traces with the module's own (trainable) parameters."""
         y0 = torch.where(self.modelled, self.y0, self.x_train[:, 0])
-        return simulate_consensus(
-            self.drive_train,
-            self.t_train,
-            self.edge_index,
-            self.edge_weight,
-            self.modelled,
-            self.conv.k,
-            self.conv.gamma,
-            y0=y0,
-            substeps=self.substeps,
-            method=self.ode_method,
-            conv=self.conv,
-        )
+        return self._simulate(self.conv.k, self.conv.gamma, y0)
 
     def residuals_theta(self, theta: Tensor) -> Tensor:
         """(G, T_train) residuals ``y(theta) - x`` of the modelled cells."""
