@@ -109,17 +109,31 @@ def gauss_newton_covariance(
         the :class:`GaussNewtonCovariance`.
     """
     j = jacobian.detach().double()
+    if residuals.numel() != j.shape[0]:
+        raise ValueError(f"jacobian has {j.shape[0]} rows but there are {residuals.numel()} residuals")
+    return normal_matrix_covariance(j.T @ j, residuals, autocorrelation=autocorrelation, ridge=ridge)
+
+
+def normal_matrix_covariance(
+    normal_matrix: Tensor,
+    residuals: Tensor,
+    *,
+    autocorrelation: bool = True,
+    ridge: float = 1e-12,
+) -> GaussNewtonCovariance:
+    """:func:`gauss_newton_covariance` from ``J^T J`` (P, P) instead of ``J`` (M = ``residuals.numel()``).
+
+    For fits that assemble the normal matrix without forming ``J`` (:mod:`calcium_gnn.physics.modal`).
+    """
     r = residuals.detach().double()
-    m, p = j.shape
-    if r.numel() != m:
-        raise ValueError(f"jacobian has {m} rows but there are {r.numel()} residuals")
+    info = normal_matrix.detach().double()
+    m, p = r.numel(), info.shape[0]
     dof = max(m - p, 1)
     sigma2 = float((r * r).sum()) / dof
     rho = lag1_autocorrelation(r) if autocorrelation else 0.0
     inflation = (1.0 + rho) / (1.0 - rho) if 0.0 < rho < 1.0 else 1.0
-    info = j.T @ j
     shift = ridge * float(info.diagonal().max()) if p else 0.0
-    info = info + shift * torch.eye(p, dtype=info.dtype)
+    info = info + shift * torch.eye(p, dtype=info.dtype, device=info.device)
     cov = sigma2 * inflation * torch.linalg.inv(info)
     cov = 0.5 * (cov + cov.T)
     return GaussNewtonCovariance(cov=cov, sigma2=sigma2, rho=rho, inflation=inflation, dof=dof)

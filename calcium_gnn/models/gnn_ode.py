@@ -104,6 +104,7 @@ class GNNODEModule(OutputErrorODE):
         init: ``"output_error"`` (default), ``"crlsm"`` or ``"constant"``.
         hidden_features, num_layers, activation: the message MLP (defaults 16, 2, ``"tanh"``).
         mlp_weight_decay: L2 penalty ``lambda ||theta_MLP||^2`` added to the loss (default 0).
+        gamma_prior: only ``"none"`` (per-cell feeds; pooling needs the linear law's covariance).
         **kwargs: every other option of :class:`OutputErrorODE` (substeps, bounds, lr, ...).
     """
 
@@ -119,10 +120,17 @@ class GNNODEModule(OutputErrorODE):
         num_layers: int = 2,
         activation: str = "tanh",
         mlp_weight_decay: float = 0.0,
+        gamma_prior: str = "none",
         **kwargs: Any,
     ) -> None:
         if optimizer not in ("lbfgs", "adam"):
             raise ConfigError("model.optimizer", f"gnn_ode trains with 'lbfgs' or 'adam', got {optimizer!r}")
+        if gamma_prior != "none":
+            raise ConfigError(
+                "model.gamma_prior",
+                f"gnn_ode fits per-cell feeds only ('none'), got {gamma_prior!r}: the random-effects pooling "
+                "uses the Gauss-Newton covariance of the linear law (model=neural_ode)",
+            )
         if init not in GNN_INITS:
             raise ConfigError("model.init", f"unknown init '{init}' (use one of {GNN_INITS})")
         super().__init__(
@@ -130,6 +138,7 @@ class GNNODEModule(OutputErrorODE):
             setup=setup,
             optimizer=optimizer,
             init="constant" if init == "output_error" else init,
+            gamma_prior=gamma_prior,
             **kwargs,
         )
         self.gnn_init = init
@@ -247,12 +256,33 @@ class GNNODEModule(OutputErrorODE):
         window starts from the observed values at its first frame."""
         conv = self.conv
 
-        def simulate(x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor, modelled: Tensor,
-                     k: float | Tensor, gamma: Tensor, *, substeps: int = 10, method: str = "rk4") -> Tensor:
+        def simulate(
+            x_obs: Tensor,
+            t: Tensor,
+            edge_index: Tensor,
+            edge_weight: Tensor,
+            modelled: Tensor,
+            k: float | Tensor,
+            gamma: Tensor,
+            *,
+            substeps: int = 10,
+            method: str = "rk4",
+        ) -> Tensor:
             x_obs = x_obs.to(torch.float64)
             k = torch.as_tensor(k, dtype=torch.float64)
-            return simulate_field(conv, x_obs, t.to(torch.float64), edge_index, edge_weight, modelled, k,
-                                  gamma.to(torch.float64), x_obs[:, 0], substeps, method)
+            return simulate_field(
+                conv,
+                x_obs,
+                t.to(torch.float64),
+                edge_index,
+                edge_weight,
+                modelled,
+                k,
+                gamma.to(torch.float64),
+                x_obs[:, 0],
+                substeps,
+                method,
+            )
 
         return simulate
 
@@ -305,6 +335,6 @@ class GNNODEModule(OutputErrorODE):
             out["figures"] = [path.name]
         return out
 
-    def parameter_intervals(self, level: float | None = None):  # noqa: ANN201 - documented override
+    def parameter_intervals(self, level: float | None = None, pool: bool = True):  # noqa: ANN201 - override
         """Not available: the Gauss-Newton intervals assume the linear law (use ``model=neural_ode``)."""
         raise ConfigError("model", "parameter intervals are computed for the linear law (model=neural_ode)")

@@ -123,9 +123,7 @@ def _check_inputs(
         raise ConfigError("simulate.dt_rtol", f"must lie in (0, 1), got {dt_rtol!r}")
 
 
-def step_matrices(
-    a: Tensor, h: Tensor, method: str = "rk4"
-) -> tuple[Tensor, Tensor, Tensor]:
+def step_matrices(a: Tensor, h: Tensor, method: str = "rk4") -> tuple[Tensor, Tensor, Tensor]:
     """The linear map of one step of ``method`` for ``dy/dtau = a y + F(tau)``, ``F`` linear in ``tau``.
 
     With ``F(tau_0 + theta h) = F_0 + theta F_1`` over the step, every explicit Runge-Kutta step is
@@ -182,6 +180,24 @@ def interval_propagator(
         v_sum = v_sum + (substeps - 1 - j) * power
         power = r @ power
     return power, p_sum @ q0, (v_sum @ q0 + p_sum @ q1) / substeps
+
+
+def interval_groups(t: Tensor, dt_rtol: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """Frame intervals grouped by length: those within ``dt_rtol`` of the longest share one length.
+
+    Args:
+        t: (T,) strictly increasing frame times (s), T >= 2.
+        dt_rtol: relative tolerance (see :func:`simulate_consensus`).
+
+    Returns:
+        ``(lengths, which)``: (U,) float64 mean length of each group and (T - 1,) the group of each
+        interval.
+    """
+    deltas = (t[1:] - t[:-1]).to(torch.float64)
+    key = torch.round(deltas / (dt_rtol * float(deltas.max()))).long()
+    unique, which = torch.unique(key, return_inverse=True)
+    lengths = torch.stack([deltas[which == u].mean() for u in range(unique.numel())])
+    return lengths, which
 
 
 def consensus_operator(
@@ -262,14 +278,12 @@ def simulate_consensus(
 
     # One propagator per distinct interval length (lengths equal to within dt_rtol share one, so the
     # rounding of frame times does not multiply the work); the forcing of its intervals in one product.
-    deltas = (t[1:] - t[:-1]).to(torch.float64)
-    key = torch.round(deltas / (dt_rtol * float(deltas.max()))).long()
-    unique, which = torch.unique(key, return_inverse=True)
+    lengths, which = interval_groups(t, dt_rtol)
     phis: list[Tensor] = []
     forcing = torch.zeros(index.numel(), n_frames - 1, dtype=dtype, device=device)
-    for u_idx in range(unique.numel()):
+    for u_idx in range(lengths.numel()):
         cols = (which == u_idx).nonzero().reshape(-1)
-        delta = deltas[cols].mean().to(dtype)
+        delta = lengths[u_idx].to(dtype)
         phi, psi0, psi1 = interval_propagator(a, delta, int(substeps), method)
         phis.append(phi)
         forcing[:, cols] = psi0 @ b[:, cols] + psi1 @ db[:, cols]

@@ -63,5 +63,9 @@ def test_results_json_carries_intervals_and_anomaly_scores(compose_train) -> Non
     assert lo <= results["k"] <= hi
     assert set(results["gamma_interval"]) == {str(c) for c in results["modelled_cells"]}
     assert "threshold" in results["anomaly"]["rule"]
+    assert results["gamma_prior"]["applied"]
+    assert set(results["gamma_prior"]["gamma_unpooled"]) == set(results["gamma_interval"])
+    correction = results["border_noise_correction"]
+    assert correction["applied"] and correction["k"] == pytest.approx(results["k"])
     assert {"parameter_intervals.png", "anomaly_map.png"} <= set(results["figures"])
     assert all((out / name).stat().st_size > 1000 for name in results["figures"])

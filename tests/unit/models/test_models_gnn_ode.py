@@ -84,6 +84,7 @@ def test_gnn_starts_at_the_linear_fit_and_does_not_get_worse(graph) -> None:
         ({"optimizer": "gauss_newton"}, "model.optimizer"),
         ({"init": "zeros"}, "model.init"),
         ({"mlp_weight_decay": -1.0}, "model.mlp_weight_decay"),
+        ({"gamma_prior": "random_effects"}, "model.gamma_prior"),
     ],
 )
 def test_bad_config(graph, kwargs, key) -> None:

@@ -134,6 +134,7 @@ def test_anomaly_flags_a_cell_that_fires_on_its_own(culture, tmp_path) -> None:
         + 0.5 * torch.exp(-(((t - 800.0) / 40.0) ** 2))
     )
     model = _fit(OutputErrorODE(data=data, setup=setup))
+    model.apply_gamma_prior()  # pooling must not hide the odd cell: scores use the per-cell fit
     scores = model.anomaly_scores()
     assert bool(scores.flagged[odd])
     assert int(scores.flagged.sum()) <= 3
@@ -155,6 +156,8 @@ def test_anomaly_flags_a_cell_that_fires_on_its_own(culture, tmp_path) -> None:
         ({"k_bounds": (0.1, 0.01)}, "model.k_bounds"),
         ({"train_fraction": 0.001}, "model.train_fraction"),
         ({"damping_factor": 1.0}, "model.damping_factor"),
+        ({"gamma_prior": "hierarchical"}, "model.gamma_prior"),
+        ({"jacobian": "sparse"}, "model.jacobian"),
     ],
 )
 def test_bad_config_is_a_config_error(culture, kwargs, key) -> None:
@@ -172,7 +175,53 @@ def test_auto_optimizer_switches_to_lbfgs_above_the_jacobian_limit(culture) -> N
     data = truth_graph(culture, noise=0.0)
     small = OutputErrorODE(data=data)
     assert small.optimizer_name == "gauss_newton"
-    limited = OutputErrorODE(data=data, max_jacobian_parameters=10)
+    limited = OutputErrorODE(data=data, max_jacobian_parameters=10, jacobian="dense")
     assert limited.optimizer_name == "lbfgs" and limited.n_parameters > 10
     with pytest.raises(ConfigError, match="model.max_jacobian_parameters"):
         limited.parameter_intervals()
+    # the modal normal equations need no Jacobian: Gauss-Newton and intervals at any size
+    modal = OutputErrorODE(data=data, max_jacobian_parameters=10)
+    assert modal.optimizer_name == "gauss_newton"
+    assert modal.parameter_intervals().k_se > 0
+
+
+def test_feeds_are_pooled_as_random_effects_when_the_fit_ends(culture) -> None:
+    data = truth_graph(culture, noise=0.05, seed=11)
+    setup = resolve_setup(data)
+    model = OutputErrorODE(data=data, setup=setup, steps_per_epoch=15)
+    _trainer().fit(model, datamodule=CellGraphDataModule(data, steps_per_epoch=model.steps_per_epoch))
+    assert bool(model.pooled)
+    per_cell = model.theta_unpooled()
+    fitted = model.fitted_parameters()
+    cells = setup.modelled
+    truth = torch.as_tensor(culture.gamma, dtype=torch.float64)[cells]
+    g_pooled = fitted.gamma.double()[cells]
+    g_cell = per_cell[1 : 1 + model.n_gamma]
+    assert fitted.k == float(per_cell[0])  # k is a fixed effect: pooling leaves it alone
+    assert float((g_pooled - truth).pow(2).mean()) < 0.8 * float((g_cell - truth).pow(2).mean())
+    assert float(g_pooled.std()) < float(g_cell.std())
+    block = model.gamma_prior_results()
+    assert block["applied"] and 0 < block["mean_shrinkage"] < 1
+    assert block["gamma_unpooled"] == {
+        str(int(data.cell_id[i])): pytest.approx(float(v))
+        for i, v in zip(setup.modelled_index, g_cell, strict=True)
+    }
+    intervals = model.parameter_intervals()
+    assert torch.allclose(intervals.gamma[cells], g_pooled, rtol=1e-9)
+    # idempotent, and undone for further training
+    model.apply_gamma_prior()
+    assert torch.allclose(model.fitted_parameters().gamma, fitted.gamma, rtol=1e-12)
+    model.restore_unpooled()
+    assert not bool(model.pooled)
+    assert torch.allclose(model.theta(), per_cell, rtol=1e-12)
+
+
+def test_gamma_prior_none_keeps_the_per_cell_fit(culture) -> None:
+    data = truth_graph(culture, noise=0.05, seed=11)
+    model = OutputErrorODE(data=data, gamma_prior="none")
+    _trainer().fit(model, datamodule=CellGraphDataModule(data, steps_per_epoch=model.steps_per_epoch))
+    assert not bool(model.pooled)
+    assert torch.equal(model.theta_unpooled(), model.theta())
+    assert model.gamma_prior_results() == {"method": "none", "applied": False, "reason": "gamma_prior=none"}
+    iv = model.parameter_intervals()
+    assert torch.allclose(iv.gamma[model.modelled], model.theta()[1 : 1 + model.n_gamma])

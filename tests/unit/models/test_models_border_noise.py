@@ -1,0 +1,117 @@
+"""Errors-in-variables correction of k for noisy border inputs (calcium_gnn.models.border_noise)."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+
+from calcium_gnn.data.synthetic import make_culture, truth_graph
+from calcium_gnn.models.border_noise import border_probes, noise_gain, probe_responses, profile_fit
+from calcium_gnn.models.neural_ode import OutputErrorODE
+from calcium_gnn.physics.setups import resolve_setup
+from calcium_gnn.physics.simulate import simulate_consensus
+
+
+@pytest.fixture(scope="module")
+def culture():
+    return make_culture(seed=3, n_cells=40, size=220, n_frames=121, render=False)
+
+
+def _fitted(data, **kwargs) -> OutputErrorODE:
+    model = OutputErrorODE(data=data, setup=resolve_setup(data), **kwargs)
+    model.initialise()
+    for _ in range(30):
+        model.levenberg_marquardt_step()
+        if bool(model.converged):
+            break
+    return model
+
+
+def test_noise_gain_with_unit_probes_is_the_projected_frobenius_norm(culture) -> None:
+    """q(k) with one probe per border input value equals ||(I - Pi) F_k||_F^2 from dense matrices."""
+    small = make_culture(seed=4, n_cells=25, size=180, n_frames=13, render=False)
+    data = truth_graph(small, noise=0.02, seed=1, dtype=torch.float64)
+    model = _fitted(data)
+    theta, free = profile_fit(model, model.theta())
+    n, t = model.drive_train.shape
+    border = (~model.modelled).nonzero().reshape(-1)
+    units = []
+    for b in border.tolist():
+        for j in range(t):
+            z = torch.zeros(n, t, dtype=torch.float64)
+            z[b, j] = 1.0
+            units.append(z)
+    q = noise_gain(model, theta, free, units) * len(units)
+
+    def response(xb: torch.Tensor) -> torch.Tensor:
+        x = torch.zeros(n, t, dtype=torch.float64).index_put((border,), xb)
+        zero = torch.zeros(n, dtype=torch.float64)
+        sim = simulate_consensus(
+            x,
+            model.t_train,
+            model.edge_index,
+            model.edge_weight,
+            model.modelled,
+            theta[0],
+            zero,
+            y0=zero,
+            substeps=model.substeps,
+        )
+        return sim[model.index].reshape(-1)
+
+    f = torch.func.jacfwd(response)(torch.zeros(border.numel(), t, dtype=torch.float64)).reshape(
+        -1, border.numel() * t
+    )
+    jac = torch.func.jacfwd(lambda th: model.residuals_theta(th).reshape(-1))(theta)[:, free]
+    projected = f - jac @ torch.linalg.lstsq(jac, f).solution
+    assert q == pytest.approx(float(projected.pow(2).sum()), rel=1e-6)
+
+
+def test_noise_gain_grows_with_k(culture) -> None:
+    model = _fitted(truth_graph(culture, noise=0.05, seed=2))
+    probes = border_probes(model, 4, seed=0)
+    gains = []
+    for k in (0.01, 0.02, 0.04):
+        theta = model.theta().clone()
+        theta[0] = k
+        theta, free = profile_fit(model, theta)
+        gains.append(noise_gain(model, theta, free, probes))
+    assert gains[0] < gains[1] < gains[2]
+
+
+@pytest.mark.slow
+def test_correction_removes_most_of_the_errors_in_variables_bias(culture) -> None:
+    raw, corrected = [], []
+    for seed in range(6):
+        model = _fitted(truth_graph(culture, noise=0.1, seed=seed), gamma_prior="none")
+        model.finish_fit()
+        c = model.border_correction
+        assert float(model.conv.k.detach()) == pytest.approx(c.k)
+        raw.append((c.k_uncorrected - culture.k) / culture.k)
+        corrected.append((c.k - culture.k) / culture.k)
+    assert statistics.mean(raw) < -0.1  # output error alone: k biased low by the noisy border inputs
+    assert abs(statistics.mean(corrected)) < 0.5 * abs(statistics.mean(raw))
+    assert statistics.mean(r * r for r in corrected) < statistics.mean(r * r for r in raw)
+
+
+def test_switched_off_or_without_border_nothing_changes(culture) -> None:
+    data = truth_graph(culture, noise=0.05, seed=2)
+    model = _fitted(data, border_noise_correction=False, gamma_prior="none")
+    before = model.theta().clone()
+    model.finish_fit()
+    assert torch.equal(model.theta(), before)
+    assert model.border_noise_results() == {"applied": False, "reason": "border_noise_correction=false"}
+
+
+def test_probe_responses_in_the_eigenbasis_equal_one_simulation_per_probe(culture) -> None:
+    data = truth_graph(culture, noise=0.05, seed=2)
+    modal = OutputErrorODE(data=data)
+    dense = OutputErrorODE(data=data, jacobian="dense")
+    probes = border_probes(modal, 3, seed=4)
+    k = torch.tensor(0.021, dtype=torch.float64)
+    fast = probe_responses(modal, k, probes)
+    slow = probe_responses(dense, k, probes)
+    for a, b in zip(fast, slow, strict=True):
+        assert torch.allclose(a, b, atol=1e-12 * float(b.abs().max()))
