@@ -93,13 +93,14 @@ def reml_feed_variance(estimate: Tensor, cov: Tensor) -> tuple[float, float, boo
     Returns:
         ``(mu, tau2, at_lower_bound)``.
     """
-    g = estimate.detach().double().reshape(-1)
+    g = estimate.detach().double().reshape(-1).cpu()
+    cov = cov.detach().double().cpu()
     n = g.numel()
     if n < MIN_POOLED_CELLS:
         raise ValueError(f"random-effects pooling needs at least {MIN_POOLED_CELLS} feeds, got {n}")
     if cov.shape != (n, n):
         raise ValueError(f"cov must be ({n}, {n}), got {tuple(cov.shape)}")
-    lam, q = torch.linalg.eigh(0.5 * (cov.double() + cov.double().T))
+    lam, q = torch.linalg.eigh(0.5 * (cov + cov.T))
     lam = lam.clamp(min=0.0)
     g_rot, one_rot = q.T @ g, q.T @ torch.ones(n, dtype=torch.float64)
     scale = float(g.var()) + float(lam.mean())
@@ -140,8 +141,10 @@ def pool_feeds(theta: Tensor, cov: Tensor, feeds: slice, k_index: int = 0) -> Po
     Returns:
         the :class:`PooledFeeds`.
     """
-    theta = theta.detach().double()
-    cov = 0.5 * (cov.detach().double() + cov.detach().double().T)
+    device = theta.device  # a (G, G) problem: solved on the CPU, returned on theta's device
+    theta = theta.detach().double().cpu()
+    cov = cov.detach().double().cpu()
+    cov = 0.5 * (cov + cov.T)
     p = theta.numel()
     rest = torch.tensor([i for i in range(p) if i != k_index], dtype=torch.long)
     pos = torch.arange(p)[feeds]
@@ -180,5 +183,10 @@ def pool_feeds(theta: Tensor, cov: Tensor, feeds: slice, k_index: int = 0) -> Po
     # d tilde g / d hat g = I - C_gg V^{-1} = tau^2 V^{-1}; its diagonal is what each feed keeps
     keep = tau2 * torch.cholesky_solve(torch.eye(n, dtype=torch.float64), chol).diagonal()
     return PooledFeeds(
-        theta=out_theta, cov=out_cov, mu=mu, tau2=tau2, shrinkage=1.0 - keep, at_lower_bound=at_lower
+        theta=out_theta.to(device),
+        cov=out_cov.to(device),
+        mu=mu,
+        tau2=tau2,
+        shrinkage=(1.0 - keep).to(device),
+        at_lower_bound=at_lower,
     )

@@ -104,7 +104,9 @@ def profile_fit(model: OutputErrorODE, theta: Tensor) -> tuple[Tensor, Tensor]:
         info = jtj[idx][:, idx]
         ridge = RIDGE * float(info.diagonal().max()) if idx.numel() else 0.0
         step = torch.zeros_like(theta)
-        step[idx] = torch.linalg.solve(info + ridge * torch.eye(idx.numel(), dtype=info.dtype), -grad[idx])
+        step[idx] = torch.linalg.solve(
+            info + ridge * torch.eye(idx.numel(), dtype=info.dtype, device=info.device), -grad[idx]
+        )
         unclipped = theta + step
         theta = torch.minimum(torch.maximum(unclipped, lo), hi)
         if torch.equal(theta, unclipped):
@@ -146,7 +148,9 @@ def noise_gain(model: OutputErrorODE, theta: Tensor, free: Tensor, probes: list[
     jtj, _, _ = model.normal_equations(theta, with_k=False)
     idx = free.nonzero().reshape(-1)
     info = jtj[idx][:, idx]
-    info = info + RIDGE * float(info.diagonal().max()) * torch.eye(idx.numel(), dtype=info.dtype)
+    info = info + RIDGE * float(info.diagonal().max()) * torch.eye(
+        idx.numel(), dtype=info.dtype, device=info.device
+    )
     products = torch.stack(
         [jtv[idx] for jtv in model.transpose_products(theta, responses, with_k=False)], dim=1
     )

@@ -151,7 +151,7 @@ def transpose_product(
     rot = basis.v.T @ vector.double()  # (G, T): V^T v_n
     parts = [(c.double() * vector.double()).sum().reshape(1) for c in dense_columns]
     parts += [v_inv_t @ (x.T * rot).sum(dim=1) for x in modal_blocks]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=vector.device)
 
 
 def normal_equations(
