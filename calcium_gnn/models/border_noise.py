@@ -22,10 +22,12 @@ each ``k`` and minimises the noise-normalised loss
     q(k) = \\frac{1}{n_p} \\sum_{p=1}^{n_p} \\|(I - \\Pi) F_k z_p\\|^2 \\approx \\|(I - \\Pi) F_k\\|_F^2,
 
 whose expectation is ``sigma^2 + ||r*||^2 / (M - P_l + q)``: minimal where the clean misfit is, with no
-need to know ``sigma``. ``q`` is a Hutchinson estimate with ``n_p`` fixed standard-normal probes ``z_p``
-on the border inputs (the same probes for every ``k``, so ``R`` is smooth); ``F_k z_p`` is one
-simulation of the linear part, ``Pi`` uses the normal equations of the fit. ``k`` is found by a
-bounded Brent search on ``log k`` around the plain output-error optimum.
+need to know ``sigma``. When ``k`` is barely identified (one modelled cell, say) ``R`` is flat and its
+minimum runs to an end of the search interval; the correction is then reported and not applied.
+``q`` is a Hutchinson estimate with ``n_p`` fixed standard-normal probes ``z_p`` on the border inputs
+(the same probes for every ``k``, so ``R`` is smooth); ``F_k z_p`` is one simulation of the linear
+part, ``Pi`` uses the normal equations of the fit. ``k`` is found by a bounded Brent search on
+``log k`` around the plain output-error optimum.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
 SEARCH_FACTOR: float = 1.5
 """The Brent search for ``k`` spans ``[k_hat / SEARCH_FACTOR, k_hat * SEARCH_FACTOR]`` (inside the box)."""
 
+EDGE_TOLERANCE: float = 1e-3
+"""A minimum within this distance (in ``log k``) of an end of the search interval counts as on the end."""
+
 PROFILE_ITERATIONS: int = 20
 """Most active-set solves of the linear parameters at one fixed ``k``."""
 
@@ -63,6 +68,9 @@ class BorderNoiseCorrection:
         theta: (P,) the profile optimum at the corrected ``k``.
         noise_gain: ``q(k)`` at the corrected ``k`` (border noise energy reaching G, unit variance).
         evaluations: number of profile fits.
+        interior: the minimum of ``R`` lies inside the search interval. When it sits on an end, ``R``
+            has no usable minimum there (``k`` barely identified, e.g. one modelled cell) and the
+            correction is not applied.
     """
 
     k_uncorrected: float
@@ -70,6 +78,7 @@ class BorderNoiseCorrection:
     theta: Tensor
     noise_gain: float
     evaluations: int
+    interior: bool
 
 
 def border_probes(model: OutputErrorODE, n_probes: int, seed: int) -> list[Tensor]:
@@ -189,6 +198,12 @@ def correct_border_noise(model: OutputErrorODE, n_probes: int = 8, seed: int = 0
     minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
     best = min(cache, key=lambda key: cache[key][0])
     _, theta, gain = cache[best]
+    interior = min(best - lo, hi - best) > EDGE_TOLERANCE
     return BorderNoiseCorrection(
-        k_uncorrected=k_hat, k=float(theta[0]), theta=theta, noise_gain=gain, evaluations=len(cache)
+        k_uncorrected=k_hat,
+        k=float(theta[0]),
+        theta=theta,
+        noise_gain=gain,
+        evaluations=len(cache),
+        interior=interior,
     )

@@ -84,7 +84,7 @@ from calcium_gnn.evaluation.uncertainty import (
     normal_matrix_covariance,
     plot_intervals,
 )
-from calcium_gnn.models.border_noise import BorderNoiseCorrection, correct_border_noise
+from calcium_gnn.models.border_noise import SEARCH_FACTOR, BorderNoiseCorrection, correct_border_noise
 from calcium_gnn.models.crlsm import truth_errors
 from calcium_gnn.nn.consensus import ConsensusConv, check_bounds
 from calcium_gnn.physics.edge_weights import edge_weights
@@ -600,7 +600,8 @@ class OutputErrorODE(L.LightningModule):
             self.border_correction = correct_border_noise(
                 self, n_probes=self.border_noise_probes, seed=self.border_noise_seed
             )
-            self.set_theta(self.border_correction.theta)
+            if self.border_correction.interior:
+                self.set_theta(self.border_correction.theta)
         if self.gamma_prior_status() is None:
             self.apply_gamma_prior()
 
@@ -610,6 +611,14 @@ class OutputErrorODE(L.LightningModule):
         if status is not None or self.border_correction is None:
             return {"applied": False, "reason": status or "the fit has not finished (finish_fit)"}
         c = self.border_correction
+        if not c.interior:
+            return {
+                "applied": False,
+                "reason": "no interior minimum of the noise-normalised loss for k within a factor "
+                f"{SEARCH_FACTOR} of {c.k_uncorrected:.4g} (k barely identified)",
+                "k_uncorrected": c.k_uncorrected,
+                "k_at_search_end": c.k,
+            }
         return {
             "applied": True,
             "rule": "k minimises min_{gamma,y0} RSS / (M - P_linear + q(k)), q = border noise energy "

@@ -115,3 +115,21 @@ def test_probe_responses_in_the_eigenbasis_equal_one_simulation_per_probe(cultur
     slow = probe_responses(dense, k, probes)
     for a, b in zip(fast, slow, strict=True):
         assert torch.allclose(a, b, atol=1e-12 * float(b.abs().max()))
+
+
+def test_a_barely_identified_k_is_left_alone(culture) -> None:
+    """One modelled cell at 5% noise: R(k) has no interior minimum, so k stays as fitted."""
+    data = truth_graph(make_culture(seed=0, render=False), noise=0.05, seed=1)
+    setup = resolve_setup(data, group="cells", gamma_mode="shared", cell_ids=[12])
+    model = OutputErrorODE(data=data, setup=setup)
+    model.initialise()
+    for _ in range(30):
+        model.levenberg_marquardt_step()
+        if bool(model.converged):
+            break
+    before = model.theta().clone()
+    model.finish_fit()
+    assert not model.border_correction.interior
+    assert torch.equal(model.theta(), before)
+    block = model.border_noise_results()
+    assert not block["applied"] and "barely identified" in block["reason"]
