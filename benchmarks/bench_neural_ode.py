@@ -54,14 +54,8 @@ def scores(data, setup, k: float, gamma: torch.Tensor) -> tuple[float, float]:
 def fit_output_error(data, setup, **kwargs) -> tuple[OutputErrorODE, float, int]:
     start = time.perf_counter()
     model = OutputErrorODE(data=data, setup=setup, **kwargs)
-    model.initialise()
-    iterations = 0
-    with torch.no_grad():
-        for iterations in range(1, 31):  # noqa: B007 - reported after the loop
-            model.levenberg_marquardt_step()
-            if bool(model.converged):
-                break
-        model.finish_fit()  # what a Lightning fit does when it ends: border-noise correction, pooling
+    iterations = model.fit_levenberg_marquardt(max_iterations=30)
+    model.finish_fit()  # what a Lightning fit does when it ends: border-noise correction, pooling
     return model, time.perf_counter() - start, iterations
 
 
@@ -140,13 +134,7 @@ def run_noise(noise: float, gnn: bool) -> None:
 def _lm_fit(model: OutputErrorODE, max_iterations: int = 100) -> tuple[float, int]:
     """Levenberg-Marquardt to convergence from CRLSM; (seconds, iterations)."""
     start = time.perf_counter()
-    model.initialise()
-    iterations = 0
-    with torch.no_grad():
-        for iterations in range(1, max_iterations + 1):  # noqa: B007 - reported after the loop
-            model.levenberg_marquardt_step()
-            if bool(model.converged):
-                break
+    iterations = model.fit_levenberg_marquardt(max_iterations)
     return time.perf_counter() - start, iterations
 
 

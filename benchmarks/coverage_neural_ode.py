@@ -34,13 +34,8 @@ from calcium_gnn.physics.setups import resolve_setup
 
 def fit(data, max_iterations: int = 30) -> OutputErrorODE:
     model = OutputErrorODE(data=data, setup=resolve_setup(data))
-    model.initialise()
-    with torch.no_grad():
-        for _ in range(max_iterations):
-            model.levenberg_marquardt_step()
-            if bool(model.converged):
-                break
-        model.finish_fit()
+    model.fit_levenberg_marquardt(max_iterations)
+    model.finish_fit()
     return model
 
 

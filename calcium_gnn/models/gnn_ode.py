@@ -189,11 +189,7 @@ class GNNODEModule(OutputErrorODE):
         linear = OutputErrorODE(
             data=self.data, setup=self.consensus_setup, optimizer="gauss_newton", **options
         )
-        linear.initialise()
-        for _ in range(50):
-            linear.levenberg_marquardt_step()
-            if bool(linear.converged):
-                break
+        linear.fit_levenberg_marquardt(max_iterations=50)
         self.conv.set_parameters(linear.conv.k.detach(), linear.conv.gamma.detach())
         self.y0.copy_(linear.y0.detach())
         self.linear_fit = {

@@ -685,6 +685,19 @@ class OutputErrorODE(L.LightningModule):
             self.converged.fill_(True)
         return loss
 
+    @torch.no_grad()
+    def fit_levenberg_marquardt(self, max_iterations: int = 100) -> int:
+        """Fit without a Trainer: :meth:`initialise` if needed, then Levenberg-Marquardt iterations until
+        converged (at most ``max_iterations``). Returns the number of iterations. :meth:`finish_fit`
+        is not called."""
+        if not bool(self.initialised):
+            self.initialise()
+        iterations = 0
+        while iterations < max_iterations and not bool(self.converged):
+            self.levenberg_marquardt_step()
+            iterations += 1
+        return iterations
+
     def training_step(self, batch: Data, batch_idx: int) -> Tensor | None:
         if self.optimizer_name == "gauss_newton":
             with torch.no_grad():

@@ -20,12 +20,7 @@ def culture():
 
 
 def _fit(model: OutputErrorODE, steps: int = 30) -> OutputErrorODE:
-    model.initialise()
-    with torch.no_grad():
-        for _ in range(steps):
-            model.levenberg_marquardt_step()
-            if bool(model.converged):
-                break
+    model.fit_levenberg_marquardt(max_iterations=steps)
     return model
 
 
