@@ -43,10 +43,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the fast solve (best is kept)")
     args = parser.parse_args()
     print(f"CRLSM (eq. 20), lam={LAM}, k in {K_BOUNDS}, gamma in {GAMMA_BOUNDS}, {args.steps} rows per cell")
-    print(
-        f"{'cells':>7} {'rows':>10} {'fast (s)':>10} {'scipy (s)':>10} {'speed-up':>9} {'rel diff':>9} "
-        f"{'k':>10} {'active':>6}"
-    )
+    print(f"{'cells':>7} {'rows':>10} {'fast (s)':>10} {'scipy (s)':>10} {'speed-up':>9} {'rel diff':>9} "
+          f"{'k':>10} {'active':>6}")
     for n_cells in args.sizes:
         system = random_system(n_cells, args.steps)
         fast_times = []
@@ -62,11 +60,8 @@ def main() -> None:
         theta_s = torch.cat([ref.k.reshape(1), ref.gamma])
         rel = float((theta_f - theta_s).norm() / theta_s.norm())
         active = int((fast.gamma_active != 0).sum()) + int(fast.k_active != 0)
-        print(
-            f"{n_cells:7d} {system.num_rows:10d} {t_fast:10.4f} {t_scipy:10.2f} {t_scipy / t_fast:8.0f}x "
-            f"{rel:9.1e} {float(fast.k):10.7f} {active:6d}",
-            flush=True,
-        )
+        print(f"{n_cells:7d} {system.num_rows:10d} {t_fast:10.4f} {t_scipy:10.2f} {t_scipy / t_fast:8.0f}x "
+              f"{rel:9.1e} {float(fast.k):10.7f} {active:6d}", flush=True)
 
 
 if __name__ == "__main__":

@@ -43,18 +43,14 @@ def main() -> None:
         total = time.perf_counter() - start
         build.timings["save"] = time.perf_counter() - save_start
     t, y, x = culture.movie.shape
-    print(
-        f"movie {(t, y, x)} uint16 ({culture.movie.nbytes / 1e6:.0f} MB), {build.data.x.shape[0]} cells, "
-        f"{build.data.edge_index.shape[1] // 2} edges"
-    )
+    print(f"movie {(t, y, x)} uint16 ({culture.movie.nbytes / 1e6:.0f} MB), {build.data.x.shape[0]} cells, "
+          f"{build.data.edge_index.shape[1] // 2} edges")
     for step, seconds in build.timings.items():
         print(f"  {step:<11s} {seconds:7.3f} s")
     float_gb = t * y * x * 4 / 1e9
     print(f"  traces throughput: {float_gb / build.timings['traces']:.2f} GB/s (float32 movie)")
-    print(
-        f"total TIFF -> saved graph: {total:.2f} s (target < {TARGET_SECONDS:.0f} s: "
-        f"{'met' if total < TARGET_SECONDS else 'NOT met'}; ratio to target {total / TARGET_SECONDS:.2f})"
-    )
+    print(f"total TIFF -> saved graph: {total:.2f} s (target < {TARGET_SECONDS:.0f} s: "
+          f"{'met' if total < TARGET_SECONDS else 'NOT met'}; ratio to target {total / TARGET_SECONDS:.2f})")
 
 
 if __name__ == "__main__":

@@ -36,10 +36,8 @@ ABLATIONS: tuple[tuple[str, list[str]], ...] = (
     ("setup1_pinn (all changes)", []),
     ("no data-only pretraining", ["model.pretrain_steps=0"]),
     ("no Fourier features", ["model.net.fourier=null"]),
-    (
-        "Fourier f_max 64 (not 24)",
-        ["model.fourier_periods_per_frame=null", "model.net.fourier.max_frequency=64.0"],
-    ),
+    ("Fourier f_max 64 (not 24)",
+     ["model.fourier_periods_per_frame=null", "model.net.fourier.max_frequency=64.0"]),
     ("no loss normalisation", ["model.normalize_losses=false"]),
     ("raw time / outputs", ["model.scale_time=false", "model.scale_output=false"]),
     ("raw k, gamma (projected)", ["model.parametrization=raw"]),
@@ -71,34 +69,22 @@ def run(experiment: str, data, budget_s: float, overrides: list[str]) -> dict[st
     setup = resolve_setup(data, **OmegaConf.to_container(cfg.setup, resolve=True))
     model = hydra.utils.instantiate(cfg.model, data=data, setup=setup, _recursive_=False)
     watch = KWatch(TARGET, budget_s)
-    trainer = L.Trainer(
-        max_epochs=int(cfg.trainer.max_epochs),
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[watch],
-    )
+    trainer = L.Trainer(max_epochs=int(cfg.trainer.max_epochs), accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[watch])
     watch.start = time.perf_counter()
     trainer.fit(model, datamodule=CellGraphDataModule(data, steps_per_epoch=model.steps_per_epoch))
     wall = time.perf_counter() - watch.start
-    return {
-        "hit": watch.hit,
-        "wall": wall,
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        **model.fit_metrics(),
-    }
+    return {"hit": watch.hit, "wall": wall, "steps": trainer.global_step, "epochs": trainer.current_epoch,
+            **model.fit_metrics()}
 
 
 def report(name: str, r: dict[str, Any]) -> None:
-    hit = f"k within 5% after {r['hit'][0]:.1f} s (step {r['hit'][1]})" if r["hit"] else "k never within 5%"
-    print(
-        f"{name:>18}: {hit}; ran {r['steps']} steps in {r['wall']:.1f} s; final k = {r['fit/k']:.5f} "
-        f"(rel err {r['fit/k_rel_err']:.3f}), gamma median abs err / mean = "
-        f"{r['fit/gamma_medae_over_mean']:.3f}, gamma MAE = {r['fit/gamma_mae']:.2e}"
-    )
+    hit = (f"k within 5% after {r['hit'][0]:.1f} s (step {r['hit'][1]})" if r["hit"]
+           else "k never within 5%")
+    print(f"{name:>18}: {hit}; ran {r['steps']} steps in {r['wall']:.1f} s; final k = {r['fit/k']:.5f} "
+          f"(rel err {r['fit/k_rel_err']:.3f}), gamma median abs err / mean = "
+          f"{r['fit/gamma_medae_over_mean']:.3f}, gamma MAE = {r['fit/gamma_mae']:.2e}")
 
 
 def ablation(data, budget_s: float) -> None:  # noqa: ANN001
@@ -107,11 +93,8 @@ def ablation(data, budget_s: float) -> None:  # noqa: ANN001
     for label, overrides in ABLATIONS:
         r = run("setup1_pinn", data, budget_s, overrides)
         hit = f"{r['hit'][0]:.1f}" if r["hit"] else "never"
-        print(
-            f"| {label} | {r['fit/k_rel_err']:.4f} | {r['fit/gamma_medae_over_mean']:.4f} | {hit} | "
-            f"{r['wall']:.1f} |",
-            flush=True,
-        )
+        print(f"| {label} | {r['fit/k_rel_err']:.4f} | {r['fit/gamma_medae_over_mean']:.4f} | {hit} | "
+              f"{r['wall']:.1f} |", flush=True)
 
 
 def main() -> None:
@@ -125,11 +108,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = truth_graph(make_culture(render=False), noise=args.noise, seed=1)
-    print(
-        f"culture: {data.num_nodes} cells, {data.x.shape[1]} frames, noise={args.noise}; "
-        f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} CPUs (shared machine: timings are pessimistic)"
-    )
+    print(f"culture: {data.num_nodes} cells, {data.x.shape[1]} frames, noise={args.noise}; "
+          f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs (shared machine: timings are pessimistic)")
     if args.ablation:
         ablation(data, args.budget_s)
         return
@@ -142,10 +123,8 @@ def main() -> None:
     elif paper["hit"] is not None:
         print(f"ratio (paper / setup1_pinn time to 5%): {paper['hit'][0] / ours['hit'][0]:.1f}x")
     else:
-        print(
-            f"ratio (paper / setup1_pinn time to 5%): > {paper['wall'] / ours['hit'][0]:.1f}x "
-            f"(never got there; it ended at k error {paper['fit/k_rel_err']:.3f})"
-        )
+        print(f"ratio (paper / setup1_pinn time to 5%): > {paper['wall'] / ours['hit'][0]:.1f}x "
+              f"(never got there; it ended at k error {paper['fit/k_rel_err']:.3f})")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

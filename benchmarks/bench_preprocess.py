@@ -75,11 +75,9 @@ def main() -> None:
         t_med, _ = best_of(lambda: median3x3(movie[:32]), args.repeat)
         t_np, _ = best_of(lambda: _median3x3_numpy(movie[:32]), args.repeat)
         t_med_sp, _ = best_of(lambda: ndi.median_filter(movie[:32], size=(1, 3, 3)), args.repeat)
-        print(
-            f"3x3 median, 32 frames: scipy {t_med_sp:.3f} s; numpy network {t_np:.3f} s "
-            f"(x{t_med_sp / t_np:.1f}); median3x3 as used (cv2 if importable) {t_med:.3f} s "
-            f"(x{t_med_sp / t_med:.1f})"
-        )
+        print(f"3x3 median, 32 frames: scipy {t_med_sp:.3f} s; numpy network {t_np:.3f} s "
+              f"(x{t_med_sp / t_np:.1f}); median3x3 as used (cv2 if importable) {t_med:.3f} s "
+              f"(x{t_med_sp / t_med:.1f})")
 
         t_ours, ours = best_of(lambda: preprocess(m.frames, progress=False), args.repeat)
         t_naive, ref = best_of(lambda: naive(movie), args.repeat)

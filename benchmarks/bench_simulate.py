@@ -105,10 +105,8 @@ def main() -> None:
     ours = simulate_consensus(x[:, :m], t[:m], edge_index, w, modelled, k, gamma, substeps=args.substeps)
     diff = float((ours - ref).abs().max())
 
-    print(
-        f"cells={args.cells} (modelled {int(modelled.sum())}), edges={edge_index.shape[1]}, "
-        f"frames={args.frames}, substeps={args.substeps}, rk4, float64, threads={torch.get_num_threads()}"
-    )
+    print(f"cells={args.cells} (modelled {int(modelled.sum())}), edges={edge_index.shape[1]}, "
+          f"frames={args.frames}, substeps={args.substeps}, rk4, float64, threads={torch.get_num_threads()}")
     print(f"simulate_consensus forward         : {t_fwd * 1e3:9.1f} ms")
     print(f"simulate_consensus forward+backward: {t_bwd * 1e3:9.1f} ms")
     print(f"reference, 1 conv call per stage   : {t_ref * 1e3:9.1f} ms (timed on {m} frames, scaled)")

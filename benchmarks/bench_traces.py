@@ -60,18 +60,12 @@ def main() -> None:
     np.testing.assert_allclose(traces[:, :n_ref], loop, rtol=1e-4)
     np.testing.assert_allclose(traces, per_frame, rtol=1e-4)
     print(f"movie {movie.shape} float32 = {gigabytes:.3f} GB, {ids.size} cells")
-    print(
-        f"extract_traces (sparse CSR, chunks of 16):   {best:8.3f} s  {gigabytes / best:6.2f} GB/s wall "
-        f"({best_cpu:.3f} s CPU: {gigabytes / best_cpu:.2f} GB/s; wall > CPU when the cores are shared)"
-    )
-    print(
-        f"per-cell ndimage.mean loop (scaled from {n_ref} frames): {loop_time:8.1f} s  "
-        f"ratio {loop_time / best:8.0f}x"
-    )
-    print(
-        f"ndimage.mean(frame, labels, ids) per frame: {per_frame_time:8.3f} s  "
-        f"ratio {per_frame_time / best:8.1f}x"
-    )
+    print(f"extract_traces (sparse CSR, chunks of 16):   {best:8.3f} s  {gigabytes / best:6.2f} GB/s wall "
+          f"({best_cpu:.3f} s CPU: {gigabytes / best_cpu:.2f} GB/s; wall > CPU when the cores are shared)")
+    print(f"per-cell ndimage.mean loop (scaled from {n_ref} frames): {loop_time:8.1f} s  "
+          f"ratio {loop_time / best:8.0f}x")
+    print(f"ndimage.mean(frame, labels, ids) per frame: {per_frame_time:8.3f} s  "
+          f"ratio {per_frame_time / best:8.1f}x")
 
 
 if __name__ == "__main__":

@@ -33,10 +33,8 @@ def main() -> None:
     parser.add_argument("--scipy-check", action="store_true", help="also solve with scipy (slow)")
     args = parser.parse_args()
     print(f"noise-free synthetic culture, {args.n_cells} cells, {args.duration:.0f} s, setup I, CRLSM")
-    print(
-        f"{'dt (s)':>7} {'factor':>6} {'h (s)':>7} {'k fit':>10} {'k true':>10} {'k rel err':>10} "
-        f"{'gamma MAE':>10} {'time (s)':>8}"
-    )
+    print(f"{'dt (s)':>7} {'factor':>6} {'h (s)':>7} {'k fit':>10} {'k true':>10} {'k rel err':>10} "
+          f"{'gamma MAE':>10} {'time (s)':>8}")
     for dt in args.dts:
         n_frames = int(round(args.duration / dt)) + 1
         culture = make_culture(seed=args.seed, n_cells=args.n_cells, n_frames=n_frames, dt=dt, render=False)
@@ -48,10 +46,8 @@ def main() -> None:
             elapsed = time.perf_counter() - start
             err = truth_errors(fitted, data, setup.modelled)
             k_true = float(data.truth_k) * fitted.edge_weight_scale / float(data.truth_edge_weight_scale)
-            print(
-                f"{dt:7.2f} {factor:6d} {dt / factor:7.3f} {fitted.k:10.6f} {k_true:10.6f} "
-                f"{err['fit/k_rel_err']:10.2e} {err['fit/gamma_mae']:10.2e} {elapsed:8.3f}"
-            )
+            print(f"{dt:7.2f} {factor:6d} {dt / factor:7.3f} {fitted.k:10.6f} {k_true:10.6f} "
+                  f"{err['fit/k_rel_err']:10.2e} {err['fit/gamma_mae']:10.2e} {elapsed:8.3f}")
             if args.scipy_check:
                 ref = fit_least_squares(data, setup, interpolation_factor=factor, backend="scipy")
                 rel = abs(ref.k - fitted.k) / ref.k

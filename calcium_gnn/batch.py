@@ -49,35 +49,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from calcium_gnn.errors import CalciumGNNError, ConfigError, OutputError
 from calcium_gnn.io.atomic import atomic_write_text
 
-__all__ = [
-    "SUMMARY_COLUMNS",
-    "SUMMARY_CSV",
-    "SUMMARY_JSON",
-    "find_movies",
-    "culture_names",
-    "summary_row",
-    "write_summary",
-    "is_culture_folder",
-    "fit_cultures",
-]
+__all__ = ["SUMMARY_COLUMNS", "SUMMARY_CSV", "SUMMARY_JSON", "find_movies", "culture_names",
+           "summary_row", "write_summary", "is_culture_folder", "fit_cultures"]
 
 log = logging.getLogger(__name__)
 
 #: The columns of ``summary.csv`` (and the keys of each ``summary.json`` row), in order.
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "culture",
-    "movie",
-    "status",
-    "n_modelled",
-    "k",
-    "gamma_mean",
-    "gamma_median",
-    "mse_train",
-    "mse_test",
-    "spike_f1",
-    "fit_seconds",
-    "out_dir",
-    "error",
+    "culture", "movie", "status", "n_modelled", "k", "gamma_mean", "gamma_median", "mse_train",
+    "mse_test", "spike_f1", "fit_seconds", "out_dir", "error",
 )
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
@@ -151,14 +131,8 @@ def _number(value: Any) -> float | None:
 
 
 def summary_row(
-    culture: str,
-    movie: Path,
-    out_dir: Path,
-    results: Mapping[str, Any] | None,
-    *,
-    status: str = "ok",
-    error: str | None = None,
-    fit_seconds: float | None = None,
+    culture: str, movie: Path, out_dir: Path, results: Mapping[str, Any] | None, *,
+    status: str = "ok", error: str | None = None, fit_seconds: float | None = None,
 ) -> dict[str, Any]:
     """One row of the summary (:data:`SUMMARY_COLUMNS`) from a culture's results.
 
@@ -168,14 +142,8 @@ def summary_row(
     that are missing or not finite are None.
     """
     row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
-    row.update(
-        culture=culture,
-        movie=str(movie),
-        status=status,
-        out_dir=str(out_dir),
-        error=error,
-        fit_seconds=_number(fit_seconds),
-    )
+    row.update(culture=culture, movie=str(movie), status=status, out_dir=str(out_dir), error=error,
+               fit_seconds=_number(fit_seconds))
     if not results:
         return row
     if "gamma" in results and isinstance(results["gamma"], Mapping):
@@ -208,16 +176,11 @@ def write_summary(rows: Sequence[Mapping[str, Any]], out_dir: str | Path) -> tup
     for row in rows:
         writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in SUMMARY_COLUMNS})
     n_ok = sum(1 for r in rows if r.get("status") == "ok")
-    payload = {
-        "columns": list(SUMMARY_COLUMNS),
-        "cultures": [dict(r) for r in rows],
-        "n_ok": n_ok,
-        "n_failed": len(rows) - n_ok,
-    }
+    payload = {"columns": list(SUMMARY_COLUMNS), "cultures": [dict(r) for r in rows], "n_ok": n_ok,
+               "n_failed": len(rows) - n_ok}
     csv_path = atomic_write_text(out / SUMMARY_CSV, buffer.getvalue(), make_parents=True)
-    json_path = atomic_write_text(
-        out / SUMMARY_JSON, json.dumps(payload, indent=1, allow_nan=False) + "\n", make_parents=True
-    )
+    json_path = atomic_write_text(out / SUMMARY_JSON, json.dumps(payload, indent=1, allow_nan=False) + "\n",
+                                  make_parents=True)
     return csv_path, json_path
 
 
@@ -226,9 +189,8 @@ def _run_folder(cfg: DictConfig) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(
-            out, f"cannot create the run folder (paths.output_dir): {exc.strerror or exc}"
-        ) from None
+        raise OutputError(out, f"cannot create the run folder (paths.output_dir): {exc.strerror or exc}") \
+            from None
     return out
 
 
@@ -236,9 +198,8 @@ def _culture_config(cfg: DictConfig, data: Mapping[str, Any], movie: Path, out_d
     """A copy of ``cfg`` for one culture: ``data`` = that movie, output into its own subfolder."""
     one = copy.deepcopy(cfg)
     with open_dict(one):
-        one.data = OmegaConf.create(
-            {"graph": None, "movie": str(movie), **{k: data.get(k) for k in _PASSED_DATA_KEYS}}
-        )
+        one.data = OmegaConf.create({"graph": None, "movie": str(movie),
+                                     **{k: data.get(k) for k in _PASSED_DATA_KEYS}})
         one.paths.output_dir = str(out_dir)
     return one
 
@@ -288,31 +249,14 @@ def fit_cultures(cfg: DictConfig) -> list[dict[str, Any]]:
             rows.append(summary_row(name, movie, out_dir, results, fit_seconds=time.perf_counter() - start))
         except CalciumGNNError as err:
             log.error("culture %s failed: %s", name, err)
-            rows.append(
-                summary_row(
-                    name,
-                    movie,
-                    out_dir,
-                    None,
-                    status="failed",
-                    error=str(err),
-                    fit_seconds=time.perf_counter() - start,
-                )
-            )
+            rows.append(summary_row(name, movie, out_dir, None, status="failed", error=str(err),
+                                    fit_seconds=time.perf_counter() - start))
         except Exception as err:  # noqa: BLE001 - one culture's bug must not lose the others' fits
             log.error("culture %s crashed:\n%s", name, traceback.format_exc())
             first = (str(err).strip().splitlines() or [""])[0][:300]
-            rows.append(
-                summary_row(
-                    name,
-                    movie,
-                    out_dir,
-                    None,
-                    status="crashed",
-                    error=f"{type(err).__name__}: {first}",
-                    fit_seconds=time.perf_counter() - start,
-                )
-            )
+            rows.append(summary_row(name, movie, out_dir, None, status="crashed",
+                                    error=f"{type(err).__name__}: {first}",
+                                    fit_seconds=time.perf_counter() - start))
         finally:
             _finish_wandb()
         if rows[-1]["status"] != "ok":

@@ -118,10 +118,8 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
     out["preprocessing"] = _as_dict(out["preprocessing"], "preprocessing")
     out["segmentation_options"] = _as_dict(out["segmentation_options"], "segmentation_options")
     if out["segmentation"] not in _SEGMENTATION_BACKENDS:
-        raise ConfigError(
-            "segmentation",
-            f"unknown backend {out['segmentation']!r}: use one of {', '.join(_SEGMENTATION_BACKENDS)}",
-        )
+        raise ConfigError("segmentation", f"unknown backend {out['segmentation']!r}: use one of "
+                          f"{', '.join(_SEGMENTATION_BACKENDS)}")
     if out["segmentation"] == "masks" and not out["masks"]:
         raise ConfigError("masks", "segmentation 'masks' needs the path of a label image in 'masks'")
     if out["traces"] not in ("preprocessed", "raw"):
@@ -210,9 +208,8 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
     if isinstance(movie_or_path, Movie):
         movie = movie_or_path
     else:
-        movie = read_movie(
-            movie_or_path, dt=opts["dt"], pixel_size=opts["pixel_size"], z_projection=opts["z_projection"]
-        )
+        movie = read_movie(movie_or_path, dt=opts["dt"], pixel_size=opts["pixel_size"],
+                           z_projection=opts["z_projection"])
     lap("read")
     source = str(movie.path) if movie.path is not None else "movie"
     chunk = int(opts["chunk_frames"])
@@ -228,14 +225,12 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
     labels = validate_labels(labels, labels_source)
     labels = labels.astype(np.int32 if int(labels.max(initial=0)) < 2**31 else np.int64, copy=False)
     if not labels.any():
-        raise SegmentationError(
-            source, f"no cells found (segmentation '{opts['segmentation']}', min_area {opts['min_area']} px)"
-        )
+        raise SegmentationError(source, f"no cells found (segmentation '{opts['segmentation']}', "
+                                f"min_area {opts['min_area']} px)")
     lap("segment")
     trace_frames = frames if opts["traces"] == "preprocessed" else movie.frames
-    traces = extract_traces(
-        trace_frames, labels, chunk_frames=chunk, source=source, labels_source=labels_source
-    )
+    traces = extract_traces(trace_frames, labels, chunk_frames=chunk, source=source,
+                            labels_source=labels_source)
     if opts["traces"] == "raw" and opts["preprocessing"].get("bleach_correction", False):
         # a frame's correction is a scalar, so it commutes with the per-cell mean
         dark = float(opts["preprocessing"].get("dark_level", 0.0))
@@ -243,16 +238,9 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
         traces = (dark + (traces - dark) / trend[None, :]).astype(traces.dtype)
     lap("traces")
     pixel_size = movie.pixel_size if movie.pixel_size is not None else math.nan
-    data = build_graph(
-        labels,
-        traces,
-        dt=movie.dt,
-        pixel_size=pixel_size,
-        min_shared_border=float(opts["min_shared_border"]),
-        max_gap=float(opts["max_gap"]),
-        edge_margin=int(opts["edge_margin"]),
-        source=labels_source,
-    )
+    data = build_graph(labels, traces, dt=movie.dt, pixel_size=pixel_size,
+                       min_shared_border=float(opts["min_shared_border"]), max_gap=float(opts["max_gap"]),
+                       edge_margin=int(opts["edge_margin"]), source=labels_source)
     lap("graph")
     polygons = cell_polygons(labels)
     lap("polygons")
@@ -325,12 +313,8 @@ def cached_movie_to_graph(path: str | Path, cache_dir: str | Path, **options: An
         save_graph(build.data, tmp / "graph.pt")
         np.save(tmp / "labels.npy", build.labels)
         np.save(tmp / "reference.npy", build.reference)
-        atomic_write_text(
-            tmp / "options.json",
-            json.dumps(
-                {"movie": str(path), **resolve_options(options)}, sort_keys=True, default=str, indent=1
-            ),
-        )
+        atomic_write_text(tmp / "options.json", json.dumps({"movie": str(path), **resolve_options(options)},
+                                                           sort_keys=True, default=str, indent=1))
     return build
 
 
@@ -363,10 +347,8 @@ def check_output_folder(out: str | Path, *, overwrite: bool = False) -> Path:
     if out.is_dir() and not overwrite:
         previous = sorted(name for name in OUTPUT_FILES.values() if (out / name).exists())
         if previous:
-            raise OutputError(
-                out,
-                f"already holds a previous graph ({', '.join(previous)}); set overwrite=true to replace it",
-            )
+            raise OutputError(out, f"already holds a previous graph ({', '.join(previous)}); "
+                              "set overwrite=true to replace it")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -412,9 +394,8 @@ def write_outputs(
     export_traces_csv(data, paths["traces"])
     export_graphml(data, paths["graphml"])
     plot_outlines(build.reference, build.labels, paths["outlines"], dpi=dpi)
-    plot_polygons_intensity(
-        data, build.polygons, paths["intensity"], frame=frame, shape=build.labels.shape, dpi=dpi
-    )
+    plot_polygons_intensity(data, build.polygons, paths["intensity"], frame=frame,
+                            shape=build.labels.shape, dpi=dpi)
     plot_graph_over_image(data, build.reference, paths["overlay"], frame=frame, dpi=dpi)
     return paths
 
@@ -443,9 +424,8 @@ def options_from_config(
     if options["segmentation"] == "masks":
         options["masks"] = seg.pop("path", None)
     if seg:
-        raise ConfigError(
-            f"segmentation.{sorted(seg)[0]}", "unknown key (put backend options under segmentation.options)"
-        )
+        raise ConfigError(f"segmentation.{sorted(seg)[0]}", "unknown key (put backend options under "
+                          "segmentation.options)")
     for key, value in graph.items():
         if key not in DEFAULT_OPTIONS:
             raise ConfigError(f"graph.{key}", "unknown key")

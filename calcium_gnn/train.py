@@ -107,13 +107,8 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     build_options = options_from_config(cfg.segmentation, cfg.preprocessing, cfg.graph, cfg.data)
     source = load_cell_graph(cfg.data, build_options)
     data = source.data
-    log.info(
-        "cell graph: %d cells, %d frames, %d edges from %s",
-        data.num_nodes,
-        data.x.shape[1],
-        data.edge_index.shape[1],
-        source.origin,
-    )
+    log.info("cell graph: %d cells, %d frames, %d edges from %s", data.num_nodes, data.x.shape[1],
+             data.edge_index.shape[1], source.origin)
     setup_cfg = OmegaConf.to_container(cfg.setup, resolve=True)
     _check_keys("setup", setup_cfg, resolve_setup)
     setup = resolve_setup(data, **setup_cfg)

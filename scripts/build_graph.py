@@ -32,14 +32,12 @@ def build(cfg: DictConfig) -> dict[str, Path]:
     )
 
     container = OmegaConf.to_container(cfg, resolve=True)
-    options = options_from_config(
-        container["segmentation"], container["preprocessing"], container["graph"], container["data"]
-    )
+    options = options_from_config(container["segmentation"], container["preprocessing"], container["graph"],
+                                  container["data"])
     out = check_output_folder(cfg.out, overwrite=bool(cfg.overwrite))  # refuse before the long run
     result = movie_to_graph_full(cfg.data.movie, progress=bool(cfg.progress), **options)
-    return write_outputs(
-        result, out, overwrite=bool(cfg.overwrite), frame=int(cfg.figures.frame), dpi=int(cfg.figures.dpi)
-    )
+    return write_outputs(result, out, overwrite=bool(cfg.overwrite), frame=int(cfg.figures.frame),
+                         dpi=int(cfg.figures.dpi))
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="build_graph")

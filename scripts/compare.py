@@ -104,14 +104,8 @@ def simulate_from_results(cfg: DictConfig, results: dict[str, Any]) -> torch.Ten
             continue
         window = slice(start, stop)
         out[:, window] = simulate_consensus(
-            x[:, window],
-            data.t.double()[window],
-            data.edge_index,
-            w,
-            setup.modelled,
-            float(results["k"]),
-            gamma,
-            substeps=int(frames.get("substeps", 10)),
+            x[:, window], data.t.double()[window], data.edge_index, w, setup.modelled,
+            float(results["k"]), gamma, substeps=int(frames.get("substeps", 10)),
         )
     return out
 

@@ -53,11 +53,8 @@ def load_cell_graph(
     """
     unknown = sorted(set(cfg.keys()) - set(DATA_KEYS))
     if "folder" in unknown:
-        raise ConfigError(
-            "data.folder",
-            "a culture folder holds many cultures: fit it with "
-            "calcium_gnn.batch.fit_cultures (train(cfg) hands data=culture_folder to it)",
-        )
+        raise ConfigError("data.folder", "a culture folder holds many cultures: fit it with "
+                          "calcium_gnn.batch.fit_cultures (train(cfg) hands data=culture_folder to it)")
     if unknown:
         raise ConfigError(f"data.{unknown[0]}", f"unknown key (known: {', '.join(DATA_KEYS)})")
     graph_path, movie_path = cfg.get("graph"), cfg.get("movie")

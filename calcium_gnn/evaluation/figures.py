@@ -118,19 +118,12 @@ def plot_error_map(
         cat_image, _ = _voronoi_raster(pos, category, resolution, max_distance_factor)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     greys = ListedColormap([(OTHER_GREY,) * 3, (BORDER_GREY,) * 3])
-    ax.imshow(
-        np.ma.masked_invalid(cat_image), cmap=greys, vmin=1, vmax=2, extent=extent, interpolation="nearest"
-    )
+    ax.imshow(np.ma.masked_invalid(cat_image), cmap=greys, vmin=1, vmax=2, extent=extent,
+              interpolation="nearest")
     finite = value[np.isfinite(value)]
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    shown = ax.imshow(
-        np.ma.masked_invalid(mse_image),
-        cmap=cmap,
-        vmin=0.0,
-        vmax=vmax,
-        extent=extent,
-        interpolation="nearest",
-    )
+    shown = ax.imshow(np.ma.masked_invalid(mse_image), cmap=cmap, vmin=0.0, vmax=vmax, extent=extent,
+                      interpolation="nearest")
     fig.colorbar(shown, ax=ax, label="MSE")
     for i in np.flatnonzero(modelled | border):
         ax.text(pos[i, 0], pos[i, 1], str(cell_id[i]), fontsize=5, ha="center", va="center", color="white")

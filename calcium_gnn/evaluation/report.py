@@ -90,15 +90,8 @@ def simulate_windows(
         for window in (train, test):
             if window.stop - window.start >= 1:
                 sim[:, window] = simulate(
-                    x[:, window],
-                    t[window],
-                    data.edge_index,
-                    edge_weight,
-                    modelled,
-                    k,
-                    gamma.detach().to(torch.float64),
-                    substeps=substeps,
-                    method=method,
+                    x[:, window], t[window], data.edge_index, edge_weight, modelled, k,
+                    gamma.detach().to(torch.float64), substeps=substeps, method=method,
                 )
     return sim
 
@@ -114,26 +107,15 @@ def _window_mse(observed: Tensor, simulated: Tensor, window: slice) -> Tensor | 
 
 
 def _truth_block(
-    data: Data,
-    sim: Tensor,
-    fitted_k: float,
-    scale: float,
-    gamma: Tensor,
-    modelled: Tensor,
-    train: slice,
-    test: slice,
+    data: Data, sim: Tensor, fitted_k: float, scale: float, gamma: Tensor, modelled: Tensor,
+    train: slice, test: slice,
 ) -> dict[str, Any] | None:
     truth_k = getattr(data, "truth_k", None)
     truth_gamma = getattr(data, "truth_gamma", None)
     if truth_k is None and truth_gamma is None:
         return None
-    block: dict[str, Any] = {
-        "k": None,
-        "k_rel_err": None,
-        "gamma_mae": None,
-        "gamma_median_abs_err_rel": None,
-        "n_gamma_cells": 0,
-    }
+    block: dict[str, Any] = {"k": None, "k_rel_err": None, "gamma_mae": None,
+                             "gamma_median_abs_err_rel": None, "n_gamma_cells": 0}
     if truth_k is not None:
         truth_scale = float(getattr(data, "truth_edge_weight_scale", None) or scale)
         k_true = float(truth_k) * scale / truth_scale
@@ -260,9 +242,8 @@ def evaluate_fit(
 
     x = data.x.detach().to(torch.float64)
     t = data.t.detach().to(torch.float64)
-    sim = simulate_windows(
-        data, modelled, k, gamma, w, train, test, substeps=substeps, method=ode_method, simulate=simulate
-    )
+    sim = simulate_windows(data, modelled, k, gamma, w, train, test, substeps=substeps, method=ode_method,
+                           simulate=simulate)
 
     rows = modelled.nonzero().reshape(-1).tolist()
     cell_id = data.cell_id.long()
@@ -337,9 +318,8 @@ def evaluate_fit(
     if out_dir is not None:
         out = Path(out_dir)
         plot_rows = _rows_to_plot(cells_to_plot, cell_id, groups)
-        paths = _write_figures(
-            out, data, x, sim, modelled, border, gamma, k, scale, truth, mse, plot_rows, train, test, labels
-        )
+        paths = _write_figures(out, data, x, sim, modelled, border, gamma, k, scale, truth, mse, plot_rows,
+                               train, test, labels)
         paths += [f if f.is_absolute() else out / f for f in model_figures]
         results["figures"] = [p.name for p in paths]
         results = jsonable(results)
@@ -352,21 +332,9 @@ def evaluate_fit(
 
 
 def _write_figures(
-    out: Path,
-    data: Data,
-    x: Tensor,
-    sim: Tensor,
-    modelled: Tensor,
-    border: Tensor,
-    gamma: Tensor,
-    k: float,
-    scale: float,
-    truth: dict | None,
-    mse: dict[str, Tensor | None],
-    plot_rows: list[int],
-    train: slice,
-    test: slice,
-    labels: np.ndarray | None,
+    out: Path, data: Data, x: Tensor, sim: Tensor, modelled: Tensor, border: Tensor, gamma: Tensor, k: float,
+    scale: float, truth: dict | None, mse: dict[str, Tensor | None], plot_rows: list[int], train: slice,
+    test: slice, labels: np.ndarray | None,
 ) -> list[Path]:
     pos = data.pos.detach().double().numpy()
     cell_id = data.cell_id.long().numpy()
@@ -374,44 +342,22 @@ def _write_figures(
     paths = []
     for name, per in mse.items():
         if per is not None:
-            paths.append(
-                figures.plot_error_map(
-                    out / f"error_map_{name}.png",
-                    per.numpy(),
-                    pos,
-                    cell_id,
-                    mod,
-                    bor,
-                    labels=labels,
-                    title=f"per-cell MSE, {name} window",
-                )
-            )
+            paths.append(figures.plot_error_map(
+                out / f"error_map_{name}.png", per.numpy(), pos, cell_id, mod, bor, labels=labels,
+                title=f"per-cell MSE, {name} window",
+            ))
     per_cell = {i: {n: (None if p is None else float(p[i])) for n, p in mse.items()} for i in plot_rows}
     truth_x = getattr(data, "truth_x", None)
     if plot_rows:
-        paths.append(
-            figures.plot_traces(
-                out / "traces.png",
-                data.t.double().numpy(),
-                x.numpy(),
-                sim.numpy(),
-                plot_rows,
-                cell_id,
-                train,
-                test,
-                mse=per_cell,
-                truth=None if truth_x is None else torch.as_tensor(truth_x).double().numpy(),
-            )
-        )
+        paths.append(figures.plot_traces(
+            out / "traces.png", data.t.double().numpy(), x.numpy(), sim.numpy(), plot_rows, cell_id,
+            train, test,
+            mse=per_cell, truth=None if truth_x is None else torch.as_tensor(truth_x).double().numpy(),
+        ))
     truth_gamma = getattr(data, "truth_gamma", None)
-    paths.append(
-        figures.plot_parameters(
-            out / "parameters.png",
-            gamma.numpy(),
-            mod,
-            k,
-            truth_k=None if truth is None else truth.get("k"),
-            truth_gamma=None if truth_gamma is None else torch.as_tensor(truth_gamma).double().numpy(),
-        )
-    )
+    paths.append(figures.plot_parameters(
+        out / "parameters.png", gamma.numpy(), mod, k,
+        truth_k=None if truth is None else truth.get("k"),
+        truth_gamma=None if truth_gamma is None else torch.as_tensor(truth_gamma).double().numpy(),
+    ))
     return paths

@@ -167,11 +167,9 @@ def validate_results(d: Mapping[str, Any]) -> Mapping[str, Any]:
         d,
         "mse_per_cell",
         cells,
-        lambda v: (
-            isinstance(v, Mapping)
-            and set(v) == {"train", "test"}
-            and all(_is_optional_number(x) and (x is None or x >= 0) for x in v.values())
-        ),
+        lambda v: isinstance(v, Mapping)
+        and set(v) == {"train", "test"}
+        and all(_is_optional_number(x) and (x is None or x >= 0) for x in v.values()),
     )
     for key in ("mse_train", "mse_test"):
         if not (_is_optional_number(d[key]) and (d[key] is None or d[key] >= 0)):

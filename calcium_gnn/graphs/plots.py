@@ -126,16 +126,8 @@ def plot_graph_over_image(
         width = 0.5 + 2.0 * weight / max(float(weight.max()), 1e-12)
         segments = np.stack([pos[ei[0, once]], pos[ei[1, once]]], axis=1)
         ax.add_collection(LineCollection(segments, colors=edge_color, linewidths=width, alpha=0.8))
-    points = ax.scatter(
-        pos[:, 0],
-        pos[:, 1],
-        c=data.x[:, frame].numpy(),
-        cmap=cmap,
-        s=25,
-        edgecolors="black",
-        linewidths=0.4,
-        zorder=3,
-    )
+    points = ax.scatter(pos[:, 0], pos[:, 1], c=data.x[:, frame].numpy(), cmap=cmap, s=25,
+                        edgecolors="black", linewidths=0.4, zorder=3)
     fig.colorbar(points, ax=ax, label="mean intensity", shrink=0.8)
     ax.set_title(f"{pos.shape[0]} cells, {int(once.sum())} edges, frame {frame}")
     ax.set_axis_off()

@@ -168,11 +168,8 @@ def _log_block(src: np.ndarray, out: np.ndarray, start: int, stop: int, epsilon:
     block += np.float32(epsilon)
     low = float(block.min())
     if low <= 0:
-        raise MovieError(
-            source,
-            f"log(x + epsilon) undefined: min(x) + epsilon = {low:g} <= 0 "
-            f"(frames {start}..{stop - 1}); raise epsilon or fix the offset",
-        )
+        raise MovieError(source, f"log(x + epsilon) undefined: min(x) + epsilon = {low:g} <= 0 "
+                                 f"(frames {start}..{stop - 1}); raise epsilon or fix the offset")
     np.log(block, out=block)
 
 
@@ -409,12 +406,9 @@ def bleaching_trend(
     above = means - float(dark_level)
     if not (above > 0).all():
         bad = int(np.argmax(above <= 0))
-        raise MovieError(
-            source,
-            f"frame {bad} has mean {means[bad]:.4g} <= dark_level {dark_level}: "
-            "cannot fit a photobleaching trend (set preprocessing.dark_level or "
-            "preprocessing.bleach_correction=false)",
-        )
+        raise MovieError(source, f"frame {bad} has mean {means[bad]:.4g} <= dark_level {dark_level}: "
+                         "cannot fit a photobleaching trend (set preprocessing.dark_level or "
+                         "preprocessing.bleach_correction=false)")
     t = np.arange(n, dtype=np.float64)
     rate = np.polyfit(t, np.log(above), 1)[0] if n > 1 else 0.0
     return np.exp(min(rate, 0.0) * t)
@@ -478,11 +472,8 @@ def preprocess(
         raise ConfigError("epsilon", f"must be a positive number, got {epsilon!r}")
     out = _output(frames, out)
     n = frames.shape[0]
-    trend = (
-        bleaching_trend(frames, dark_level=dark_level, chunk_frames=chunk_frames, source=source)
-        if bleach_correction
-        else None
-    )
+    trend = (bleaching_trend(frames, dark_level=dark_level, chunk_frames=chunk_frames, source=source)
+             if bleach_correction else None)
     counting = normalise and trend is None and frames.dtype.kind in "ui" and frames.dtype.itemsize <= 2
     offset = -int(np.iinfo(frames.dtype).min) if counting else 0
     counts = np.zeros(1 << (8 * frames.dtype.itemsize), dtype=np.int64) if counting else None
@@ -507,10 +498,8 @@ def preprocess(
         if counts is not None:
             q1, q3 = _quartiles_from_counts(counts, offset, frames.dtype, log, epsilon)
         else:
-            q1, q3 = (
-                float(v)
-                for v in movie_quantiles(out, (0.25, 0.75), chunk_frames=chunk_frames, value_range=(lo, hi))
-            )
+            q1, q3 = (float(v) for v in movie_quantiles(out, (0.25, 0.75), chunk_frames=chunk_frames,
+                                                          value_range=(lo, hi)))
         iqr_normalise(out, q1=q1, q3=q3, factor=iqr_factor, chunk_frames=chunk_frames, source=source, out=out)
     return out
 
@@ -525,9 +514,8 @@ def _median(block: np.ndarray, size: int, footprint: str) -> np.ndarray:
     return ndi.median_filter(block, size=size, mode="reflect")
 
 
-def _quartiles_from_counts(
-    counts: np.ndarray, offset: int, dtype: np.dtype, log: bool, epsilon: float
-) -> tuple[float, float]:
+def _quartiles_from_counts(counts: np.ndarray, offset: int, dtype: np.dtype, log: bool,
+                           epsilon: float) -> tuple[float, float]:
     """q1, q3 of the (log-transformed) movie from the counts of its integer values."""
     n = int(counts.sum())
     cum = np.cumsum(counts)

@@ -141,8 +141,7 @@ def atomic_folder(path: str | Path, *, keep_existing: bool = True) -> Iterator[P
             os.replace(tmp, path)
         except OSError as exc:
             if not (keep_existing and path.is_dir()):
-                raise OutputError(
-                    path, f"cannot move the finished folder into place: {exc.strerror or exc}"
-                ) from None
+                raise OutputError(path, f"cannot move the finished folder into place: "
+                                  f"{exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

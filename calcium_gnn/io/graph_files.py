@@ -167,17 +167,12 @@ def export_geojson(
         if frame is not None:
             props["frame"] = int(frame)
             props["intensity"] = float(data.x[i, frame])
-        features.append(
-            {"type": "Feature", "id": int(data.cell_id[i]), "geometry": mapping(geom), "properties": props}
-        )
+        features.append({"type": "Feature", "id": int(data.cell_id[i]), "geometry": mapping(geom),
+                         "properties": props})
     collection = {
         "type": "FeatureCollection",
-        "properties": {
-            "coordinates": "pixels (x = column, y = row, pixel centres at integers)",
-            "pixel_size_um": _jsonable(data.pixel_size),
-            "unit": data.unit,
-            "dt": float(data.dt),
-        },
+        "properties": {"coordinates": "pixels (x = column, y = row, pixel centres at integers)",
+                       "pixel_size_um": _jsonable(data.pixel_size), "unit": data.unit, "dt": float(data.dt)},
         "features": features,
     }
 
@@ -210,15 +205,9 @@ def graph_to_networkx(data: Data) -> nx.Graph:
     mean = data.x.mean(dim=1)
     ids = data.cell_id.tolist()
     for i, cid in enumerate(ids):
-        g.add_node(
-            int(cid),
-            cell_id=int(cid),
-            x=float(data.pos[i, 0]),
-            y=float(data.pos[i, 1]),
-            area=float(data.area[i]),
-            touches_edge=bool(data.touches_edge[i]),
-            mean_intensity=float(mean[i]),
-        )
+        g.add_node(int(cid), cell_id=int(cid), x=float(data.pos[i, 0]), y=float(data.pos[i, 1]),
+                   area=float(data.area[i]), touches_edge=bool(data.touches_edge[i]),
+                   mean_intensity=float(mean[i]))
     src, dst = data.edge_index.tolist()
     for e, (a, b) in enumerate(zip(src, dst, strict=True)):
         if a < b:

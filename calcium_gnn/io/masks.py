@@ -23,33 +23,11 @@ from calcium_gnn.errors import MasksError
 LABEL_SUFFIXES = (".tif", ".tiff", ".npy")
 
 # (module, name) pairs the Cellpose ``_seg.npy`` unpickler may rebuild; nothing else is allowed.
-_NUMPY_MODULES = (
-    "numpy",
-    "numpy.core.multiarray",
-    "numpy._core.multiarray",
-    "numpy.core.numeric",
-    "numpy._core.numeric",
-    "numpy.dtypes",
-)
+_NUMPY_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
+                  "numpy._core.numeric", "numpy.dtypes")
 _NUMPY_NAMES = frozenset({"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"})
-_BUILTIN_NAMES = frozenset(
-    {
-        "dict",
-        "list",
-        "tuple",
-        "set",
-        "frozenset",
-        "int",
-        "float",
-        "complex",
-        "str",
-        "bytes",
-        "bytearray",
-        "bool",
-        "slice",
-        "range",
-    }
-)
+_BUILTIN_NAMES = frozenset({"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex",
+                            "str", "bytes", "bytearray", "bool", "slice", "range"})
 
 
 class SafeUnpickler(pickle.Unpickler):

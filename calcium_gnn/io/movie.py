@@ -45,31 +45,10 @@ NPY_SUFFIXES = (".npy",)
 Source = Literal["metadata", "config", "default"]
 
 # seconds per unit of time, and micrometres per unit of length, for metadata conversion
-_TIME_UNITS = {
-    "s": 1.0,
-    "sec": 1.0,
-    "second": 1.0,
-    "seconds": 1.0,
-    "ms": 1e-3,
-    "msec": 1e-3,
-    "min": 60.0,
-    "minute": 60.0,
-    "minutes": 60.0,
-    "h": 3600.0,
-    "hour": 3600.0,
-    "hours": 3600.0,
-}
-_LENGTH_UNITS = {
-    "um": 1.0,
-    "\u00b5m": 1.0,
-    "\u03bcm": 1.0,
-    "micron": 1.0,
-    "microns": 1.0,
-    "micrometer": 1.0,
-    "micrometre": 1.0,
-    "nm": 1e-3,
-    "mm": 1e3,
-}
+_TIME_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3,
+               "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
+_LENGTH_UNITS = {"um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+                 "micrometre": 1.0, "nm": 1e-3, "mm": 1e3}
 
 
 @dataclass(frozen=True)
@@ -259,10 +238,8 @@ def _check_tiff_complete(tif: Any, series: Any, path: Path, problems: TiffProble
         end = 0
         for page in series.pages:
             if page is not None and page.dataoffsets:
-                end = max(
-                    end,
-                    max(int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)),
-                )
+                end = max(end, max(int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts,
+                                                                       strict=True)))
     if end > size:
         raise MovieError(path, f"truncated TIFF: its {n_pages} page(s) need {end} bytes, the file has {size}")
 
@@ -466,8 +443,5 @@ def _check_values(frames: np.ndarray, culprit: str | Path, chunk_frames: int) ->
     if lo == hi:
         raise MovieError(culprit, f"the movie is constant (every pixel of every frame is {lo:g})")
     if max(abs(lo), abs(hi)) > FLOAT32_MAX:
-        raise MovieError(
-            culprit,
-            f"values up to {max(abs(lo), abs(hi)):.3g} exceed the float32 range "
-            f"(+-{FLOAT32_MAX:.3g}) the pipeline computes in; rescale the movie",
-        )
+        raise MovieError(culprit, f"values up to {max(abs(lo), abs(hi)):.3g} exceed the float32 range "
+                         f"(+-{FLOAT32_MAX:.3g}) the pipeline computes in; rescale the movie")

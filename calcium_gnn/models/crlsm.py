@@ -107,15 +107,11 @@ class CRLSMModule(L.LightningModule):
         self.train_fraction = float(train_fraction)
         self.consensus_setup = setup
         self.options = {
-            "solver": solver,
-            "backend": backend,
-            "lam": lam,
-            "k_bounds": k_bounds,
-            "gamma_bounds": gamma_bounds,
+            "solver": solver, "backend": backend, "lam": lam,
+            "k_bounds": k_bounds, "gamma_bounds": gamma_bounds,
         }
         self.system_options = {
-            "interpolation_factor": interpolation_factor,
-            "train_fraction": train_fraction,
+            "interpolation_factor": interpolation_factor, "train_fraction": train_fraction,
             "edge_weight_scale": edge_weight_scale,
         }
         n = setup.modelled.shape[0]
@@ -157,8 +153,6 @@ class CRLSMModule(L.LightningModule):
         if math.isnan(float(self.k_fit)):
             raise ConfigError("model", "CRLSMModule is not fitted yet: run trainer.fit(model, ...) first")
         return FittedParameters(
-            k=float(self.k_fit),
-            gamma=self.gamma_fit.detach().clone(),
-            edge_weight_scale=float(self.scale_fit),
-            gamma_mode=self.consensus_setup.gamma_mode,
+            k=float(self.k_fit), gamma=self.gamma_fit.detach().clone(),
+            edge_weight_scale=float(self.scale_fit), gamma_mode=self.consensus_setup.gamma_mode,
         )

@@ -252,33 +252,12 @@ class GNNODEModule(OutputErrorODE):
         window starts from the observed values at its first frame."""
         conv = self.conv
 
-        def simulate(
-            x_obs: Tensor,
-            t: Tensor,
-            edge_index: Tensor,
-            edge_weight: Tensor,
-            modelled: Tensor,
-            k: float | Tensor,
-            gamma: Tensor,
-            *,
-            substeps: int = 10,
-            method: str = "rk4",
-        ) -> Tensor:
+        def simulate(x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor, modelled: Tensor,
+                     k: float | Tensor, gamma: Tensor, *, substeps: int = 10, method: str = "rk4") -> Tensor:
             x_obs = x_obs.to(torch.float64)
             k = torch.as_tensor(k, dtype=torch.float64)
-            return simulate_field(
-                conv,
-                x_obs,
-                t.to(torch.float64),
-                edge_index,
-                edge_weight,
-                modelled,
-                k,
-                gamma.to(torch.float64),
-                x_obs[:, 0],
-                substeps,
-                method,
-            )
+            return simulate_field(conv, x_obs, t.to(torch.float64), edge_index, edge_weight, modelled, k,
+                                  gamma.to(torch.float64), x_obs[:, 0], substeps, method)
 
         return simulate
 

@@ -299,17 +299,10 @@ class PINNModule(L.LightningModule):
         from calcium_gnn.physics.least_squares import fit_least_squares
 
         # Hydra may hand the setup over as a config node: rebuild the plain Setup the solver expects
-        plain = Setup(
-            name=str(setup.name),
-            modelled=self.modelled.cpu().clone(),
-            border=torch.as_tensor(setup.border).bool().cpu().clone(),
-            gamma_mode=self.gamma_mode,
-        )
+        plain = Setup(name=str(setup.name), modelled=self.modelled.cpu().clone(),
+                      border=torch.as_tensor(setup.border).bool().cpu().clone(), gamma_mode=self.gamma_mode)
         fitted = fit_least_squares(
-            data,
-            plain,
-            solver="crlsm",
-            train_fraction=self.train_fraction,
+            data, plain, solver="crlsm", train_fraction=self.train_fraction,
             edge_weight_scale=self.edge_weight_scale,
         )
         self.conv.set_parameters(float(fitted.k), torch.as_tensor(fitted.gamma))
@@ -402,13 +395,7 @@ class PINNModule(L.LightningModule):
         x_col = self.x_collocation if index is None else self.x_collocation[:, index]
         y_hat, dy_hat = self.net.value_and_rate(t_col)
         residual = consensus_residual(
-            self.conv,
-            y_hat,
-            dy_hat,
-            x_col,
-            self.edge_index,
-            self.edge_weight,
-            self.modelled,
+            self.conv, y_hat, dy_hat, x_col, self.edge_index, self.edge_weight, self.modelled,
             k=self.k if self.parametrization == "raw" else None,
             gamma=self.gamma if self.parametrization == "raw" else None,
         )
@@ -477,11 +464,8 @@ class PINNModule(L.LightningModule):
         """
         k = float(self.k)
         gamma_g = self.gamma[self.modelled].double().cpu()
-        out = {
-            "fit/k": k,
-            "fit/gamma_mean": float(gamma_g.mean()),
-            "fit/gamma_std": float(gamma_g.std()) if gamma_g.numel() > 1 else 0.0,
-        }
+        out = {"fit/k": k, "fit/gamma_mean": float(gamma_g.mean()), "fit/gamma_std": float(gamma_g.std())
+               if gamma_g.numel() > 1 else 0.0}
         if self._truth is not None:
             out["fit/k_rel_err"] = abs(k - self._truth["k"]) / abs(self._truth["k"])
             if "gamma" in self._truth and self._truth["gamma"].numel():
@@ -498,10 +482,8 @@ class PINNModule(L.LightningModule):
         physics = [self.k_value, self.gamma_value] if raw else list(self.conv.parameters())
         physics = [p for p in physics if p.numel()]
         adam = torch.optim.Adam(
-            [
-                {"params": list(self.net.parameters()), "lr": self.adam_lr},
-                {"params": physics, "lr": self.adam_lr_physics},
-            ],
+            [{"params": list(self.net.parameters()), "lr": self.adam_lr},
+             {"params": physics, "lr": self.adam_lr_physics}],
         )
         lbfgs = torch.optim.LBFGS(list(self.net.parameters()) + physics, **self.lbfgs_options)
         return [adam, lbfgs]

@@ -81,5 +81,7 @@ def coupling_rate(k: Tensor | float, w: Tensor, edge_index: Tensor, num_nodes: i
     """
     target = edge_index[1]
     total = torch.zeros(num_nodes, dtype=w.dtype, device=w.device).index_add(0, target, w)
-    degree = torch.zeros(num_nodes, dtype=w.dtype, device=w.device).index_add(0, target, torch.ones_like(w))
+    degree = torch.zeros(num_nodes, dtype=w.dtype, device=w.device).index_add(
+        0, target, torch.ones_like(w)
+    )
     return k * total / degree.clamp(min=1)

@@ -89,9 +89,7 @@ def to_fitted(system: LSSystem, solution: LSSolution) -> FittedParameters:
     if system.num_gamma:
         gamma[system.modelled_index] = solution.gamma.detach().cpu()[system.gamma_group]
     return FittedParameters(
-        k=float(solution.k),
-        gamma=gamma,
-        edge_weight_scale=system.edge_weight_scale,
+        k=float(solution.k), gamma=gamma, edge_weight_scale=system.edge_weight_scale,
         gamma_mode=system.gamma_mode,
     )
 
@@ -126,10 +124,7 @@ def fit_least_squares(
         :class:`~calcium_gnn.physics.parameters.FittedParameters`.
     """
     system = build_system(
-        data,
-        setup,
-        interpolation_factor=interpolation_factor,
-        train_fraction=train_fraction,
+        data, setup, interpolation_factor=interpolation_factor, train_fraction=train_fraction,
         edge_weight_scale=edge_weight_scale,
     )
     solution = solve_system(

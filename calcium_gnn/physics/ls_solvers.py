@@ -251,23 +251,14 @@ def solve_scipy(
     lower = np.array([k_bounds[0]] + [gamma_bounds[0]] * m)
     upper = np.array([k_bounds[1]] + [gamma_bounds[1]] * m)
     result = lsq_linear(
-        matrix,
-        rhs,
-        bounds=(lower, upper),
-        method="trf",
-        tol=tol,
-        lsq_solver="lsmr",
-        lsmr_tol=lsmr_tol,
-        max_iter=max_iter,
+        matrix, rhs, bounds=(lower, upper), method="trf", tol=tol, lsq_solver="lsmr",
+        lsmr_tol=lsmr_tol, max_iter=max_iter,
     )
     theta = torch.from_numpy(np.asarray(result.x, dtype=np.float64))
     active = torch.from_numpy(np.asarray(result.active_mask, dtype=np.int8))
     k, gamma = theta[0], theta[1:]
     stats = normal_stats(system)
     return LSSolution(
-        k=k,
-        gamma=gamma,
-        k_active=int(active[0]),
-        gamma_active=active[1:],
+        k=k, gamma=gamma, k_active=int(active[0]), gamma_active=active[1:],
         objective=objective(stats, k, gamma, lam),
     )

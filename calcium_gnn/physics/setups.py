@@ -90,9 +90,8 @@ def _group_mask(
         try:
             fx0, fy0, fx1, fy1 = (float(v) for v in rect)
         except (TypeError, ValueError):
-            raise ConfigError(
-                "setup.rect", f"expected four fractions (x0, y0, x1, y1), got {rect!r}"
-            ) from None
+            raise ConfigError("setup.rect", f"expected four fractions (x0, y0, x1, y1), got {rect!r}") \
+                from None
         if not (0 <= fx0 < fx1 <= 1 and 0 <= fy0 < fy1 <= 1):
             raise ConfigError("setup.rect", f"expected 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {rect!r}")
         x0, y0, x1, y1 = _extent(data)

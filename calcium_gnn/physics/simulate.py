@@ -123,7 +123,9 @@ def _check_inputs(
         raise ConfigError("simulate.dt_rtol", f"must lie in (0, 1), got {dt_rtol!r}")
 
 
-def step_matrices(a: Tensor, h: Tensor, method: str = "rk4") -> tuple[Tensor, Tensor, Tensor]:
+def step_matrices(
+    a: Tensor, h: Tensor, method: str = "rk4"
+) -> tuple[Tensor, Tensor, Tensor]:
     """The linear map of one step of ``method`` for ``dy/dtau = a y + F(tau)``, ``F`` linear in ``tau``.
 
     With ``F(tau_0 + theta h) = F_0 + theta F_1`` over the step, every explicit Runge-Kutta step is

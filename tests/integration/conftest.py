@@ -30,11 +30,8 @@ def compose_train(tmp_path: Path, data_cache: Path) -> Callable[..., DictConfig]
     def _compose(*overrides: str, small: bool = True, run: str = "run") -> DictConfig:
         base = [f"paths.root_dir={tmp_path}", f"paths.cache_dir={data_cache}", "logger=csv"]
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(
-                "train.yaml",
-                overrides=base + (SMALL_DATA if small else []) + list(overrides),
-                return_hydra_config=True,
-            )
+            cfg = compose("train.yaml", overrides=base + (SMALL_DATA if small else []) + list(overrides),
+                          return_hydra_config=True)
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / "outputs" / cfg.task_name / "runs" / run)
         return cfg

@@ -108,9 +108,8 @@ def with_graph(**changes: Any) -> Data:
 def without_edges_of(data: Data, node: int) -> Data:
     """``data`` with every edge at ``node`` removed: the cell is isolated."""
     keep = (data.edge_index[0] != node) & (data.edge_index[1] != node)
-    return with_graph(
-        edge_index=data.edge_index[:, keep], edge_attr=data.edge_attr[keep], u=data.u[keep], l=data.l[keep]
-    )
+    return with_graph(edge_index=data.edge_index[:, keep], edge_attr=data.edge_attr[keep], u=data.u[keep],
+                      l=data.l[keep])
 
 
 def interior_node() -> int:
@@ -413,9 +412,8 @@ def evaluate_unwritable(tmp: Path) -> tuple[Thunk, str]:
     setup = resolve_setup(graph())
     fitted = fit_least_squares(graph(), setup)
     out = unwritable(tmp)
-    return (
-        lambda: evaluate_fit(graph(), setup, fitted, method_name="crlsm", fit_seconds=0.0, out_dir=out)
-    ), str(out)
+    return (lambda: evaluate_fit(graph(), setup, fitted, method_name="crlsm", fit_seconds=0.0,
+                                 out_dir=out)), str(out)
 
 
 def cache_unwritable(tmp: Path) -> tuple[Thunk, str]:

@@ -24,15 +24,9 @@ BROKEN = 3
 
 
 def _compose(tmp: Path, *overrides: str, run: str = "run") -> DictConfig:
-    base = [
-        f"paths.root_dir={tmp}",
-        f"paths.cache_dir={tmp / 'cache'}",
-        "logger=csv",
-        "experiment=setup1_crlsm",
-        "data=culture_folder",
-        "graph.min_area=100",
-        "segmentation.options.diameter=30",
-    ]
+    base = [f"paths.root_dir={tmp}", f"paths.cache_dir={tmp / 'cache'}", "logger=csv",
+            "experiment=setup1_crlsm", "data=culture_folder", "graph.min_area=100",
+            "segmentation.options.diameter=30"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train.yaml", overrides=base + list(overrides), return_hydra_config=True)
     with open_dict(cfg):
@@ -56,9 +50,8 @@ def movie_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_ten_cultures_with_one_truncated_give_nine_fits_and_one_failure(
-    movie_folder: Path, tmp_path: Path
-) -> None:
+def test_ten_cultures_with_one_truncated_give_nine_fits_and_one_failure(movie_folder: Path,
+                                                                       tmp_path: Path) -> None:
     cfg = _compose(tmp_path, f"data.folder={movie_folder}")
     assert is_culture_folder(cfg)
     before = {p.name: p.read_bytes() for p in movie_folder.iterdir()}

@@ -72,27 +72,16 @@ def test_an_unknown_override_is_refused_by_hydra_compose_naming_the_key() -> Non
 
 def _cli(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args, f"hydra.run.dir={tmp_path / 'hydra'}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return subprocess.run([sys.executable, str(ROOT / script), *args, f"hydra.run.dir={tmp_path / 'hydra'}"],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize(
-    "script, args",
-    [
-        ("scripts/build_graph.py", ["data.movie={missing}", "out={tmp}/out", "progress=false"]),
-        ("train.py", ["data.movie={missing}", "logger=csv", "paths.root_dir={tmp}"]),
-    ],
-    ids=["build_graph", "train"],
-)
-def test_command_line_on_a_missing_movie_exits_with_one_error_line(
-    script: str, args: list[str], tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("script, args", [
+    ("scripts/build_graph.py", ["data.movie={missing}", "out={tmp}/out", "progress=false"]),
+    ("train.py", ["data.movie={missing}", "logger=csv", "paths.root_dir={tmp}"]),
+], ids=["build_graph", "train"])
+def test_command_line_on_a_missing_movie_exits_with_one_error_line(script: str, args: list[str],
+                                                                    tmp_path: Path) -> None:
     missing = tmp_path / "missing.tif"
     done = _cli(script, tmp_path, *(a.format(missing=missing, tmp=tmp_path) for a in args))
     assert done.returncode != 0

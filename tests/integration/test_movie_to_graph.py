@@ -58,10 +58,8 @@ def test_synthetic_culture_acceptance(tmp_path: Path) -> None:
     for e, (a, b) in enumerate(ei.T):
         key = tuple(sorted((true_of_node.get(int(a), -1 - int(a)), true_of_node.get(int(b), -1 - int(b)))))
         pred[key] = (float(data.l[e]), float(data.u[e]))
-    truth = {
-        (int(a), int(b)): (l, u)
-        for (a, b), l, u in zip(culture.edge_index.T, culture.l, culture.u, strict=True)
-    }
+    truth = {(int(a), int(b)): (l, u) for (a, b), l, u in zip(culture.edge_index.T, culture.l, culture.u,
+                                                             strict=True)}
     common = set(pred) & set(truth)
     f1 = 2 * len(common) / (len(pred) + len(truth))
     assert f1 >= 0.97, f1
@@ -79,11 +77,9 @@ def test_synthetic_culture_acceptance(tmp_path: Path) -> None:
     # and its true calcium, through the (mildly nonlinear) dye and the photobleaching
     calcium_corr = _correlations(data.x.numpy()[rows].astype(np.float64), culture.traces[matched])
     assert calcium_corr.min() >= 0.99, calcium_corr.min()
-    print(
-        f"matched {matched.mean():.3f} F1 {f1:.4f} median rel. err. l {rel_l:.4f} u {rel_u:.4f} "
-        f"trace corr vs signal min {corr.min():.5f}; vs calcium median {np.median(calcium_corr):.3f} "
-        f"min {calcium_corr.min():.3f}"
-    )
+    print(f"matched {matched.mean():.3f} F1 {f1:.4f} median rel. err. l {rel_l:.4f} u {rel_u:.4f} "
+          f"trace corr vs signal min {corr.min():.5f}; vs calcium median {np.median(calcium_corr):.3f} "
+          f"min {calcium_corr.min():.3f}")
 
 
 def test_small_movie_graph_is_valid_and_matches_the_truth(small_movie) -> None:
@@ -150,29 +146,16 @@ def test_zero_cells_found_names_the_movie(small_movie) -> None:
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_graph.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "build_graph.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, env=env, timeout=300)
 
 
 @pytest.mark.slow
 def test_cli_writes_outputs_and_refuses_to_overwrite(small_movie, tmp_path: Path) -> None:
     path, culture = small_movie
     out = tmp_path / "out"
-    args = [
-        f"data.movie={path}",
-        f"out={out}",
-        "data.dt=5.0",
-        "graph.min_area=100",
-        "progress=false",
-        "figures.frame=3",
-        f"hydra.run.dir={tmp_path / 'hydra'}",
-    ]
+    args = [f"data.movie={path}", f"out={out}", "data.dt=5.0", "graph.min_area=100", "progress=false",
+            "figures.frame=3", f"hydra.run.dir={tmp_path / 'hydra'}"]
     done = _run_cli(*args)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES.values())
@@ -202,10 +185,7 @@ def test_options_resolve_and_refuse_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="^masks: "):
         resolve_options({"segmentation": "masks"})
     assert resolve_options({"preprocessing": False})["preprocessing"] == {
-        "hot_pixels": False,
-        "log": False,
-        "normalise": False,
-    }
+        "hot_pixels": False, "log": False, "normalise": False}
 
 
 def test_cache_key_depends_on_every_option_and_the_file(small_movie, tmp_path: Path) -> None:
@@ -214,15 +194,8 @@ def test_cache_key_depends_on_every_option_and_the_file(small_movie, tmp_path: P
     path, _ = small_movie
     base = options_fingerprint(path, {})
     assert options_fingerprint(path, {"max_gap": 2, "progress": True}) == base  # default, runtime-only
-    changed = [
-        {"max_gap": 1},
-        {"min_shared_border": 4.0},
-        {"min_area": 499},
-        {"reference": "max"},
-        {"preprocessing": {"log": False}},
-        {"segmentation_options": {"h": 0.04}},
-        {"dt": 2.0},
-    ]
+    changed = [{"max_gap": 1}, {"min_shared_border": 4.0}, {"min_area": 499}, {"reference": "max"},
+               {"preprocessing": {"log": False}}, {"segmentation_options": {"h": 0.04}}, {"dt": 2.0}]
     keys = {options_fingerprint(path, opts) for opts in changed}
     assert base not in keys and len(keys) == len(changed)
     masks = tmp_path / "m.npy"
@@ -242,22 +215,13 @@ def test_hydra_config_composes_into_pipeline_options(tmp_path: Path) -> None:
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(
-            config_name="build_graph",
-            overrides=[
-                "data.movie=m.tif",
-                "out=o",
-                "graph.max_gap=1",
-                "segmentation=masks",
-                "segmentation.path=l.tif",
-            ],
-        )
+        cfg = compose(config_name="build_graph", overrides=["data.movie=m.tif", "out=o", "graph.max_gap=1",
+                                                             "segmentation=masks", "segmentation.path=l.tif"])
         cellpose = compose(config_name="build_graph", overrides=["segmentation=cellpose"])
         default = compose(config_name="build_graph")
     groups = OmegaConf.to_container(cfg, resolve=False)
-    options = resolve_options(
-        options_from_config(groups["segmentation"], groups["preprocessing"], groups["graph"], groups["data"])
-    )
+    options = resolve_options(options_from_config(groups["segmentation"], groups["preprocessing"],
+                                                  groups["graph"], groups["data"]))
     assert options["segmentation"] == "masks" and options["masks"] == "l.tif" and options["max_gap"] == 1
     assert options["preprocessing"]["hot_pixel_size"] == 3 and options["reference"] == "mean"
     assert cellpose.segmentation.backend == "cellpose" and cellpose.segmentation.options.model == "cyto3"

@@ -12,11 +12,7 @@ import torch
 from calcium_gnn.train import train
 
 PINN_EXPERIMENTS = [
-    "setup1_pinn",
-    "setup1_pinn_paper",
-    "setup2_pinn",
-    "setup3_pinn",
-    "single_cell_pinn",
+    "setup1_pinn", "setup1_pinn_paper", "setup2_pinn", "setup3_pinn", "single_cell_pinn",
     "single_cell_pinn_paper",
 ]
 
@@ -44,13 +40,8 @@ def test_paper_config_is_the_papers(compose_train) -> None:
 
 @pytest.mark.slow
 def test_setup1_pinn_full_run_writes_results(compose_train) -> None:
-    cfg = compose_train(
-        "experiment=setup1_pinn",
-        "callbacks=none",
-        "model.adam_steps=400",
-        "model.pretrain_steps=200",
-        "model.lbfgs_steps=8",
-    )
+    cfg = compose_train("experiment=setup1_pinn", "callbacks=none", "model.adam_steps=400",
+                        "model.pretrain_steps=200", "model.lbfgs_steps=8")
     results = train(cfg)
     on_disk = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     assert on_disk["method"] == "pinn"

@@ -11,24 +11,16 @@ from calcium_gnn.train import train
 
 # a short PINN schedule on the small culture: 10 steps per epoch, 60 Adam steps (20 of them data-only),
 # then 3 L-BFGS steps: 7 epochs in all
-SHORT_PINN = [
-    "experiment=setup1_pinn",
-    "model.steps_per_epoch=10",
-    "model.pretrain_steps=20",
-    "model.adam_steps=60",
-    "model.lbfgs_steps=3",
-    "seed=3",
-    "evaluate=false",
-]
+SHORT_PINN = ["experiment=setup1_pinn", "model.steps_per_epoch=10", "model.pretrain_steps=20",
+              "model.adam_steps=60", "model.lbfgs_steps=3", "seed=3", "evaluate=false"]
 
 
 @pytest.mark.slow
 def test_resumed_pinn_ends_with_the_uninterrupted_parameters(compose_train) -> None:
     whole = compose_train(*SHORT_PINN, "trainer.max_epochs=7", run="whole")
     train(whole)
-    k_whole = torch.load(Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)[
-        "state_dict"
-    ]
+    k_whole = torch.load(Path(whole.paths.output_dir) / "checkpoints" / "last.ckpt",
+                         weights_only=False)["state_dict"]
 
     # the run is "killed" after 3 of its 7 epochs (its last checkpoint is what a kill leaves behind)
     first = compose_train(*SHORT_PINN, "trainer.max_epochs=3", run="interrupted")
@@ -38,9 +30,8 @@ def test_resumed_pinn_ends_with_the_uninterrupted_parameters(compose_train) -> N
 
     resumed = compose_train(*SHORT_PINN, "trainer.max_epochs=7", "ckpt_path=last", run="resumed")
     train(resumed)
-    state = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=False)[
-        "state_dict"
-    ]
+    state = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt",
+                       weights_only=False)["state_dict"]
     raw_k = [key for key in state if key.endswith("raw_k")]
     assert raw_k, "the PINN checkpoint holds no k"
     for key in raw_k + [key for key in state if key.endswith("raw_gamma")]:

@@ -68,14 +68,8 @@ def test_movie_route_builds_the_graph_and_fits(compose_train, tmp_path: Path) ->
     save_culture(culture, tmp_path / "culture")
     movie = tmp_path / "culture" / "movie.tif"
     before = movie.read_bytes()
-    results = train(
-        compose_train(
-            "experiment=setup1_crlsm",
-            f"data.movie={movie}",
-            "graph.min_area=100",
-            "segmentation.options.diameter=30",
-        )
-    )
+    results = train(compose_train("experiment=setup1_crlsm", f"data.movie={movie}",
+                                  "graph.min_area=100", "segmentation.options.diameter=30"))
     assert movie.read_bytes() == before, "the user's movie was modified"
     assert results["modelled_cells"], "no cell was modelled"
     assert results["mse_train"] < 0.05
@@ -95,17 +89,9 @@ def test_wandb_logs_offline_by_default(compose_train, monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_multirun_sweeps_lambda(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
-        "-m",
-        "experiment=setup1_crlsm",
-        "model.lam=1e-4,1e-3,1e-2",
-        "logger=csv",
-        f"paths.root_dir={tmp_path}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        *SMALL_DATA,
-    ]
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=setup1_crlsm",
+           "model.lam=1e-4,1e-3,1e-2", "logger=csv", f"paths.root_dir={tmp_path}",
+           f"paths.cache_dir={tmp_path / 'cache'}", *SMALL_DATA]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     results = sorted(tmp_path.glob("outputs/*/multiruns/*/*/results.json"))
@@ -115,13 +101,8 @@ def test_multirun_sweeps_lambda(tmp_path: Path) -> None:
 
 
 def test_command_line_reports_bad_input_in_one_line(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable,
-        str(REPO / "train.py"),
-        f"data.graph={tmp_path / 'missing.pt'}",
-        "logger=csv",
-        f"paths.root_dir={tmp_path}",
-    ]
+    cmd = [sys.executable, str(REPO / "train.py"), f"data.graph={tmp_path / 'missing.pt'}", "logger=csv",
+           f"paths.root_dir={tmp_path}"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]

@@ -116,10 +116,8 @@ def segment_cellpose(
             )
         if major == 4:
             raise SegmentationError(
-                model_str,
-                f"Cellpose 4 fetches built-in weights from the internet; give a model path, or "
-                f"{OFFLINE_BACKENDS}",
-            )
+                model_str, f"Cellpose 4 fetches built-in weights from the internet; give a model path, or "
+                           f"{OFFLINE_BACKENDS}")
     try:
         if is_path:
             net = models.CellposeModel(gpu=gpu, pretrained_model=str(path))
@@ -127,21 +125,16 @@ def segment_cellpose(
             net = models.CellposeModel(gpu=gpu, model_type=model_str)
         else:
             net = models.CellposeModel(gpu=gpu, pretrained_model=model_str)
-        kwargs = {
-            "diameter": diameter,
-            "flow_threshold": flow_threshold,
-            "cellprob_threshold": cellprob_threshold,
-            "normalize": normalize,
-        }
+        kwargs = {"diameter": diameter, "flow_threshold": flow_threshold,
+                  "cellprob_threshold": cellprob_threshold, "normalize": normalize}
         if major == 3:
             kwargs["channels"] = list(channels)
         masks = net.eval(img.astype(np.float32), **kwargs)[0]
     except SegmentationError:
         raise
     except OSError as exc:  # urllib's URLError is an OSError: no network
-        raise SegmentationError(
-            model_str, f"Cellpose could not load the model offline ({exc}); {OFFLINE_BACKENDS}"
-        ) from None
+        raise SegmentationError(model_str, f"Cellpose could not load the model offline ({exc}); "
+                                           f"{OFFLINE_BACKENDS}") from None
     except Exception as exc:  # noqa: BLE001 - Cellpose raises many kinds of errors
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise SegmentationError(model_str, f"Cellpose failed: {type(exc).__name__}: {first}") from None

@@ -84,12 +84,8 @@ def segment_watershed(
         raise ConfigError("segmentation.preset", f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
     given = {"membranes": membranes, "diameter": diameter, "smoothing": smoothing, "seeds": seeds, "h": h}
     opts = {**PRESETS[preset], **{k: v for k, v in given.items() if v is not None}}
-    opts.update(
-        seed_spacing=seed_spacing,
-        foreground=foreground,
-        compactness=compactness,
-        percentiles=tuple(percentiles),
-    )
+    opts.update(seed_spacing=seed_spacing, foreground=foreground, compactness=compactness,
+                percentiles=tuple(percentiles))
     _check_options(opts)
     diameter, smoothing, h = float(opts["diameter"]), float(opts["smoothing"]), float(opts["h"])
 
@@ -120,9 +116,8 @@ def segment_watershed(
         interior = m < filters.threshold_local(m, block_size=max(block, 3), method="gaussian")
         distance = ndi.distance_transform_edt(interior)
         regions, _ = ndi.label(interior)
-        peaks = feature.peak_local_max(
-            distance, min_distance=max(1, int(seed_spacing * diameter)), labels=regions, exclude_border=False
-        )
+        peaks = feature.peak_local_max(distance, min_distance=max(1, int(seed_spacing * diameter)),
+                                       labels=regions, exclude_border=False)
         markers = np.zeros(m.shape, dtype=np.int32)
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     if mask is not None:
@@ -145,11 +140,8 @@ def _check_options(opts: dict[str, Any]) -> None:
         ("seed_spacing", np.isfinite(opts["seed_spacing"]) and opts["seed_spacing"] > 0, "must be > 0"),
         ("foreground", opts["foreground"] in ("all", "otsu"), "must be 'all' or 'otsu'"),
         ("compactness", np.isfinite(opts["compactness"]) and opts["compactness"] >= 0, "must be >= 0"),
-        (
-            "percentiles",
-            len(lo_hi) == 2 and 0 <= lo_hi[0] < lo_hi[1] <= 100,
-            "must be (low, high) with 0 <= low < high <= 100",
-        ),
+        ("percentiles", len(lo_hi) == 2 and 0 <= lo_hi[0] < lo_hi[1] <= 100,
+         "must be (low, high) with 0 <= low < high <= 100"),
     ]
     for key, ok, problem in checks:
         if not ok:

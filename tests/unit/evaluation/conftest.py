@@ -36,9 +36,8 @@ def _border_input(t: np.ndarray | float, n: int) -> np.ndarray:
 def make_grid_graph(n_frames: int = 61, dt: float = 10.0, noise: float = 0.02, seed: int = 0) -> Data:
     n = ROWS * COLS
     rc = [(r, c) for r in range(ROWS) for c in range(COLS)]
-    pairs = [
-        (a, b) for a in range(n) for b in range(n) if abs(rc[a][0] - rc[b][0]) + abs(rc[a][1] - rc[b][1]) == 1
-    ]
+    pairs = [(a, b) for a in range(n) for b in range(n)
+             if abs(rc[a][0] - rc[b][0]) + abs(rc[a][1] - rc[b][1]) == 1]
     edge_index = torch.tensor(pairs, dtype=torch.long).t().contiguous()
     e = edge_index.shape[1]
     touches = torch.tensor([r in (0, ROWS - 1) or c in (0, COLS - 1) for r, c in rc])

@@ -28,40 +28,19 @@ def test_paint_labels_by_hand():
 def test_error_map(grid_graph, grid_label_image, tmp_path, with_labels):
     mod = ~grid_graph.touches_edge.numpy()
     path = plot_error_map(
-        tmp_path / "map.png",
-        np.linspace(0, 1, 16),
-        grid_graph.pos.numpy(),
-        grid_graph.cell_id.numpy(),
-        mod,
-        ~mod,
-        labels=grid_label_image if with_labels else None,
-        resolution=80,
+        tmp_path / "map.png", np.linspace(0, 1, 16), grid_graph.pos.numpy(), grid_graph.cell_id.numpy(), mod,
+        ~mod, labels=grid_label_image if with_labels else None, resolution=80,
     )
     assert _is_png(path)
 
 
 def test_traces_and_parameters(grid_graph, tmp_path):
     x = grid_graph.x.numpy()
-    traces = plot_traces(
-        tmp_path / "sub" / "traces.png",
-        grid_graph.t.numpy(),
-        x,
-        x + 0.01,
-        [5, 6],
-        grid_graph.cell_id.numpy(),
-        slice(0, 30),
-        slice(30, 61),
-        mse={5: {"train": 1e-4, "test": None}},
-        truth=grid_graph.truth_x.numpy(),
-    )
+    traces = plot_traces(tmp_path / "sub" / "traces.png", grid_graph.t.numpy(), x, x + 0.01, [5, 6],
+                         grid_graph.cell_id.numpy(), slice(0, 30), slice(30, 61),
+                         mse={5: {"train": 1e-4, "test": None}}, truth=grid_graph.truth_x.numpy())
     assert _is_png(traces)
     mod = ~grid_graph.touches_edge.numpy()
-    params = plot_parameters(
-        tmp_path / "params.png",
-        np.linspace(0, 0.01, 16),
-        mod,
-        0.05,
-        truth_k=0.05,
-        truth_gamma=grid_graph.truth_gamma.numpy(),
-    )
+    params = plot_parameters(tmp_path / "params.png", np.linspace(0, 0.01, 16), mod, 0.05, truth_k=0.05,
+                             truth_gamma=grid_graph.truth_gamma.numpy())
     assert _is_png(params)

@@ -20,14 +20,12 @@ def test_one_cell_in_each_group():
     obs = _pulses(100)
     flat = np.full_like(obs, obs.mean())
     observed = np.stack([obs, obs, obs, obs])
-    simulated = np.stack(
-        [
-            obs + 0.01,  # 1: right shape, right level
-            flat,  # 2: right level (bias 0) but no peak
-            obs + 2.0,  # 3: every peak, level far off (bias = 2 / robust range ~ 2)
-            flat + 2.0,  # other: neither
-        ]
-    )
+    simulated = np.stack([
+        obs + 0.01,        # 1: right shape, right level
+        flat,              # 2: right level (bias 0) but no peak
+        obs + 2.0,         # 3: every peak, level far off (bias = 2 / robust range ~ 2)
+        flat + 2.0,        # other: neither
+    ])
     t = np.arange(100) * 10.0
     counts = spike_counts_per_cell(observed, simulated, t, range(4), SpikeRule(tolerance_s=20.0))
     groups, per_cell = quality_groups(torch.tensor(observed), torch.tensor(simulated), [0, 1, 2, 3], counts)

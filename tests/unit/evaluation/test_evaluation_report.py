@@ -16,19 +16,14 @@ from calcium_gnn.physics.setups import resolve_setup
 
 def _true_parameters(data, k_scale: float = 1.0):
     gamma = torch.nan_to_num(data.truth_gamma, nan=0.0)
-    return FittedParameters(
-        k=data.truth_k * k_scale,
-        gamma=gamma,
-        edge_weight_scale=data.truth_edge_weight_scale * k_scale,
-        gamma_mode="per_cell",
-    )
+    return FittedParameters(k=data.truth_k * k_scale, gamma=gamma,
+                            edge_weight_scale=data.truth_edge_weight_scale * k_scale, gamma_mode="per_cell")
 
 
 def _evaluate(data, fitted, **kwargs):
     setup = resolve_setup(data, group="interior", gamma_mode="per_cell", name="setup1")
-    return evaluate_fit(
-        data, setup, fitted, method_name="truth", fit_seconds=0.0, train_fraction=0.6, substeps=10, **kwargs
-    )
+    return evaluate_fit(data, setup, fitted, method_name="truth", fit_seconds=0.0, train_fraction=0.6,
+                        substeps=10, **kwargs)
 
 
 def test_true_parameters_on_clean_data_give_a_near_zero_mse(clean_grid_graph):
@@ -70,9 +65,8 @@ def test_another_weight_scale_gives_the_same_result(grid_graph):
 
 def test_wrong_parameters_fit_worse(grid_graph):
     good = _evaluate(grid_graph, _true_parameters(grid_graph))
-    wrong = FittedParameters(
-        k=0.005, gamma=torch.full((16,), 0.01), edge_weight_scale=100.0, gamma_mode="shared"
-    )
+    wrong = FittedParameters(k=0.005, gamma=torch.full((16,), 0.01), edge_weight_scale=100.0,
+                             gamma_mode="shared")
     bad = _evaluate(grid_graph, wrong)
     assert bad["truth"]["k_rel_err"] == pytest.approx(0.9)
     assert bad["truth"]["mse_train_clean"] > 100 * good["truth"]["mse_train_clean"]
@@ -81,14 +75,8 @@ def test_wrong_parameters_fit_worse(grid_graph):
 
 
 def test_writes_results_and_figures(grid_graph, grid_label_image, tmp_path):
-    res = _evaluate(
-        grid_graph,
-        _true_parameters(grid_graph),
-        out_dir=tmp_path,
-        labels=grid_label_image,
-        cells_to_plot=[6, 11],
-        extra={"note": "truth"},
-    )
+    res = _evaluate(grid_graph, _true_parameters(grid_graph), out_dir=tmp_path, labels=grid_label_image,
+                    cells_to_plot=[6, 11], extra={"note": "truth"})
     names = {"error_map_train.png", "error_map_test.png", "traces.png", "parameters.png"}
     assert set(res["figures"]) == names
     for path in res["figure_paths"]:
@@ -106,19 +94,11 @@ def test_bad_options(grid_graph, tmp_path):
         _evaluate(grid_graph, _true_parameters(grid_graph), out_dir=tmp_path, cells_to_plot=[99])
     assert not (tmp_path / "results.json").exists()
     with pytest.raises(ConfigError, match="^fitted.gamma:"):
-        _evaluate(
-            grid_graph,
-            FittedParameters(k=0.05, gamma=torch.zeros(3), edge_weight_scale=100.0, gamma_mode="per_cell"),
-        )
+        _evaluate(grid_graph, FittedParameters(k=0.05, gamma=torch.zeros(3), edge_weight_scale=100.0,
+                                               gamma_mode="per_cell"))
     with pytest.raises(ConfigError, match="^model.train_fraction:"):
-        evaluate_fit(
-            grid_graph,
-            resolve_setup(grid_graph),
-            _true_parameters(grid_graph),
-            method_name="x",
-            fit_seconds=0.0,
-            train_fraction=1.5,
-        )
+        evaluate_fit(grid_graph, resolve_setup(grid_graph), _true_parameters(grid_graph), method_name="x",
+                     fit_seconds=0.0, train_fraction=1.5)
 
 
 def test_windows_restart_from_the_data_and_the_input_is_untouched(grid_graph):
@@ -140,14 +120,8 @@ def test_windows_restart_from_the_data_and_the_input_is_untouched(grid_graph):
 
 def test_train_only_split_has_no_test_scores(grid_graph):
     setup = resolve_setup(grid_graph)
-    res = evaluate_fit(
-        grid_graph,
-        setup,
-        _true_parameters(grid_graph),
-        method_name="truth",
-        fit_seconds=0.0,
-        train_fraction=1.0,
-    )
+    res = evaluate_fit(grid_graph, setup, _true_parameters(grid_graph), method_name="truth", fit_seconds=0.0,
+                       train_fraction=1.0)
     assert res["mse_test"] is None and res["mse_train"] > 0
     assert res["spikes"]["test"]["n_observed"] == 0
     assert all(v["test"] is None for v in res["mse_per_cell"].values())

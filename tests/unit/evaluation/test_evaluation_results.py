@@ -23,9 +23,8 @@ from calcium_gnn.physics.setups import resolve_setup
 
 @pytest.fixture(scope="module")
 def results(grid_graph) -> dict:
-    fitted = FittedParameters(
-        k=0.04, gamma=torch.full((16,), 0.003), edge_weight_scale=100.0, gamma_mode="per_cell"
-    )
+    fitted = FittedParameters(k=0.04, gamma=torch.full((16,), 0.003), edge_weight_scale=100.0,
+                             gamma_mode="per_cell")
     return evaluate_fit(grid_graph, resolve_setup(grid_graph), fitted, method_name="crlsm", fit_seconds=1.5)
 
 
@@ -68,10 +67,8 @@ def test_invalid_results_are_not_written(results, tmp_path):
         (lambda d: d.update(edge_weight_scale=0.0), "edge_weight_scale"),
         (lambda d: d.update(gamma_mode="sometimes"), "gamma_mode"),
         (lambda d: d.update(border_cells=d["modelled_cells"][:1]), "border_cells"),
-        (
-            lambda d: d["quality_groups"]["groups"]["other"].append(d["modelled_cells"][0]),
-            "quality_groups.groups",
-        ),
+        (lambda d: d["quality_groups"]["groups"]["other"].append(d["modelled_cells"][0]),
+         "quality_groups.groups"),
         (lambda d: d["spikes"]["test"].update(n_matched=10**6), "spikes.test.n_matched"),
         (lambda d: d["mse_per_cell"][next(iter(d["mse_per_cell"]))].update(train=-1.0), "mse_per_cell"),
         (lambda d: d["quality_groups"]["rule"].pop("statement"), "quality_groups.rule.statement"),

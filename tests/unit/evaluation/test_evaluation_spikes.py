@@ -18,10 +18,8 @@ from calcium_gnn.evaluation.spikes import (
 
 def _bumps(n_frames: int, at: list[int], heights: list[float], width: float = 1.5) -> np.ndarray:
     frames = np.arange(n_frames)
-    return sum(
-        (h * np.exp(-0.5 * ((frames - a) / width) ** 2) for a, h in zip(at, heights, strict=True)),
-        np.zeros(n_frames),
-    )
+    return sum((h * np.exp(-0.5 * ((frames - a) / width) ** 2) for a, h in zip(at, heights, strict=True)),
+               np.zeros(n_frames))
 
 
 def test_detects_the_big_peaks_and_ignores_a_small_one():

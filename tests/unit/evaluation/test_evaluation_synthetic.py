@@ -25,10 +25,8 @@ def test_true_parameters_give_a_near_zero_mse(culture_graph):
     setup = resolve_setup(culture_graph, "interior", "per_cell")
     assert torch.equal(setup.modelled, ~culture_graph.is_driver)  # drivers = border of the group
     truth = FittedParameters(
-        k=float(culture_graph.truth_k),
-        gamma=torch.nan_to_num(culture_graph.truth_gamma.double()),
-        edge_weight_scale=float(culture_graph.truth_edge_weight_scale),
-        gamma_mode="per_cell",
+        k=float(culture_graph.truth_k), gamma=torch.nan_to_num(culture_graph.truth_gamma.double()),
+        edge_weight_scale=float(culture_graph.truth_edge_weight_scale), gamma_mode="per_cell",
     )
     res = evaluate_fit(culture_graph, setup, truth, method_name="truth", fit_seconds=0.0)
     variance = float(culture_graph.x[setup.modelled].var())

@@ -29,10 +29,8 @@ def test_vertical_border_length_by_hand() -> None:
     assert length[0] == pytest.approx(CROFTON * (10 + 2 * 9 / math.sqrt(2)))
 
 
-@pytest.mark.parametrize(
-    ("gap", "max_gap", "adjacent"),
-    [(1, 2, True), (2, 2, True), (3, 2, False), (2, 0, False), (3, 3, True), (1, 1, True)],
-)
+@pytest.mark.parametrize(("gap", "max_gap", "adjacent"), [(1, 2, True), (2, 2, True), (3, 2, False),
+                                                          (2, 0, False), (3, 3, True), (1, 1, True)])
 def test_membrane_gaps_up_to_max_gap_are_bridged(gap: int, max_gap: int, adjacent: bool) -> None:
     _, pairs, length = shared_borders(_blocks(gap), max_gap=max_gap)
     assert (pairs.shape[0] == 1) is adjacent
@@ -87,10 +85,8 @@ def test_no_cells_touching_gives_no_pairs() -> None:
     assert cell_id.tolist() == [1, 2] and pairs.shape == (0, 2) and length.shape == (0,)
 
 
-@pytest.mark.parametrize(
-    ("key", "kwargs"),
-    [("max_gap", {"max_gap": -1}), ("min_shared_border", {"min_shared_border": float("nan")})],
-)
+@pytest.mark.parametrize(("key", "kwargs"), [("max_gap", {"max_gap": -1}),
+                                             ("min_shared_border", {"min_shared_border": float("nan")})])
 def test_bad_thresholds_name_the_config_key(key: str, kwargs: dict) -> None:
     with pytest.raises(ConfigError, match=f"^{key}: "):
         adjacent_pairs(_blocks(0), **kwargs)

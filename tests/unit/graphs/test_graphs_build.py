@@ -53,12 +53,8 @@ def test_pixel_size_converts_lengths_and_areas_to_micrometres() -> None:
 def test_threshold_is_in_pixels_even_with_a_pixel_size() -> None:
     labels = _three_in_a_row()[:4]  # borders of ~3.6 px
     assert build_graph(labels, np.zeros((3, 2)), dt=1.0, max_gap=0).edge_index.shape[1] == 0
-    assert (
-        build_graph(
-            labels, np.zeros((3, 2)), dt=1.0, max_gap=0, min_shared_border=3.0, pixel_size=10.0
-        ).edge_index.shape[1]
-        == 4
-    )
+    assert build_graph(labels, np.zeros((3, 2)), dt=1.0, max_gap=0, min_shared_border=3.0,
+                       pixel_size=10.0).edge_index.shape[1] == 4
 
 
 def test_errors_name_their_culprit() -> None:
@@ -80,9 +76,8 @@ label_images = arrays(np.int32, st.tuples(st.integers(3, 14), st.integers(3, 14)
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(labels=label_images, max_gap=st.sampled_from([0, 1, 2]), threshold=st.sampled_from([0.0, 1.0, 5.0]))
-def test_random_label_images_give_symmetric_simple_graphs(
-    labels: np.ndarray, max_gap: int, threshold: float
-) -> None:
+def test_random_label_images_give_symmetric_simple_graphs(labels: np.ndarray, max_gap: int,
+                                                           threshold: float) -> None:
     n = np.unique(labels[labels > 0]).size
     if n == 0:
         with pytest.raises(MasksError):

@@ -34,13 +34,8 @@ def label_images(draw: st.DrawFn) -> tuple[np.ndarray, int]:
     height = draw(st.integers(24, 40))
     width = draw(st.integers(24, 40))
     n_seeds = draw(st.integers(1, 14))
-    seeds = draw(
-        st.lists(
-            st.tuples(st.integers(0, height - 1), st.integers(0, width - 1)),
-            min_size=n_seeds,
-            max_size=n_seeds,
-        )
-    )
+    seeds = draw(st.lists(st.tuples(st.integers(0, height - 1), st.integers(0, width - 1)),
+                          min_size=n_seeds, max_size=n_seeds))
     rows, cols = np.mgrid[0:height, 0:width]
     dist = np.stack([(rows - r) ** 2 + (cols - c) ** 2 for r, c in seeds])
     labels = dist.argmin(axis=0) + 1  # Voronoi cells 1..n_seeds
@@ -102,9 +97,8 @@ def brute_force_centroids(labels: np.ndarray) -> dict[int, tuple[float, float]]:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(label_images(), st.sampled_from([0, 1, 2]))
-def test_graph_is_symmetric_simple_and_matches_the_brute_force(
-    image: tuple[np.ndarray, int], max_gap: int
-) -> None:
+def test_graph_is_symmetric_simple_and_matches_the_brute_force(image: tuple[np.ndarray, int],
+                                                               max_gap: int) -> None:
     labels, _ = image
     ids = np.unique(labels[labels > 0])
     assume(ids.size >= 1)
@@ -146,33 +140,27 @@ def test_without_gap_closing_the_brute_force_runs_on_the_raw_labels(image: tuple
     labels, gap = image
     ids = np.unique(labels[labels > 0])
     assume(ids.size >= 1)
-    data = build_graph(
-        labels, np.zeros((ids.size, 2), dtype=np.float32), dt=1.0, min_shared_border=0.0, max_gap=0
-    )
+    data = build_graph(labels, np.zeros((ids.size, 2), dtype=np.float32), dt=1.0, min_shared_border=0.0,
+                       max_gap=0)
     expected = brute_force_borders(labels)
     if gap == 2:
         assert expected == {} and data.edge_index.shape[1] == 0  # a 2 px membrane everywhere
     cell_id = data.cell_id.tolist()
-    got = {
-        (cell_id[a], cell_id[b]): float(data.l[e])
-        for e, (a, b) in enumerate(data.edge_index.t().tolist())
-        if cell_id[a] < cell_id[b]
-    }
+    got = {(cell_id[a], cell_id[b]): float(data.l[e])
+           for e, (a, b) in enumerate(data.edge_index.t().tolist()) if cell_id[a] < cell_id[b]}
     assert got.keys() == expected.keys()
     assert all(math.isclose(got[k], expected[k], rel_tol=1e-5) for k in expected)
 
 
 @settings(max_examples=20, deadline=None)
 @given(label_images(), st.floats(0.0, 12.0))
-def test_min_shared_border_keeps_exactly_the_long_borders(
-    image: tuple[np.ndarray, int], threshold: float
-) -> None:
+def test_min_shared_border_keeps_exactly_the_long_borders(image: tuple[np.ndarray, int],
+                                                          threshold: float) -> None:
     labels, _ = image
     ids = np.unique(labels[labels > 0])
     assume(ids.size >= 1)
-    data = build_graph(
-        labels, np.zeros((ids.size, 2), dtype=np.float32), dt=1.0, min_shared_border=threshold, max_gap=1
-    )
+    data = build_graph(labels, np.zeros((ids.size, 2), dtype=np.float32), dt=1.0,
+                       min_shared_border=threshold, max_gap=1)
     expected = {k for k, v in brute_force_borders(close_gaps(labels, 1)).items() if v >= threshold}
     cell_id = data.cell_id.tolist()
     got = {(cell_id[a], cell_id[b]) for a, b in data.edge_index.t().tolist() if cell_id[a] < cell_id[b]}

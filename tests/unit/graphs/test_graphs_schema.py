@@ -18,19 +18,10 @@ def _path_graph(n: int = 3, t: int = 5) -> Data:
     u = torch.full((e,), 10.0)
     l = torch.full((e,), 4.0)
     return Data(
-        x=torch.rand(n, t),
-        t=torch.arange(t) * 10.0,
-        pos=torch.rand(n, 2),
-        edge_index=edge_index,
-        edge_attr=(u * l).unsqueeze(1),
-        u=u,
-        l=l,
-        area=torch.full((n,), 600.0),
-        touches_edge=torch.zeros(n, dtype=torch.bool),
-        cell_id=torch.arange(1, n + 1),
-        dt=10.0,
-        pixel_size=float("nan"),
-        unit="px",
+        x=torch.rand(n, t), t=torch.arange(t) * 10.0, pos=torch.rand(n, 2), edge_index=edge_index,
+        edge_attr=(u * l).unsqueeze(1), u=u, l=l, area=torch.full((n,), 600.0),
+        touches_edge=torch.zeros(n, dtype=torch.bool), cell_id=torch.arange(1, n + 1), dt=10.0,
+        pixel_size=float("nan"), unit="px",
     )
 
 

@@ -49,20 +49,9 @@ from cellpose import io, models, train  # noqa: E402
 
 result["model_dir"] = str(models.MODEL_DIR)
 net = models.CellposeModel(gpu=False, pretrained_model=False, model_type=None, diam_mean=30.0, nchan=2)
-model_file = train.train_seg(
-    net.net,
-    train_data=list(images),
-    train_labels=list(labels),
-    channels=[0, 0],
-    normalize=True,
-    n_epochs=2,
-    batch_size=4,
-    bsize=128,
-    nimg_per_epoch=4,
-    save_path=str(work),
-    model_name="tiny_voronoi",
-    min_train_masks=1,
-)[0]
+model_file = train.train_seg(net.net, train_data=list(images), train_labels=list(labels), channels=[0, 0],
+                             normalize=True, n_epochs=2, batch_size=4, bsize=128, nimg_per_epoch=4,
+                             save_path=str(work), model_name="tiny_voronoi", min_train_masks=1)[0]
 result["model_file_exists"] = Path(model_file).is_file()
 
 test_image, _ = voronoi(10)
@@ -81,11 +70,8 @@ result["downloaded"] = sorted(p.name for p in models_dir.iterdir())
 
 # a real Cellpose GUI-style _seg.npy written by Cellpose's own io, read back through our 'masks' reader
 _, truth = voronoi(11)
-flows = [
-    np.zeros((*truth.shape, 3), np.uint8),
-    np.zeros((2, *truth.shape), np.float32),
-    np.zeros(truth.shape, np.float32),
-]
+flows = [np.zeros((*truth.shape, 3), np.uint8), np.zeros((2, *truth.shape), np.float32),
+         np.zeros(truth.shape, np.float32)]
 io.masks_flows_to_seg(test_image, truth, flows, str(work / "culture.tif"), diams=24.0, channels=[0, 0])
 result["seg_npy_round_trip"] = bool(np.array_equal(read_labels(work / "culture_seg.npy"), truth))
 print("RESULT " + json.dumps(result))

@@ -27,15 +27,8 @@ def test_a_brightening_movie_is_not_corrected() -> None:
 
 def test_correction_makes_a_bleached_static_movie_static() -> None:
     movie = _bleached(-0.02, dark=50.0)
-    out = preprocess(
-        movie,
-        hot_pixels=False,
-        bleach_correction=True,
-        dark_level=50.0,
-        log=False,
-        normalise=False,
-        progress=False,
-    )
+    out = preprocess(movie, hot_pixels=False, bleach_correction=True, dark_level=50.0, log=False,
+                     normalise=False, progress=False)
     np.testing.assert_allclose(out, np.broadcast_to(out[:1], out.shape), rtol=1e-5)
     assert movie[-1].mean() < movie[0].mean(), "the input was modified"
 

@@ -21,12 +21,11 @@ SCRIPT = Path(__file__).with_name("cellpose_offline_check.py")
 def test_cellpose_trained_offline_then_segments_through_our_backend(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     env.pop("CELLPOSE_LOCAL_MODELS_PATH", None)
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600
-    )
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=600)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT ") :])
+    result = json.loads(lines[-1][len("RESULT "):])
     assert result["model_dir"] == str(tmp_path / "empty_models")
     assert result["model_file_exists"]
     assert result["shape"] == [128, 128] and result["dtype"] == "int32"

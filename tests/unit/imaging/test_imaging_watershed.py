@@ -25,10 +25,8 @@ def test_epitools_preset_matches_90_percent_of_epitools_cells():
     assert PRESETS["epitools"]["membranes"] == "bright"
 
 
-@pytest.mark.parametrize(
-    ("shape", "spacing", "seed"),
-    [((160, 160), 26, 0), ((160, 160), 26, 1), ((128, 128), 18, 2), ((300, 300), 50, 3)],
-)
+@pytest.mark.parametrize(("shape", "spacing", "seed"), [((160, 160), 26, 0), ((160, 160), 26, 1),
+                                                          ((128, 128), 18, 2), ((300, 300), 50, 3)])
 def test_default_watershed_on_synthetic_calcium_mean(culture, shape, spacing, seed):
     movie, truth = culture(shape, spacing, seed=seed, noise=0.15)
     labels = segment(reference_image(movie, "mean"))  # the defaults: dark membranes

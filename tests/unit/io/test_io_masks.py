@@ -44,15 +44,9 @@ def test_tiff_and_npy_round_trip(tmp_path, labels, suffix):
 def test_cellpose_seg_npy_dict(tmp_path, labels):
     # the layout Cellpose's GUI saves: np.save of a dict (a 0-d object array, pickled)
     path = tmp_path / "img_seg.npy"
-    seg = {
-        "masks": labels,
-        "outlines": labels * 0,
-        "filename": "img.tif",
-        "diameter": np.float64(30.0),
-        "ismanual": np.zeros(2, bool),
-        "flows": [np.zeros((1, 20, 30, 3), np.uint8), []],
-        "chan_choose": [0, 0],
-    }
+    seg = {"masks": labels, "outlines": labels * 0, "filename": "img.tif", "diameter": np.float64(30.0),
+           "ismanual": np.zeros(2, bool), "flows": [np.zeros((1, 20, 30, 3), np.uint8), []],
+           "chan_choose": [0, 0]}
     np.save(path, seg, allow_pickle=True)
     np.testing.assert_array_equal(read_labels(path), labels)
 

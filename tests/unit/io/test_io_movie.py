@@ -49,13 +49,8 @@ def test_compressed_tiff_falls_back_to_reading(tmp_path, movie_array):
 
 def test_imagej_metadata_gives_dt_and_pixel_size(tmp_path, movie_array):
     path = tmp_path / "ij.tif"
-    tifffile.imwrite(
-        path,
-        movie_array,
-        imagej=True,
-        resolution=(1 / 0.5, 1 / 0.5),
-        metadata={"axes": "TYX", "finterval": 2.5, "unit": "micron"},
-    )
+    tifffile.imwrite(path, movie_array, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"axes": "TYX", "finterval": 2.5, "unit": "micron"})
     movie = read_movie(path, dt=7.0, pixel_size=3.0)
     assert (movie.dt, movie.dt_source) == (2.5, "metadata")
     assert movie.pixel_size == pytest.approx(0.5) and movie.pixel_size_source == "metadata"
@@ -70,18 +65,9 @@ def test_imagej_finterval_in_milliseconds(tmp_path, movie_array):
 
 def test_ome_metadata_gives_dt_and_pixel_size(tmp_path, movie_array):
     path = tmp_path / "m.ome.tif"
-    tifffile.imwrite(
-        path,
-        movie_array,
-        ome=True,
-        metadata={
-            "axes": "TYX",
-            "TimeIncrement": 4.0,
-            "TimeIncrementUnit": "s",
-            "PhysicalSizeX": 0.65,
-            "PhysicalSizeXUnit": "µm",
-        },
-    )
+    tifffile.imwrite(path, movie_array, ome=True,
+                     metadata={"axes": "TYX", "TimeIncrement": 4.0, "TimeIncrementUnit": "s",
+                               "PhysicalSizeX": 0.65, "PhysicalSizeXUnit": "µm"})
     movie = read_movie(path)
     assert (movie.dt, movie.dt_source) == (4.0, "metadata")
     assert (movie.pixel_size, movie.pixel_size_source) == (pytest.approx(0.65), "metadata")
@@ -211,12 +197,8 @@ def test_nan_frame_is_named(tmp_path):
 
 def test_z_stack_without_time_axis(tmp_path):
     path = tmp_path / "z.tif"
-    tifffile.imwrite(
-        path,
-        np.random.default_rng(4).integers(0, 9, (5, 8, 8), dtype=np.uint8),
-        imagej=True,
-        metadata={"axes": "ZYX"},
-    )
+    tifffile.imwrite(path, np.random.default_rng(4).integers(0, 9, (5, 8, 8), dtype=np.uint8), imagej=True,
+                     metadata={"axes": "ZYX"})
     with pytest.raises(MovieError, match="no time axis"):
         read_movie(path)
 

@@ -52,22 +52,11 @@ def three_cell_graph(n_frames: int = 41, dt: float = 5.0) -> Data:
     x = torch.stack([torch.tensor([border(float(s)) for s in t]), y, torch.full_like(t, 0.5)]).float()
     edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
     return Data(
-        x=x,
-        t=t.float(),
-        pos=torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]),
-        edge_index=edge_index,
-        edge_attr=torch.ones(4, 1),
-        u=torch.ones(4),
-        l=torch.ones(4),
-        area=torch.ones(3),
-        touches_edge=torch.tensor([True, False, True]),
-        cell_id=torch.tensor([1, 2, 3]),
-        dt=dt,
-        pixel_size=float("nan"),
-        unit="px",
-        truth_k=K_TRUE,
-        truth_gamma=torch.tensor([math.nan, GAMMA_TRUE, math.nan]),
-        truth_edge_weight_scale=1.0,
+        x=x, t=t.float(), pos=torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]), edge_index=edge_index,
+        edge_attr=torch.ones(4, 1), u=torch.ones(4), l=torch.ones(4), area=torch.ones(3),
+        touches_edge=torch.tensor([True, False, True]), cell_id=torch.tensor([1, 2, 3]), dt=dt,
+        pixel_size=float("nan"), unit="px", truth_k=K_TRUE,
+        truth_gamma=torch.tensor([math.nan, GAMMA_TRUE, math.nan]), truth_edge_weight_scale=1.0,
     )
 
 
@@ -106,15 +95,8 @@ def test_mean_square_reductions_by_hand() -> None:
 
 def test_trace_net_rate_is_the_chain_rule() -> None:
     torch.manual_seed(0)
-    net = TraceNet(
-        2,
-        (100.0, 300.0),
-        mean=torch.tensor([1.0, 2.0]),
-        std=torch.tensor([0.5, 3.0]),
-        hidden_features=8,
-        num_layers=2,
-        fourier={"n_frequencies": 3, "max_frequency": 4.0},
-    )
+    net = TraceNet(2, (100.0, 300.0), mean=torch.tensor([1.0, 2.0]), std=torch.tensor([0.5, 3.0]),
+                   hidden_features=8, num_layers=2, fourier={"n_frequencies": 3, "max_frequency": 4.0})
     t = torch.tensor([120.0, 200.0, 290.0])
     y, dy = net.value_and_rate(t)
     assert y.shape == dy.shape == (2, 3)
@@ -159,29 +141,14 @@ def test_tiny_pinn_moves_k_toward_the_truth() -> None:
     data = three_cell_graph()
     setup = resolve_setup(data, group="interior", gamma_mode="shared")
     model = PINNModule(
-        data,
-        setup,
-        train_fraction=1.0,
+        data, setup, train_fraction=1.0,
         net={"hidden_features": 16, "num_layers": 2, "fourier": {"n_frequencies": 8, "max_frequency": 6.0}},
-        k_init=0.01,
-        pretrain_steps=50,
-        adam_steps=150,
-        lbfgs_steps=5,
-        steps_per_epoch=80,
-        adam_lr=1e-2,
-        adam_lr_physics=5e-2,
-        lbfgs={"max_iter": 10},
-        num_threads=1,
+        k_init=0.01, pretrain_steps=50, adam_steps=150, lbfgs_steps=5, steps_per_epoch=80,
+        adam_lr=1e-2, adam_lr_physics=5e-2, lbfgs={"max_iter": 10}, num_threads=1,
     )
     err0 = model.fit_metrics()["fit/k_rel_err"]
-    trainer = L.Trainer(
-        max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
     trainer.fit(model, datamodule=CellGraphDataModule(data, model.steps_per_epoch))
     metrics = model.fit_metrics()
     assert trainer.global_step == 155  # 150 Adam + 5 L-BFGS steps, then the model stopped
@@ -195,14 +162,8 @@ def test_tiny_pinn_moves_k_toward_the_truth() -> None:
 def test_raw_parametrization_is_projected_onto_the_bounds() -> None:
     data = three_cell_graph(n_frames=11)
     setup = resolve_setup(data, group="interior", gamma_mode="shared")
-    model = PINNModule(
-        data,
-        setup,
-        parametrization="raw",
-        scale_time=False,
-        scale_output=False,
-        net={"fourier": None, "hidden_features": 4, "num_layers": 1},
-    )
+    model = PINNModule(data, setup, parametrization="raw", scale_time=False, scale_output=False,
+                       net={"fourier": None, "hidden_features": 4, "num_layers": 1})
     with torch.no_grad():
         model.k_value.fill_(5.0)
         model.gamma_value.fill_(-1.0)

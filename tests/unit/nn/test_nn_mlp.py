@@ -107,7 +107,7 @@ def test_time_mlp_gradcheck_float64() -> None:
 def test_time_mlp_can_fit_a_fast_transient_with_fourier_features() -> None:
     """A few hundred Adam steps: Fourier features fit a narrow bump far better than plain t."""
     t = torch.linspace(-1, 1, 120)
-    target = torch.exp(-(((t - 0.1) / 0.04) ** 2)).reshape(-1, 1)
+    target = torch.exp(-((t - 0.1) / 0.04) ** 2).reshape(-1, 1)
 
     def fit(fourier: dict | None) -> float:
         torch.manual_seed(0)

@@ -34,16 +34,9 @@ def _exact(t: torch.Tensor) -> torch.Tensor:
 def _simulate_two(substeps: int, method: str) -> torch.Tensor:
     x, t = _two_cells()
     return simulate_consensus(
-        x,
-        t,
-        EDGES,
-        torch.full((2,), W, dtype=torch.float64),
-        torch.tensor([True, False]),
-        K,
-        torch.tensor([GAMMA, 0.0], dtype=torch.float64),
-        y0=torch.tensor([Y0, 0.0], dtype=torch.float64),
-        substeps=substeps,
-        method=method,
+        x, t, EDGES, torch.full((2,), W, dtype=torch.float64), torch.tensor([True, False]), K,
+        torch.tensor([GAMMA, 0.0], dtype=torch.float64), y0=torch.tensor([Y0, 0.0], dtype=torch.float64),
+        substeps=substeps, method=method,
     )
 
 
