@@ -57,7 +57,7 @@ def information_limit(model: OutputErrorODE) -> tuple[float, float]:
     theta, gn = model.laplace()
     with torch.no_grad():
         jac = torch.func.jacfwd(lambda th: model.residuals_theta(th).reshape(-1))(theta)
-    feeds = slice(1, 1 + model.n_gamma)
+    feeds = model.feed_positions
     j_g = jac[:, feeds]
     known = (gn.sigma2 * gn.inflation * torch.linalg.inv(j_g.T @ j_g)).diagonal().sqrt()
     return median_abs_error(gn.se[feeds]), median_abs_error(known)

@@ -107,8 +107,7 @@ def profile_fit(model: OutputErrorODE, theta: Tensor) -> tuple[Tensor, Tensor]:
     free = ~fixed
     for _ in range(PROFILE_ITERATIONS):
         jtj, grad, _ = model.normal_equations(theta, with_k=False)
-        held = ((theta <= lo) & (grad > 0)) | ((theta >= hi) & (grad < 0))
-        free = ~(held | fixed)
+        free = ~(model.held_at_bounds(theta, grad) | fixed)
         idx = free.nonzero().reshape(-1)
         info = jtj[idx][:, idx]
         ridge = RIDGE * float(info.diagonal().max()) if idx.numel() else 0.0

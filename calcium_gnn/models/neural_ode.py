@@ -292,8 +292,7 @@ class OutputErrorODE(L.LightningModule):
         self.register_buffer("mu", torch.tensor(float(_check_positive("model.damping", damping))))
         self.interval_lengths, self.interval_group = interval_groups(self.t_train)
         if optimizer == "auto":
-            formable = self.modal_basis() is not None or self.n_parameters <= self.max_jacobian_parameters
-            optimizer = "gauss_newton" if formable else "lbfgs"
+            optimizer = "gauss_newton" if self.normal_equations_available else "lbfgs"
         self.optimizer_name = optimizer
         self.automatic_optimization = optimizer != "gauss_newton"
         self.num_threads = None if num_threads is None else _check_int("model.num_threads", num_threads, 1)
@@ -309,6 +308,25 @@ class OutputErrorODE(L.LightningModule):
     def n_parameters(self) -> int:
         """P = 1 + free feeds + fitted initial states."""
         return 1 + self.n_gamma + (int(self.index.numel()) if self.fit_initial_state else 0)
+
+    @property
+    def feed_positions(self) -> slice:
+        """Where the free feeds sit in :meth:`theta` (after ``k``)."""
+        return slice(1, 1 + self.n_gamma)
+
+    @property
+    def normal_equations_available(self) -> bool:
+        """Whether :meth:`normal_equations` can be formed: modal, or a dense Jacobian within the limit."""
+        return self.modal_basis() is not None or self.n_parameters <= self.max_jacobian_parameters
+
+    def held_at_bounds(self, theta: Tensor, grad: Tensor) -> Tensor:
+        """(P,) bool: parameters on a bound of the box whose gradient ``grad`` pushes them outward.
+
+        Projected Gauss-Newton steps leave them where they are (an active set), so a clipped feed does
+        not spoil the step of the others.
+        """
+        lo, hi = self.theta_bounds()
+        return ((theta <= lo) & (grad > 0)) | ((theta >= hi) & (grad < 0))
 
     def _check_jacobian_size(self) -> None:
         if self.n_parameters > self.max_jacobian_parameters:
@@ -425,8 +443,7 @@ class OutputErrorODE(L.LightningModule):
         if not bool(self.pooled):
             return self.theta()
         theta = self.theta()
-        sl = slice(1, 1 + self.n_gamma)
-        theta[sl] = self.gamma_unpooled[self.index]
+        theta[self.feed_positions] = self.gamma_unpooled[self.index]
         if self.fit_initial_state:
             theta[1 + self.n_gamma :] = self.y0_unpooled[self.index]
         return theta
@@ -439,7 +456,7 @@ class OutputErrorODE(L.LightningModule):
             return f"gamma_mode={self.consensus_setup.gamma_mode} (pooling needs per-cell feeds)"
         if self.n_gamma < MIN_POOLED_CELLS:
             return f"{self.n_gamma} modelled cell(s) (pooling needs at least {MIN_POOLED_CELLS})"
-        if self.modal_basis() is None and self.n_parameters > self.max_jacobian_parameters:
+        if not self.normal_equations_available:
             return (
                 f"{self.n_parameters} parameters exceed max_jacobian_parameters="
                 f"{self.max_jacobian_parameters} (pooling needs the Gauss-Newton covariance)"
@@ -640,17 +657,15 @@ class OutputErrorODE(L.LightningModule):
             fixed: optional (P,) bool, parameters kept where they are (e.g. ``k`` in a profile fit).
 
         Returns:
-            ``(theta, loss, mu, accepted)``: the new point (``theta`` itself when no trial lowered the
+            ``(theta, loss, mu, moved)``: the new point (``theta`` itself when no trial lowered the
             loss within ``max_retries``), its mean squared residual, the updated damping, and whether
-            step was accepted and lowered the loss by at least ``tolerance`` (relative).
+            a step was accepted that lowered the loss by at least ``tolerance`` (relative).
         """
         lo, hi = self.theta_bounds()
         jtj, grad, r = self.normal_equations(theta)
         loss = float(r.pow(2).mean())
         diag = jtj.diagonal().clamp(min=1e-30)
-        # parameters on a bound whose gradient pushes them out stay there (active set); the step is
-        # solved for the others, so a clipped feed does not spoil the step of the rest
-        hold = ((theta <= lo) & (grad > 0)) | ((theta >= hi) & (grad < 0))
+        hold = self.held_at_bounds(theta, grad)
         if fixed is not None:
             hold = hold | fixed
         free = (~hold).nonzero().reshape(-1)
@@ -747,7 +762,7 @@ class OutputErrorODE(L.LightningModule):
         if self.gamma_prior_status() is not None:
             return None
         theta, cov = self.laplace()
-        return pool_feeds(theta, cov.cov, slice(1, 1 + self.n_gamma))
+        return pool_feeds(theta, cov.cov, self.feed_positions)
 
     @torch.no_grad()
     def restore_unpooled(self) -> None:
@@ -788,13 +803,13 @@ class OutputErrorODE(L.LightningModule):
         se = cov.se
         pooled = None
         if pool and self.gamma_prior_status() is None:
-            pooled = pool_feeds(theta, cov.cov, slice(1, 1 + self.n_gamma))
+            pooled = pool_feeds(theta, cov.cov, self.feed_positions)
             theta, se = pooled.theta, pooled.cov.diagonal().clamp(min=0).sqrt()
         k_lo, k_hi = normal_interval(theta[:1], se[:1], level, self.k_bounds)
         n = self.modelled.shape[0]
         nan = torch.full((n,), math.nan, dtype=torch.float64)
         gamma, gamma_se = self.unpack(theta)[1].detach().clone(), nan.clone()
-        sl = slice(1, 1 + self.n_gamma)
+        sl = self.feed_positions
         if self.consensus_setup.gamma_mode == "per_cell":
             gamma_se[self.index] = se[sl]
         elif self.consensus_setup.gamma_mode == "shared":

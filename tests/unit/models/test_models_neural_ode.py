@@ -191,7 +191,7 @@ def test_feeds_are_pooled_as_random_effects_when_the_fit_ends(culture) -> None:
     cells = setup.modelled
     truth = torch.as_tensor(culture.gamma, dtype=torch.float64)[cells]
     g_pooled = fitted.gamma.double()[cells]
-    g_cell = per_cell[1 : 1 + model.n_gamma]
+    g_cell = per_cell[model.feed_positions]
     assert fitted.k == float(per_cell[0])  # k is a fixed effect: pooling leaves it alone
     assert float((g_pooled - truth).pow(2).mean()) < 0.8 * float((g_cell - truth).pow(2).mean())
     assert float(g_pooled.std()) < float(g_cell.std())
@@ -219,4 +219,4 @@ def test_gamma_prior_none_keeps_the_per_cell_fit(culture) -> None:
     assert torch.equal(model.theta_unpooled(), model.theta())
     assert model.gamma_prior_results() == {"method": "none", "applied": False, "reason": "gamma_prior=none"}
     iv = model.parameter_intervals()
-    assert torch.allclose(iv.gamma[model.modelled], model.theta()[1 : 1 + model.n_gamma])
+    assert torch.allclose(iv.gamma[model.modelled], model.theta()[model.feed_positions])
