@@ -5,7 +5,7 @@ Steps (each configurable by a keyword argument of :func:`movie_to_graph_full`):
 1. read the movie ``(T, Y, X)`` (:func:`calcium_gnn.io.movie.read_movie`: ``dt``, ``pixel_size``,
    ``z_projection``);
 2. preprocess it: hot pixels (median filter of size 3), ``log(x + 1)``, IQR normalisation eq. (23)
-   (:func:`calcium_gnn.imaging.preprocess.preprocess`, options ``preprocessing``);
+   (:func:`calcium_gnn.imaging.preprocess.preprocess_lazy`, options ``preprocessing``);
 3. project it to a reference image (``reference``: ``"mean"``, ``"max"``, ``"std"``, ``"frame"``);
 4. segment the reference image (``segmentation``: ``"watershed"`` offline default, ``"cellpose"``,
    or ``"masks"`` to read a user's label image from ``masks``) and drop cells smaller than
@@ -13,6 +13,15 @@ Steps (each configurable by a keyword argument of :func:`movie_to_graph_full`):
 5. per-cell mean intensity traces (:mod:`calcium_gnn.graphs.traces`), from the preprocessed movie
    (``traces="preprocessed"``, as in the paper) or the raw one (``"raw"``);
 6. the graph (:func:`calcium_gnn.graphs.build.build_graph`: ``min_shared_border``, ``max_gap``).
+
+Memory (streaming): the preprocessed movie is never held. Step 2 is a statistics pass (the
+quartiles of eq. 23), and steps 3 and 5 each recompute the preprocessed frames chunk by chunk
+(:class:`calcium_gnn.imaging.preprocess.PreprocessedMovie`, bit for bit what ``preprocess`` writes)
+from the read-only memory-mapped movie, whose pages are handed back after each chunk. A chunk is
+``chunk_frames`` frames, fewer when their working arrays would exceed ``memory_budget_mb``
+(:func:`chunk_frames_for_budget`), so the peak memory is the budget plus a few frame-sized images
+(reference, labels, segmentation), whatever the number of frames. Measured
+(``benchmarks/bench_movie_memory.py``, 2 cores): see the README.
 
 :func:`cached_movie_to_graph` memoises step 1-6 on disk, keyed by a fingerprint of the movie file
 (size, mtime, SHA-256 of its first, middle and last MiB) and of every option, so changing a
@@ -49,6 +58,7 @@ __all__ = [
     "movie_to_graph",
     "movie_to_graph_full",
     "cached_movie_to_graph",
+    "chunk_frames_for_budget",
     "options_fingerprint",
     "file_fingerprint",
     "OUTPUT_FILES",
@@ -77,7 +87,13 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "edge_margin": 0,
     "traces": "preprocessed",
     "chunk_frames": 16,
+    "memory_budget_mb": 1024,
 }
+
+#: Bytes per pixel of one frame in flight besides the input's own ``2 * itemsize`` (the raw frame and
+#: its median-filtered copy): its float32 preprocessed copy and the float32 copy the sparse trace
+#: product reads. The photobleaching correction adds a float64 copy (8 more).
+_BYTES_PER_PIXEL = 8
 
 _RUNTIME_ONLY = ("progress",)  # options that never change the graph (left out of the cache key)
 _SEGMENTATION_BACKENDS = ("watershed", "cellpose", "masks")
@@ -89,12 +105,14 @@ class GraphBuild:
     """Everything :func:`movie_to_graph_full` made.
 
     Attributes:
-        data: the cell graph (schema :mod:`calcium_gnn.graphs.schema`).
+        data: the cell graph (schema :mod:`calcium_gnn.io.graph_schema`).
         labels: (Y, X) int32 final label image (0 = background, values = ``data.cell_id``).
         polygons: N shapely polygons, row ``i`` = node ``i`` (pixel coordinates).
         reference: (Y, X) float32 reference image the cells were segmented on.
         timings: seconds spent in each step (``read``, ``preprocess``, ``reference``, ``segment``,
-            ``traces``, ``graph``, ``polygons``); empty when loaded from the cache.
+            ``traces``, ``graph``, ``polygons``); empty when loaded from the cache. ``preprocess``
+            is the statistics pass; ``reference`` and ``traces`` include recomputing the
+            preprocessed chunks they read.
     """
 
     data: Data
@@ -128,7 +146,44 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("min_area", f"must be a number of pixels >= 0, got {out['min_area']!r}")
     if int(out["chunk_frames"]) < 1:
         raise ConfigError("chunk_frames", f"must be >= 1, got {out['chunk_frames']!r}")
+    budget = out["memory_budget_mb"]
+    if budget is not None and not (isinstance(budget, int | float) and not isinstance(budget, bool)
+                                   and math.isfinite(budget) and budget > 0):
+        raise ConfigError("memory_budget_mb", f"must be a positive number of MB or null, got {budget!r}")
     return out
+
+
+def chunk_frames_for_budget(
+    frame_shape: tuple[int, ...],
+    dtype: np.dtype | type,
+    memory_budget_mb: float | None,
+    *,
+    max_frames: int = 16,
+    bleach_correction: bool = False,
+) -> int:
+    """Frames per chunk of the streaming passes: the most (at most ``max_frames``, at least 1) whose
+    working arrays fit ``memory_budget_mb``.
+
+    One frame of ``P = Y * X`` pixels in flight costs ``P * (2 * itemsize + 8)`` bytes (the raw
+    frame, its median-filtered copy, its float32 preprocessed copy and the float32 copy the trace
+    product reads), ``8 P`` more with the photobleaching correction (a float64 copy).
+
+    Args:
+        frame_shape: (Y, X) of one frame.
+        dtype: the movie's dtype.
+        memory_budget_mb: the budget in MB (1e6 bytes); None: ``max_frames``.
+        max_frames: the largest chunk (the ``chunk_frames`` option).
+        bleach_correction: the photobleaching correction is on.
+
+    Returns:
+        The chunk size in frames, in ``[1, max_frames]``.
+    """
+    if memory_budget_mb is None:
+        return max(int(max_frames), 1)
+    pixels = math.prod(int(v) for v in frame_shape)
+    per_frame = pixels * (2 * np.dtype(dtype).itemsize + _BYTES_PER_PIXEL + (8 if bleach_correction else 0))
+    fits = int(memory_budget_mb * 1e6 // max(per_frame, 1))
+    return max(1, min(int(max_frames), fits))
 
 
 def _as_dict(value: Any, key: str) -> dict[str, Any]:
@@ -181,7 +236,10 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
             options, or ``False`` to skip), ``reference`` + ``reference_frame``, ``segmentation`` +
             ``segmentation_options`` (+ ``masks``), ``min_area`` (px), ``min_shared_border`` (px),
             ``max_gap`` (px), ``edge_margin`` (px), ``traces`` (``"preprocessed"``/``"raw"``),
-            ``chunk_frames``, ``progress`` (tqdm bars).
+            ``chunk_frames`` (the largest chunk of frames), ``memory_budget_mb`` (MB for the
+            frames in flight, default 1024; chunks shrink to fit it, see
+            :func:`chunk_frames_for_budget`; None: ``chunk_frames`` whatever the frame size),
+            ``progress`` (tqdm bars).
 
     Returns:
         A :class:`GraphBuild`.
@@ -190,7 +248,7 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
         MovieError, MasksError: naming the file; SegmentationError: no cell found (naming the movie);
         ConfigError: naming the option.
     """
-    from calcium_gnn.imaging.preprocess import bleaching_trend, preprocess
+    from calcium_gnn.imaging.preprocess import preprocess_lazy
     from calcium_gnn.imaging.reference import reference_image
     from calcium_gnn.io.movie import Movie, read_movie
 
@@ -212,11 +270,15 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
                            z_projection=opts["z_projection"])
     lap("read")
     source = str(movie.path) if movie.path is not None else "movie"
-    chunk = int(opts["chunk_frames"])
+    bleach = bool(opts["preprocessing"].get("bleach_correction", False))
+    chunk = chunk_frames_for_budget(movie.frame_shape, movie.frames.dtype, opts["memory_budget_mb"],
+                                    max_frames=int(opts["chunk_frames"]), bleach_correction=bleach)
     prep_opts = {"chunk_frames": chunk, "progress": progress, **opts["preprocessing"]}
-    frames = preprocess(movie.frames, source=source, **prep_opts)
+    # the statistics pass only: reference and traces recompute the preprocessed chunks as they read them
+    frames = preprocess_lazy(movie.frames, source=source, **prep_opts)
     lap("preprocess")
-    reference = reference_image(frames, opts["reference"], int(opts["reference_frame"]), chunk_frames=chunk)
+    reference = reference_image(frames, opts["reference"], int(opts["reference_frame"]), chunk_frames=chunk,
+                                merge_frames=int(opts["chunk_frames"]))  # the mean: independent of the budget
     lap("reference")
     labels = _segment(reference, opts, source)
     labels_source = str(opts["masks"]) if opts["segmentation"] == "masks" else source
@@ -231,11 +293,10 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
     trace_frames = frames if opts["traces"] == "preprocessed" else movie.frames
     traces = extract_traces(trace_frames, labels, chunk_frames=chunk, source=source,
                             labels_source=labels_source)
-    if opts["traces"] == "raw" and opts["preprocessing"].get("bleach_correction", False):
+    if opts["traces"] == "raw" and frames.trend is not None:
         # a frame's correction is a scalar, so it commutes with the per-cell mean
         dark = float(opts["preprocessing"].get("dark_level", 0.0))
-        trend = bleaching_trend(movie.frames, dark_level=dark, chunk_frames=chunk, source=source)
-        traces = (dark + (traces - dark) / trend[None, :]).astype(traces.dtype)
+        traces = (dark + (traces - dark) / frames.trend[None, :]).astype(traces.dtype)
     lap("traces")
     pixel_size = movie.pixel_size if movie.pixel_size is not None else math.nan
     data = build_graph(labels, traces, dt=movie.dt, pixel_size=pixel_size,
@@ -409,6 +470,9 @@ def options_from_config(
     """Flatten the ``segmentation``, ``preprocessing``, ``graph`` config groups (and ``data``'s
     ``dt``, ``pixel_size``, ``z_projection``) into the options of :func:`movie_to_graph_full`.
 
+    ``preprocessing.reference``, ``preprocessing.reference_frame`` and
+    ``preprocessing.memory_budget_mb`` become the top-level options of the same names.
+
     Raises:
         ConfigError: an unknown key in a group (named ``group.key``).
     """
@@ -416,6 +480,7 @@ def options_from_config(
     options: dict[str, Any] = {
         "reference": prep.pop("reference", DEFAULT_OPTIONS["reference"]),
         "reference_frame": prep.pop("reference_frame", DEFAULT_OPTIONS["reference_frame"]),
+        "memory_budget_mb": prep.pop("memory_budget_mb", DEFAULT_OPTIONS["memory_budget_mb"]),
         "preprocessing": prep,
     }
     seg = dict(segmentation)

@@ -4,6 +4,10 @@
 
 writes into DIR: graph.pt, labels.tif, cells.geojson, traces.csv, graph.graphml and three figures
 (see ``calcium_gnn.pipeline.write_outputs``). Config: ``configs/build_graph.yaml``.
+
+The movie is streamed: an uncompressed TIFF or ``.npy`` is memory-mapped and read chunk by chunk,
+so the peak memory is about ``preprocessing.memory_budget_mb`` (default 1024 MB) plus a few
+frame-sized images, not the movie (``benchmarks/bench_movie_memory.py`` measures it).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from calcium_gnn.errors import MasksError, MovieError
 from calcium_gnn.graphs.geometry import dense_index, validate_labels
+from calcium_gnn.io.movie import iter_frame_chunks
 
 __all__ = ["averaging_matrix", "extract_traces"]
 
@@ -61,7 +62,10 @@ def extract_traces(
     """Mean intensity of each cell in each frame, ``x = M F`` chunk by chunk.
 
     Args:
-        frames: (T, Y, X) movie, any real dtype (a ``np.memmap`` is read chunk by chunk).
+        frames: (T, Y, X) movie, any real dtype: an array, a ``np.memmap`` (read chunk by chunk, its
+            pages released after each chunk) or an array-like sliced on axis 0 with ``shape``,
+            ``ndim`` and ``dtype`` (e.g. a :class:`calcium_gnn.imaging.preprocess.PreprocessedMovie`,
+            whose chunks are computed as they are read). Memory: one chunk and its float32 copy.
         labels: (Y, X) label image, 0 = background.
         chunk_frames: frames per sparse product (small chunks stay in cache; 16 measured fastest).
         source: the movie's name in error messages.
@@ -91,9 +95,8 @@ def extract_traces(
     t = frames.shape[0]
     p = labels.size
     traces = np.empty((m.shape[0], t), dtype=np.float32)
-    for start in range(0, t, chunk_frames):
-        stop = min(start + chunk_frames, t)
-        block = np.asarray(frames[start:stop]).reshape(stop - start, p)
+    for start, stop, block in iter_frame_chunks(frames, chunk_frames):
+        block = block.reshape(stop - start, p)
         if block.dtype != np.float32:
             block = block.astype(np.float32)
         traces[:, start:stop] = m @ block.T

@@ -12,10 +12,17 @@ The three steps, each switchable:
 
    with the quartiles ``q1``, ``q3`` of the WHOLE movie after steps 1-2.
 
-Everything runs ``chunk_frames`` frames at a time into a float32 (T, Y, X) output (a fresh array,
-or ``out=``, e.g. a writable ``np.memmap`` for movies bigger than RAM); the input is never
-modified. The quartiles are exact order statistics computed by streaming passes over the chunks
-(:func:`movie_quantiles`), so memory stays bounded by a chunk.
+Everything runs ``chunk_frames`` frames at a time; the input is never modified. Two forms:
+
+* :func:`preprocess` writes the whole float32 (T, Y, X) result (a fresh array, or ``out=``): one
+  pass, memory 2x a uint16 movie;
+* :func:`preprocess_lazy` runs only the statistics pass (the quartiles of eq. 23) and returns a
+  :class:`PreprocessedMovie` that recomputes any chunk of frames on demand, bit for bit what
+  :func:`preprocess` writes, so the preprocessed movie is never held in memory (the movie ->
+  graph pipeline streams through it: memory bounded by a chunk, not by the movie).
+
+The quartiles are exact order statistics, counted from integer values or computed by streaming
+passes over the chunks (:func:`movie_quantiles`), so memory stays bounded by a chunk.
 
 Speed: the size-3 2-D median uses ``cv2.medianBlur`` on mirrored-padded frames when OpenCV is
 importable, else a column-sort network in numpy; both equal
@@ -35,6 +42,7 @@ from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
 from calcium_gnn.errors import ConfigError, MovieError
+from calcium_gnn.io.movie import iter_frame_chunks, release_pages
 
 Footprint = Literal["2d", "3d"]
 
@@ -130,12 +138,25 @@ def remove_hot_pixels(
         raise ConfigError("hot_pixel_footprint", f"must be '2d' or '3d', got {footprint!r}")
     out = _output(frames, out)
     n = frames.shape[0]
-    halo = size // 2 if footprint == "3d" else 0
     for start, stop in tqdm(list(_chunks(n, chunk_frames)), desc="hot pixels", disable=not progress):
-        lo, hi = max(start - halo, 0), min(stop + halo, n)
-        filtered = _median(_as_filter_dtype(np.asarray(frames[lo:hi])), size, footprint)
-        out[start:stop] = filtered[start - lo : start - lo + (stop - start)]
+        out[start:stop] = _filtered_chunk(frames, start, stop, size, footprint)
     return out
+
+
+def _filtered_chunk(frames: np.ndarray, start: int, stop: int, size: int, footprint: str) -> np.ndarray:
+    """Frames ``start:stop`` median-filtered (read with the 3-D footprint's halo of ``size // 2``
+    frames), in the filter dtype (:func:`_as_filter_dtype`); always a fresh array, and the pages of
+    a memory-mapped input are released once read (:func:`calcium_gnn.io.movie.release_pages`)."""
+    n = frames.shape[0]
+    halo = size // 2 if footprint == "3d" else 0
+    lo, hi = max(start - halo, 0), min(stop + halo, n)
+    view = frames[lo:hi]
+    block = np.asarray(view)
+    filtered = _median(_as_filter_dtype(block), size, footprint)[start - lo : start - lo + (stop - start)]
+    if np.may_share_memory(filtered, block):  # size 1: no filter ran
+        filtered = filtered.copy()
+    release_pages(view)
+    return filtered
 
 
 # -------------------------------------------------------------------------------------- log / IQR
@@ -165,12 +186,21 @@ def _log_block(src: np.ndarray, out: np.ndarray, start: int, stop: int, epsilon:
     block = out[start:stop]
     if src is not out:
         block[...] = src[start:stop]
+    _log_inplace(block, start, epsilon, source)
+
+
+def _log_inplace(block: np.ndarray, start: int, epsilon: float, source) -> None:
+    """``block <- log(block + epsilon)`` for float32 frames ``start:start + len(block)``."""
     block += np.float32(epsilon)
-    low = float(block.min())
+    _check_log_domain(float(block.min()), start, start + block.shape[0], source)
+    np.log(block, out=block)
+
+
+def _check_log_domain(low: float, start: int, stop: int, source) -> None:
+    """Refuse ``min(x) + epsilon = low <= 0`` in frames ``start:stop`` (the log is undefined)."""
     if low <= 0:
         raise MovieError(source, f"log(x + epsilon) undefined: min(x) + epsilon = {low:g} <= 0 "
                                  f"(frames {start}..{stop - 1}); raise epsilon or fix the offset")
-    np.log(block, out=block)
 
 
 def iqr_bounds(q1: float, q3: float, *, factor: float = 2.0) -> tuple[float, float]:
@@ -208,18 +238,28 @@ def iqr_normalise(
         raise ConfigError("iqr_factor", f"must be a number >= 0, got {factor!r}")
     if q1 is None or q3 is None:
         q1, q3 = (float(v) for v in movie_quantiles(frames, (0.25, 0.75), chunk_frames=chunk_frames))
-    lo, hi = iqr_bounds(q1, q3, factor=factor)
-    if not hi > lo:
-        raise MovieError(source, f"IQR normalisation impossible: q1 = q3 = {q1:g} (IQR is 0)")
+    lo, hi = _checked_bounds(q1, q3, factor, source)
     out = out if out is not None and out is frames else _output(frames, out)
-    scale = np.float32(1.0 / (hi - lo))
     for start, stop in _chunks(frames.shape[0], chunk_frames):
         block = out[start:stop]
         if out is not frames:
             block[...] = frames[start:stop]
-        block -= np.float32(lo)
-        block *= scale
+        _normalise_inplace(block, lo, hi)
     return out
+
+
+def _checked_bounds(q1: float, q3: float, factor: float, source) -> tuple[float, float]:
+    """:func:`iqr_bounds`, refusing IQR = 0 (naming ``source``)."""
+    lo, hi = iqr_bounds(q1, q3, factor=factor)
+    if not hi > lo:
+        raise MovieError(source, f"IQR normalisation impossible: q1 = q3 = {q1:g} (IQR is 0)")
+    return lo, hi
+
+
+def _normalise_inplace(block: np.ndarray, lo: float, hi: float) -> None:
+    """Eq. (23) in place on a float32 block: ``(x - lo) / (hi - lo)``, computed in float32."""
+    block -= np.float32(lo)
+    block *= np.float32(1.0 / (hi - lo))
 
 
 # ------------------------------------------------------------------------------ streaming quantiles
@@ -266,8 +306,7 @@ def movie_quantiles(
         raise ConfigError("quantiles", "cannot take quantiles of an empty movie")
     if value_range is None:
         lo, hi = math.inf, -math.inf
-        for start, stop in _chunks(frames.shape[0], chunk_frames):
-            block = np.asarray(frames[start:stop])
+        for _, _, block in iter_frame_chunks(frames, chunk_frames):
             lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
     else:
         lo, hi = float(value_range[0]), float(value_range[1])
@@ -330,8 +369,7 @@ def _order_statistics(frames, ranks, lo, hi, n, chunk_frames, bins, max_collect)
         hists = {key: np.zeros(bins, dtype=np.int64) for key in edges}
         gathered: dict[tuple, list[np.ndarray]] = {key: [] for key in groups if key[4]}
         seen = {key: [math.inf, -math.inf] for key in groups}
-        for start, stop in _chunks(frames.shape[0], chunk_frames):
-            flat = np.asarray(frames[start:stop])
+        for _, _, flat in iter_frame_chunks(frames, chunk_frames):
             flat = (flat if flat.dtype.kind == "f" else flat.astype(np.float64)).ravel()
             for key, members in groups.items():
                 inside = _in_range(flat, members[0])
@@ -401,8 +439,9 @@ def bleaching_trend(
     _check_chunk(chunk_frames)
     n = frames.shape[0]
     means = np.empty(n)
-    for start, stop in _chunks(n, chunk_frames):
-        means[start:stop] = np.asarray(frames[start:stop], dtype=np.float64).mean(axis=(1, 2))
+    for start, _, block in iter_frame_chunks(frames, chunk_frames):
+        for i, frame in enumerate(block):  # one float64 frame at a time (same sums as the whole chunk)
+            means[start + i] = frame.mean(dtype=np.float64)
     above = means - float(dark_level)
     if not (above > 0).all():
         bad = int(np.argmax(above <= 0))
@@ -461,15 +500,7 @@ def preprocess(
         MovieError: naming ``source``: not (T, Y, X), ``x + epsilon <= 0`` somewhere, or IQR = 0.
         ConfigError: an option out of range.
     """
-    _check_chunk(chunk_frames)
-    if frames.ndim != 3:
-        raise MovieError(source, f"expected a movie (T, Y, X), got shape {frames.shape}")
-    if hot_pixel_size < 1 or hot_pixel_size % 2 == 0:
-        raise ConfigError("hot_pixel_size", f"must be an odd integer >= 1, got {hot_pixel_size!r}")
-    if hot_pixel_footprint not in ("2d", "3d"):
-        raise ConfigError("hot_pixel_footprint", f"must be '2d' or '3d', got {hot_pixel_footprint!r}")
-    if log and not (math.isfinite(epsilon) and epsilon > 0):
-        raise ConfigError("epsilon", f"must be a positive number, got {epsilon!r}")
+    _check_options(frames, chunk_frames, hot_pixel_size, hot_pixel_footprint, log, epsilon, source)
     out = _output(frames, out)
     n = frames.shape[0]
     trend = (bleaching_trend(frames, dark_level=dark_level, chunk_frames=chunk_frames, source=source)
@@ -478,12 +509,9 @@ def preprocess(
     offset = -int(np.iinfo(frames.dtype).min) if counting else 0
     counts = np.zeros(1 << (8 * frames.dtype.itemsize), dtype=np.int64) if counting else None
     size = hot_pixel_size if hot_pixels else 1
-    halo = size // 2 if hot_pixel_footprint == "3d" else 0
     lo, hi = math.inf, -math.inf
     for start, stop in tqdm(list(_chunks(n, chunk_frames)), desc="preprocess", disable=not progress):
-        block = _as_filter_dtype(np.asarray(frames[max(start - halo, 0) : min(stop + halo, n)]))
-        filtered = _median(block, size, hot_pixel_footprint)
-        filtered = filtered[start - max(start - halo, 0) :][: stop - start]
+        filtered = _filtered_chunk(frames, start, stop, size, hot_pixel_footprint)
         if counts is not None:
             values = filtered.ravel().astype(np.int64) + offset if offset else filtered.ravel()
             counts += np.bincount(values, minlength=counts.size)
@@ -502,6 +530,195 @@ def preprocess(
                                                           value_range=(lo, hi)))
         iqr_normalise(out, q1=q1, q3=q3, factor=iqr_factor, chunk_frames=chunk_frames, source=source, out=out)
     return out
+
+
+def _check_options(frames, chunk_frames: int, hot_pixel_size: int, hot_pixel_footprint: str, log: bool,
+                   epsilon: float, source) -> None:
+    _check_chunk(chunk_frames)
+    if frames.ndim != 3:
+        raise MovieError(source, f"expected a movie (T, Y, X), got shape {frames.shape}")
+    if hot_pixel_size < 1 or hot_pixel_size % 2 == 0:
+        raise ConfigError("hot_pixel_size", f"must be an odd integer >= 1, got {hot_pixel_size!r}")
+    if hot_pixel_footprint not in ("2d", "3d"):
+        raise ConfigError("hot_pixel_footprint", f"must be '2d' or '3d', got {hot_pixel_footprint!r}")
+    if log and not (math.isfinite(epsilon) and epsilon > 0):
+        raise ConfigError("epsilon", f"must be a positive number, got {epsilon!r}")
+
+
+class PreprocessedMovie:
+    """The preprocessed movie (T, Y, X) float32, computed chunk by chunk when it is sliced.
+
+    ``movie[a:b]`` (step 1) returns frames ``a..b-1`` as a fresh (b - a, Y, X) float32 array and
+    ``movie[i]`` one (Y, X) frame, each equal bit for bit to what :func:`preprocess` writes for
+    them: median filter (with the 3-D footprint's halo), photobleaching correction, float32,
+    ``log(x + epsilon)``, then eq. (23) with the bounds of the whole movie when ``bounds`` is set.
+    Nothing is cached: memory is that of the chunk asked for. ``np.asarray(movie)`` materialises
+    the whole movie. Made by :func:`preprocess_lazy`.
+
+    Attributes:
+        frames: the (T, Y, X) input movie (array or read-only memmap); never modified.
+        shape: (T, Y, X); ``ndim`` = 3; ``dtype`` = float32.
+        bounds: ``(q1 - f IQR, q3 + f IQR)`` of eq. (23), or None when not normalised.
+        quartiles: ``(q1, q3)`` of the movie after the steps before eq. (23), or None.
+    """
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(
+        self,
+        frames: np.ndarray,
+        *,
+        size: int = 3,
+        footprint: Footprint = "2d",
+        trend: np.ndarray | None = None,
+        dark_level: float = 0.0,
+        log: bool = True,
+        epsilon: float = 1.0,
+        bounds: tuple[float, float] | None = None,
+        quartiles: tuple[float, float] | None = None,
+        source: str | Path = "movie",
+    ) -> None:
+        self.frames = frames
+        self.shape = tuple(int(v) for v in frames.shape)
+        self.size, self.footprint, self.trend, self.dark_level = size, footprint, trend, dark_level
+        self.log, self.epsilon, self.source = log, epsilon, source
+        self.bounds, self.quartiles = bounds, quartiles
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"PreprocessedMovie(shape={self.shape}, bounds={self.bounds}, source={str(self.source)!r})"
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        n = self.shape[0]
+        if isinstance(index, int | np.integer):
+            i = int(index) + n if index < 0 else int(index)
+            if not 0 <= i < n:
+                raise IndexError(f"frame {index} is outside the movie's {n} frames")
+            return self.chunk(i, i + 1)[0]
+        if isinstance(index, slice):
+            start, stop, step = index.indices(n)
+            if step != 1:
+                raise IndexError("a PreprocessedMovie is sliced with step 1 only")
+            return self.chunk(start, max(start, stop))
+        raise TypeError(f"a PreprocessedMovie takes an int or a slice, got {type(index).__name__}")
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        out = np.empty(self.shape, dtype=np.float32)
+        for start, stop in _chunks(self.shape[0], 16):
+            out[start:stop] = self.chunk(start, stop)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def chunk(self, start: int, stop: int, *, normalise: bool = True) -> np.ndarray:
+        """Frames ``start:stop`` (0 <= start <= stop <= T) as a fresh (stop - start, Y, X) float32
+        array; ``normalise=False`` stops before eq. (23)."""
+        if start == stop:
+            return np.empty((0, *self.shape[1:]), dtype=np.float32)
+        filtered = _filtered_chunk(self.frames, start, stop, self.size, self.footprint)
+        if self.trend is not None:
+            d = self.dark_level
+            filtered = d + (filtered - d) / self.trend[start:stop, None, None]
+        block = filtered.astype(np.float32, copy=False)  # a fresh array: may be changed in place
+        if self.log:
+            _log_inplace(block, start, self.epsilon, self.source)
+        if normalise and self.bounds is not None:
+            _normalise_inplace(block, *self.bounds)
+        return block
+
+
+class _BeforeNormalisation:
+    """The (T, Y, X) view of a :class:`PreprocessedMovie` before eq. (23), for :func:`movie_quantiles`."""
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, movie: PreprocessedMovie) -> None:
+        self.movie, self.shape = movie, movie.shape
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        start, stop, _ = index.indices(self.shape[0])
+        return self.movie.chunk(start, max(start, stop), normalise=False)
+
+
+def preprocess_lazy(
+    frames: np.ndarray,
+    *,
+    hot_pixels: bool = True,
+    hot_pixel_size: int = 3,
+    hot_pixel_footprint: Footprint = "2d",
+    bleach_correction: bool = False,
+    dark_level: float = 0.0,
+    log: bool = True,
+    epsilon: float = 1.0,
+    normalise: bool = True,
+    iqr_factor: float = 2.0,
+    chunk_frames: int = 16,
+    progress: bool = True,
+    source: str | Path = "movie",
+) -> PreprocessedMovie:
+    """:func:`preprocess` without holding its result: the statistics pass only, then a
+    :class:`PreprocessedMovie` that computes any chunk on demand (equal bit for bit to
+    ``preprocess(frames, ...)`` with the same options).
+
+    The statistics pass reads the movie once (``chunk_frames`` frames at a time): for 8/16-bit
+    integer movies it median-filters each chunk and counts its integer values, and the quartiles
+    of eq. (23) are read off the counts (as in :func:`preprocess`); other dtypes, or with
+    ``bleach_correction``, take the log of each chunk for its min / max, then
+    :func:`movie_quantiles` recomputes the chunks for its (usually 2-3) histogram passes. With
+    ``bleach_correction`` one more pass fits the trend first; with ``normalise=False`` there is
+    no pass at all. Memory: a few copies of one chunk, never the movie.
+
+    Args:
+        frames: (T, Y, X) movie (array or read-only memmap); never modified.
+        hot_pixels, hot_pixel_size, hot_pixel_footprint, bleach_correction, dark_level, log,
+            epsilon, normalise, iqr_factor, progress, source: as :func:`preprocess`.
+        chunk_frames: frames per chunk of the statistics pass.
+
+    Returns:
+        The :class:`PreprocessedMovie` (T, Y, X) float32.
+
+    Raises:
+        MovieError: naming ``source``: not (T, Y, X), ``x + epsilon <= 0`` somewhere (found by the
+            statistics pass of an integer movie, else when the chunk is computed), or IQR = 0.
+        ConfigError: an option out of range.
+    """
+    _check_options(frames, chunk_frames, hot_pixel_size, hot_pixel_footprint, log, epsilon, source)
+    if normalise and not (math.isfinite(iqr_factor) and iqr_factor >= 0):
+        raise ConfigError("iqr_factor", f"must be a number >= 0, got {iqr_factor!r}")
+    n = frames.shape[0]
+    trend = (bleaching_trend(frames, dark_level=dark_level, chunk_frames=chunk_frames, source=source)
+             if bleach_correction else None)
+    size = hot_pixel_size if hot_pixels else 1
+    movie = PreprocessedMovie(frames, size=size, footprint=hot_pixel_footprint, trend=trend,
+                              dark_level=dark_level, log=log, epsilon=epsilon, source=source)
+    if not normalise:
+        return movie
+    chunks = tqdm(list(_chunks(n, chunk_frames)), desc="preprocess (statistics)", disable=not progress)
+    if trend is None and frames.dtype.kind in "ui" and frames.dtype.itemsize <= 2:
+        offset = -int(np.iinfo(frames.dtype).min)
+        counts = np.zeros(1 << (8 * frames.dtype.itemsize), dtype=np.int64)
+        for start, stop in chunks:
+            filtered = _filtered_chunk(frames, start, stop, size, hot_pixel_footprint)
+            for frame in filtered:  # one frame's int64 indices at a time
+                values = frame.ravel().astype(np.int64) + offset if offset else frame.ravel()
+                counts += np.bincount(values, minlength=counts.size)
+            if log:  # what the log step of the chunk would find: min(float32(x)) + epsilon
+                low = np.float32(filtered.min()) + np.float32(epsilon)
+                _check_log_domain(float(low), start, stop, source)
+        q1, q3 = _quartiles_from_counts(counts, offset, frames.dtype, log, epsilon)
+    else:
+        lo, hi = math.inf, -math.inf
+        before = _BeforeNormalisation(movie)
+        for start, stop in chunks:
+            block = before[start:stop]
+            lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+        q1, q3 = (float(v) for v in movie_quantiles(before, (0.25, 0.75), chunk_frames=chunk_frames,
+                                                      value_range=(lo, hi)))
+    movie.bounds = _checked_bounds(q1, q3, iqr_factor, source)
+    movie.quartiles = (q1, q3)
+    return movie
 
 
 def _median(block: np.ndarray, size: int, footprint: str) -> np.ndarray:

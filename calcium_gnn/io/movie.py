@@ -6,6 +6,12 @@ read-only memory map of the user's file (never modified), together with the fram
 the pixel size, each recorded with where it came from (``"metadata"``, ``"config"`` or
 ``"default"``).
 
+Streaming: every pass over a movie reads it ``chunk_frames`` frames at a time through
+:func:`iter_frame_chunks`, which hands back the pages of a memory-mapped chunk to the OS once the
+chunk is done (:func:`release_pages`). Without that, every page of a mapped file that has been read
+stays in the process's resident memory until the mapping closes, so one pass over an 8 GB movie
+would hold 8 GB; with it, a pass holds about one chunk.
+
 Where ``dt`` and ``pixel_size`` come from, in order of precedence:
 
 1. the file's metadata: ImageJ ``finterval`` (with ``tunit``) and the TIFF X resolution when
@@ -22,9 +28,10 @@ from __future__ import annotations
 
 import logging
 import math
+import mmap as _mmap_module
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -107,7 +114,9 @@ def read_movie(
             (chunk by chunk); ``None`` refuses 4-D stacks.
         mmap: memory-map uncompressed contiguous TIFFs and ``.npy`` files (read-only) instead of
             loading them; compressed or tiled TIFFs are always read into memory.
-        chunk_frames: frames per chunk for the finite / constant checks and for Z projection.
+        chunk_frames: frames per chunk for the finite / constant checks and for Z projection
+            (fewer when a chunk would exceed :data:`SCAN_BYTES`; memory-mapped pages are released
+            after each chunk, so the checks hold one chunk, not the movie).
 
     Returns:
         The :class:`Movie`.
@@ -414,13 +423,22 @@ def _project_z(array: np.ndarray, how: str, chunk_frames: int) -> np.ndarray:
     n = array.shape[0]
     dtype = array.dtype if how == "max" else np.float32
     out = np.empty((n, array.shape[2], array.shape[3]), dtype=dtype)
-    for start in range(0, n, chunk_frames):
-        block = np.asarray(array[start : start + chunk_frames])
+    for start, stop, block in iter_frame_chunks(array, chunk_frames):
         if how == "max":
-            out[start : start + chunk_frames] = block.max(axis=1)
+            out[start:stop] = block.max(axis=1)
         else:
-            out[start : start + chunk_frames] = block.mean(axis=1, dtype=np.float64)
+            out[start:stop] = block.mean(axis=1, dtype=np.float64)
     return out
+
+
+#: The most bytes of a movie the reader's chunked scans hold at once (whatever ``chunk_frames``).
+SCAN_BYTES = 1 << 25
+
+
+def _bounded_chunk(frames: np.ndarray, chunk_frames: int) -> int:
+    """``chunk_frames``, or fewer frames when they would exceed :data:`SCAN_BYTES`."""
+    frame_bytes = max(int(np.prod(frames.shape[1:])) * frames.dtype.itemsize, 1)
+    return max(1, min(chunk_frames, SCAN_BYTES // frame_bytes))
 
 
 def _check_values(frames: np.ndarray, culprit: str | Path, chunk_frames: int) -> None:
@@ -431,8 +449,7 @@ def _check_values(frames: np.ndarray, culprit: str | Path, chunk_frames: int) ->
     """
     lo, hi = math.inf, -math.inf
     is_float = frames.dtype.kind == "f"
-    for start in range(0, frames.shape[0], chunk_frames):
-        block = np.asarray(frames[start : start + chunk_frames])
+    for start, _, block in iter_frame_chunks(frames, _bounded_chunk(frames, chunk_frames)):
         if is_float:
             finite = np.isfinite(block).all(axis=(1, 2))
             if not finite.all():
@@ -440,8 +457,79 @@ def _check_values(frames: np.ndarray, culprit: str | Path, chunk_frames: int) ->
                 raise MovieError(culprit, f"frame {bad} holds NaN or Inf values")
         lo = min(lo, float(block.min()))
         hi = max(hi, float(block.max()))
+
     if lo == hi:
         raise MovieError(culprit, f"the movie is constant (every pixel of every frame is {lo:g})")
     if max(abs(lo), abs(hi)) > FLOAT32_MAX:
         raise MovieError(culprit, f"values up to {max(abs(lo), abs(hi)):.3g} exceed the float32 range "
                          f"(+-{FLOAT32_MAX:.3g}) the pipeline computes in; rescale the movie")
+
+
+# ------------------------------------------------------------------------------------------ streaming
+def iter_frame_chunks(
+    frames: Any, chunk_frames: int, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(a, b, frames[a:b])`` for consecutive chunks of at most ``chunk_frames`` frames.
+
+    Each block is ``np.asarray(frames[a:b])``: a view for an array or memmap (no copy), the computed
+    chunk for an array-like that computes its frames (e.g.
+    :class:`calcium_gnn.imaging.preprocess.PreprocessedMovie`). When the caller asks for the next
+    chunk, the pages of a memory-mapped block are released (:func:`release_pages`), so a pass over
+    a mapped movie holds about one chunk of it in resident memory. A block kept past its step stays
+    valid (its pages are read back from the file on access).
+
+    Args:
+        frames: (T, ...) array, read-only memmap, or array-like with ``shape`` and slicing on axis 0.
+        chunk_frames: frames per chunk (>= 1).
+        start, stop: the frame range (default: all frames).
+
+    Yields:
+        ``(a, b, block)`` with ``block`` of shape ``(b - a, ...)``.
+    """
+    if chunk_frames < 1:
+        raise ConfigError("chunk_frames", f"must be >= 1, got {chunk_frames!r}")
+    stop = int(frames.shape[0]) if stop is None else stop
+    for a in range(start, stop, chunk_frames):
+        b = min(a + chunk_frames, stop)
+        view = frames[a:b]  # an np.memmap view keeps the map that release_pages needs
+        yield a, b, np.asarray(view)
+        release_pages(view)
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Hand the resident pages under a read-only memory-mapped ``array`` back to the OS.
+
+    ``madvise(MADV_DONTNEED)`` on the byte range the array spans (widened to whole pages): the
+    pages leave this process's resident set (its RSS) but stay in the OS page cache, and a later
+    access reads them back from the file, so the array's values never change. Does nothing for an
+    array not backed by a read-only ``np.memmap`` (a writable or copy-on-write map could lose
+    writes) or where ``madvise`` is unavailable.
+
+    Args:
+        array: any array; only a read-only ``np.memmap`` (or a view of one) is affected.
+    """
+    mm = getattr(array, "_mmap", None)
+    advise = getattr(_mmap_module, "MADV_DONTNEED", None)
+    if mm is None or advise is None or not hasattr(mm, "madvise") or array.flags.writeable or array.size == 0:
+        return
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8).ctypes.data  # the mapping's first address
+        low, high = _byte_bounds(array)
+        begin = low - base
+        begin -= begin % _mmap_module.PAGESIZE
+        end = min(high - base, len(mm))
+        if 0 <= begin < end:
+            mm.madvise(advise, begin, end - begin)
+    except (OSError, ValueError, TypeError, BufferError):  # pragma: no cover - platform dependent
+        return
+
+
+def _byte_bounds(array: np.ndarray) -> tuple[int, int]:
+    """(first, one past last) address of the memory an array spans (any strides)."""
+    low = high = int(array.ctypes.data)
+    for n, stride in zip(array.shape, array.strides, strict=True):
+        if stride < 0:
+            low += stride * (n - 1)
+        else:
+            high += stride * (n - 1)
+    return low, high + array.itemsize

@@ -138,3 +138,52 @@ def test_preprocess_config_errors(movie):
     f = movie.astype(np.float32)
     with pytest.raises(ConfigError, match="share memory"):
         log_transform(f, out=f)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.int16, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"bleach_correction": True}, {"hot_pixel_footprint": "3d"}, {"hot_pixel_size": 5}, {"log": False},
+     {"normalise": False}, {"hot_pixels": False}, {"hot_pixels": False, "log": False, "normalise": False}],
+    ids=["default", "bleach", "3d", "size5", "nolog", "nonorm", "nohot", "off"],
+)
+def test_lazy_preprocessing_equals_preprocess_bit_for_bit(movie, dtype, options):
+    from calcium_gnn.imaging.preprocess import preprocess_lazy
+
+    x = (movie % 250).astype(dtype) if dtype == np.uint8 else movie.astype(dtype)
+    before = x.copy()
+    want = preprocess(x, chunk_frames=3, progress=False, **options)
+    lazy = preprocess_lazy(x, chunk_frames=4, progress=False, **options)
+    assert lazy.shape == x.shape and lazy.dtype == np.float32 and len(lazy) == 11
+    np.testing.assert_array_equal(np.asarray(lazy), want)
+    np.testing.assert_array_equal(np.concatenate([lazy[a : a + 2] for a in range(0, 11, 2)]), want)
+    np.testing.assert_array_equal(lazy[-1], want[-1])
+    assert lazy[5:5].shape == (0, 23, 19)
+    np.testing.assert_array_equal(x, before)
+    if options.get("normalise", True):
+        lo, hi = lazy.bounds
+        assert lo < hi and lazy.quartiles is not None
+
+
+def test_lazy_preprocessing_of_a_memmap_and_its_errors(tmp_path, movie):
+    from calcium_gnn.imaging.preprocess import preprocess_lazy
+
+    np.save(tmp_path / "m.npy", movie)
+    mapped = np.load(tmp_path / "m.npy", mmap_mode="r")
+    np.testing.assert_array_equal(np.asarray(preprocess_lazy(mapped, progress=False, chunk_frames=2)),
+                                  preprocess(movie, progress=False))
+    lazy = preprocess_lazy(mapped, progress=False)
+    with pytest.raises(IndexError):
+        lazy[::2]
+    with pytest.raises(IndexError):
+        lazy[11]
+    signed = movie.astype(np.int16) - 2000  # x + 1 <= 0 somewhere: found by the statistics pass
+    with pytest.raises(MovieError, match=r"^m\.tif: log\(x \+ epsilon\) undefined") as lazy_error:
+        preprocess_lazy(signed, progress=False, chunk_frames=3, source="m.tif")
+    with pytest.raises(MovieError) as eager_error:
+        preprocess(signed, progress=False, chunk_frames=3, source="m.tif")
+    assert str(lazy_error.value) == str(eager_error.value)
+    flat = np.ones((3, 4, 4), np.uint16)
+    flat[0, 0, 0] = 9
+    with pytest.raises(MovieError, match="IQR is 0"):
+        preprocess_lazy(flat, progress=False, hot_pixels=False)

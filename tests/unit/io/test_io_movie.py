@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,3 +221,43 @@ def test_bad_config_values(movie_array):
         read_movie(movie_array, pixel_size=-1.0)
     with pytest.raises(ConfigError, match="z_projection"):
         read_movie(movie_array, z_projection="median")
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) * 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc (Linux)")
+def test_chunks_of_a_mapped_movie_leave_no_pages_resident(tmp_path):
+    from calcium_gnn.io.movie import iter_frame_chunks
+
+    movie = np.arange(40 * 256 * 256, dtype=np.uint32).reshape(40, 256, 256) % 65521  # 10 MB
+    tifffile.imwrite(tmp_path / "m.tif", movie.astype(np.uint16))
+    frames = read_movie(tmp_path / "m.tif").frames
+    assert isinstance(frames, np.memmap)
+    before = _resident_bytes()
+    total = 0
+    for start, stop, block in iter_frame_chunks(frames, 8):
+        assert block.shape == (stop - start, 256, 256)
+        total += int(block.sum(dtype=np.int64))
+    assert total == int(movie.astype(np.uint16).sum(dtype=np.int64))
+    assert _resident_bytes() - before < 3 * 8 * 256 * 256 * 2  # not the 5 MB a plain pass leaves
+    plain = sum(int(np.asarray(frames[a : a + 8]).sum(dtype=np.int64)) for a in range(0, 40, 8))
+    assert plain == total and _resident_bytes() - before > 4 * 2**20  # the pages a plain pass keeps
+
+
+def test_released_pages_read_back_the_same_values(tmp_path, movie_array):
+    from calcium_gnn.io.movie import release_pages
+
+    path = tmp_path / "m.npy"
+    np.save(path, movie_array)
+    frames = read_movie(path).frames
+    view = frames[1:4]
+    first = np.array(view)
+    release_pages(view)
+    np.testing.assert_array_equal(view, first)
+    np.testing.assert_array_equal(frames, movie_array)
+    release_pages(movie_array)  # an in-memory array: nothing happens
+    release_pages(frames[::-1, :, ::2])  # any strides
+    np.testing.assert_array_equal(frames, movie_array)
