@@ -22,10 +22,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
+# ruff, then the import contracts of pyproject.toml ([tool.importlinter]: layers, no cycles)
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)

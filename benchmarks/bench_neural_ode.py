@@ -122,7 +122,7 @@ def run_noise(noise: float, gnn: bool) -> None:
 
         for _ in range(3):
             opt.step(closure)
-        cmp = g.compare_with_linear()
+        cmp = g.compare_with_linear(data)
         print(
             f"GNN ODE (3 L-BFGS steps, {time.perf_counter() - start:.0f} s): test MSE vs clean gnn "
             f"{cmp['mse_test_clean_gnn']:.3e} vs linear {cmp['mse_test_clean_linear']:.3e}; vs data gnn "
@@ -153,9 +153,10 @@ def time_scaling(n_cells: int, size: int, lbfgs_budget: float) -> None:
     for jacobian in ("modal", "dense"):
         model = OutputErrorODE(data=data, setup=setup, jacobian=jacobian, max_jacobian_parameters=600)
         if model.optimizer_name != "gauss_newton":
-            gigabytes = model.n_parameters * model.x_train[model.index].numel() * 8 / 1e9
+            n_parameters = model.problem.n_parameters
+            gigabytes = n_parameters * model.problem.n_residuals * 8 / 1e9
             print(
-                f"  Gauss-Newton, {jacobian:5s} J^T J: not formed (P = {model.n_parameters} > 600: the "
+                f"  Gauss-Newton, {jacobian:5s} J^T J: not formed (P = {n_parameters} > 600: the "
                 f"Jacobian would take {gigabytes:.1f} GB)"
             )
             continue

@@ -20,8 +20,8 @@ import numpy as np
 from scipy import ndimage
 
 from calcium_gnn.data.synthetic import make_culture
+from calcium_gnn.data.synthetic_files import save_culture
 from calcium_gnn.data.synthetic_imaging import bleaching, dye_response
-from calcium_gnn.io.culture_files import save_culture
 
 
 def reference_render(culture, n_frames: int) -> np.ndarray:

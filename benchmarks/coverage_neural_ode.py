@@ -28,6 +28,7 @@ from statistics import NormalDist
 import torch
 
 from calcium_gnn.data.synthetic import make_culture, truth_graph
+from calcium_gnn.inference.output_error import laplace
 from calcium_gnn.models.neural_ode import OutputErrorODE
 from calcium_gnn.physics.setups import resolve_setup
 
@@ -54,10 +55,10 @@ def median_abs_error(se: torch.Tensor) -> float:
 
 def information_limit(model: OutputErrorODE) -> tuple[float, float]:
     """Median abs feed error of an efficient unbiased estimator: (nuisance fitted, k and y0 known)."""
-    theta, gn = model.laplace()
+    theta, gn = laplace(model.problem, model.autocorrelation_correction)
     with torch.no_grad():
-        jac = torch.func.jacfwd(lambda th: model.residuals_theta(th).reshape(-1))(theta)
-    feeds = model.feed_positions
+        jac = torch.func.jacfwd(lambda th: model.problem.residuals_theta(th).reshape(-1))(theta)
+    feeds = model.problem.feed_positions
     j_g = jac[:, feeds]
     known = (gn.sigma2 * gn.inflation * torch.linalg.inv(j_g.T @ j_g)).diagonal().sqrt()
     return median_abs_error(gn.se[feeds]), median_abs_error(known)

@@ -18,8 +18,8 @@ import time
 import torch
 
 from calcium_gnn.data.synthetic import make_culture, truth_graph
-from calcium_gnn.models.crlsm import truth_errors
 from calcium_gnn.physics.least_squares import fit_least_squares
+from calcium_gnn.physics.parameters import truth_errors
 from calcium_gnn.physics.setups import resolve_setup
 
 

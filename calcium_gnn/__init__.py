@@ -22,7 +22,7 @@ _LAZY = {
     "truth_graph": "calcium_gnn.data.synthetic",
     "load_graph": "calcium_gnn.io.graph_files",
     "save_graph": "calcium_gnn.io.graph_files",
-    "validate_graph": "calcium_gnn.graphs.schema",
+    "validate_graph": "calcium_gnn.io.graph_schema",
 }
 
 __all__ = sorted(_LAZY)

@@ -6,12 +6,13 @@ fits every movie found under ``data.folder`` with the run's setup and model:
 1. **find the movies** (:func:`find_movies`): ``data.folder`` is a folder searched for
    ``data.pattern`` (default ``*.tif``, not recursive), or a glob pattern whose matches are the
    movies (``cultures/*/movie.tif``; ``**`` recurses; a matched folder is a folder of frames);
-2. **fit each culture** exactly as a single run does, by calling :func:`calcium_gnn.train.train` on a
+2. **fit each culture** exactly as a single run does, by calling the single-culture fit it is given
+   (``train(cfg)`` hands over :func:`calcium_gnn.train.train`; this module never imports it) on a
    copy of the config whose ``data`` is that one movie and whose ``paths.output_dir`` is the
    culture's own subfolder ``<run folder>/<culture>/``: the graph is built once and cached (keyed by
    the movie's content and every option, ``data.cache_dir``), the model comes from ``cfg.model``,
    Lightning trains it with ``cfg.trainer`` / ``cfg.logger``, and ``evaluate_fit`` writes
-   ``results.json`` and the figures into the subfolder;
+   ``results.json`` and the figures into the subfolder; W&B is closed after each culture;
 3. **never stop for one bad culture**: a culture whose movie or graph is bad (any
    :class:`~calcium_gnn.errors.CalciumGNNError`) is recorded as ``failed`` with its one-line error
    (also written to ``<culture>/error.txt``) and the others go on; an unexpected exception is
@@ -40,7 +41,7 @@ import re
 import statistics
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from calcium_gnn.errors import CalciumGNNError, ConfigError, OutputError
 from calcium_gnn.io.atomic import atomic_write_text
+from calcium_gnn.utils.wandb_mode import finish_wandb
 
 __all__ = ["SUMMARY_COLUMNS", "SUMMARY_CSV", "SUMMARY_JSON", "find_movies", "culture_names",
            "summary_row", "write_summary", "is_culture_folder", "fit_cultures"]
@@ -65,6 +67,8 @@ SUMMARY_JSON = "summary.json"
 _PASSED_DATA_KEYS = ("dt", "pixel_size", "z_projection", "cache_dir")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: A single-culture fit: the run config of one culture -> its results (:func:`calcium_gnn.train.train`).
+FitOne = Callable[[DictConfig], Mapping[str, Any]]
 
 
 def find_movies(folder: str | Path, pattern: str = "*.tif") -> list[Path]:
@@ -136,10 +140,10 @@ def summary_row(
 ) -> dict[str, Any]:
     """One row of the summary (:data:`SUMMARY_COLUMNS`) from a culture's results.
 
-    ``results`` is what :func:`calcium_gnn.train.train` returned: the content of ``results.json``
-    (``k``, ``gamma`` per modelled cell, ``mse_train``, ``mse_test``, ``spikes.f1``), or the training
-    metrics (``fit/k``, ``fit/gamma_mean``, ``fit/gamma_median``) when evaluation is off. Numbers
-    that are missing or not finite are None.
+    ``results`` is what the single-culture fit (:func:`calcium_gnn.train.train`) returned: the
+    content of ``results.json`` (``k``, ``gamma`` per modelled cell, ``mse_train``, ``mse_test``,
+    ``spikes.f1``), or the training metrics (``fit/k``, ``fit/gamma_mean``, ``fit/gamma_median``)
+    when evaluation is off. Numbers that are missing or not finite are None.
     """
     row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
     row.update(culture=culture, movie=str(movie), status=status, out_dir=str(out_dir), error=error,
@@ -212,7 +216,7 @@ def is_culture_folder(cfg: DictConfig) -> bool:
     return isinstance(data, DictConfig) and "folder" in data.keys()
 
 
-def fit_cultures(cfg: DictConfig) -> list[dict[str, Any]]:
+def fit_cultures(cfg: DictConfig, fit_one: FitOne) -> list[dict[str, Any]]:
     """Fit every culture of ``cfg.data.folder`` and write the summary (module docstring).
 
     Args:
@@ -220,6 +224,8 @@ def fit_cultures(cfg: DictConfig) -> list[dict[str, Any]]:
             ``data.pattern``, ``data.cache_dir`` (graphs are cached there) and ``data.dt`` /
             ``pixel_size`` / ``z_projection`` for movies without metadata; every other group as
             for a single run.
+        fit_one: the single-culture fit, called with each culture's config (``train(cfg)``
+            passes :func:`calcium_gnn.train.train`); what it returns feeds :func:`summary_row`.
 
     Returns:
         The summary rows (one per culture, in path order; :data:`SUMMARY_COLUMNS`), also written to
@@ -230,8 +236,6 @@ def fit_cultures(cfg: DictConfig) -> list[dict[str, Any]]:
             checkpoint cannot seed many cultures).
         OutputError: the run folder or the summary cannot be written.
     """
-    from calcium_gnn.train import _finish_wandb, train
-
     if OmegaConf.is_missing(cfg.data, "folder") or not cfg.data.get("folder"):
         raise ConfigError("data.folder", "not set: give the folder of movies (or a glob pattern)")
     data = OmegaConf.to_container(cfg.data, resolve=True)
@@ -245,7 +249,7 @@ def fit_cultures(cfg: DictConfig) -> list[dict[str, Any]]:
         log.info("culture %d/%d: %s -> %s", i, len(movies), movie, out_dir)
         start = time.perf_counter()
         try:
-            results = train(_culture_config(cfg, data, movie, out_dir))
+            results = fit_one(_culture_config(cfg, data, movie, out_dir))
             rows.append(summary_row(name, movie, out_dir, results, fit_seconds=time.perf_counter() - start))
         except CalciumGNNError as err:
             log.error("culture %s failed: %s", name, err)
@@ -258,7 +262,7 @@ def fit_cultures(cfg: DictConfig) -> list[dict[str, Any]]:
                                     error=f"{type(err).__name__}: {first}",
                                     fit_seconds=time.perf_counter() - start))
         finally:
-            _finish_wandb()
+            finish_wandb()
         if rows[-1]["status"] != "ok":
             try:
                 atomic_write_text(out_dir / "error.txt", rows[-1]["error"] + "\n", make_parents=True)

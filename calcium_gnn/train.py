@@ -23,13 +23,15 @@ import hydra
 import lightning as L
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch_geometric.data import Data
 
 from calcium_gnn.config import register_resolvers
 from calcium_gnn.data.datamodule import CellGraphDataModule
 from calcium_gnn.data.sources import load_cell_graph
 from calcium_gnn.errors import CalciumGNNError, ConfigError, OutputError
-from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION
-from calcium_gnn.utils.wandb_mode import ensure_offline_unless_configured
+from calcium_gnn.models.base import ConsensusModel
+from calcium_gnn.physics.setups import Setup, resolve_setup
+from calcium_gnn.utils.wandb_mode import ensure_offline_unless_configured, finish_wandb
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -78,6 +80,39 @@ def _check_keys(group: str, keys: Any, target: Any, ignore: tuple[str, ...] = ()
             raise ConfigError(f"{group}.{key}", f"unknown key (known: {', '.join(sorted(params))})")
 
 
+def instantiate_model(model_cfg: DictConfig, data: Data, setup: Setup) -> ConsensusModel:
+    """The model of the ``model`` config group on the cell graph ``data`` and its setup.
+
+    Raises:
+        ConfigError: ``_target_`` is not a :class:`ConsensusModel`, or a key the model does not take.
+    """
+    model_class = hydra.utils.get_class(model_cfg._target_)
+    if not (isinstance(model_class, type) and issubclass(model_class, ConsensusModel)):
+        raise ConfigError("model._target_", f"{model_cfg._target_} is not a calcium_gnn ConsensusModel")
+    _check_keys("model", model_cfg, model_class, ignore=("data", "setup"))
+    # partial first: Hydra would turn the Setup dataclass into a DictConfig if passed to instantiate
+    return hydra.utils.instantiate(model_cfg, _partial_=True, _recursive_=False, _convert_="all")(
+        data=data, setup=setup
+    )
+
+
+def _single_process_if_exact(cfg: DictConfig, model: ConsensusModel) -> dict[str, Any]:
+    """Trainer overrides that run an exact solver in one process when a data-parallel strategy is asked.
+
+    Data parallelism splits a loss over processes (the PINN's collocation points); CRLSM and
+    Levenberg-Marquardt solve the whole problem exactly in every step, so W processes would compute
+    the same fit W times. The run says so in one line instead.
+    """
+    strategy = str(cfg.trainer.get("strategy", "auto") or "auto")
+    if not strategy.startswith("ddp") or model.data_parallel:
+        return {}
+    log.warning(
+        "%s is an exact solver: data parallelism (strategy=%s) does not apply; running in one process",
+        model.method_name, strategy,
+    )
+    return {"strategy": "auto", "devices": 1, "num_nodes": 1}
+
+
 def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     """Fit the configured model on the configured culture and evaluate it.
 
@@ -90,10 +125,9 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
         (:func:`calcium_gnn.batch.fit_cultures`).
     """
     from calcium_gnn.batch import fit_cultures, is_culture_folder
-    from calcium_gnn.physics.setups import resolve_setup
 
     if is_culture_folder(cfg):
-        return fit_cultures(cfg)
+        return fit_cultures(cfg, train)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -112,51 +146,50 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     setup_cfg = OmegaConf.to_container(cfg.setup, resolve=True)
     _check_keys("setup", setup_cfg, resolve_setup)
     setup = resolve_setup(data, **setup_cfg)
-    _check_keys("model", cfg.model, hydra.utils.get_class(cfg.model._target_), ignore=("data", "setup"))
-    # partial first: Hydra would turn the Setup dataclass into a DictConfig if passed to instantiate
-    model = hydra.utils.instantiate(cfg.model, _partial_=True, _recursive_=False, _convert_="all")(
-        data=data, setup=setup
-    )
+    model = instantiate_model(cfg.model, data, setup)
 
     if cfg.get("logger"):
         ensure_offline_unless_configured()
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, **_single_process_if_exact(cfg, model)
+    )
     hparams = _plain_config(cfg)
     for lg in loggers:
         lg.log_hyperparams(hparams)
 
-    datamodule = CellGraphDataModule(data, steps_per_epoch=int(getattr(model, "steps_per_epoch", 1)))
+    # Lightning moves its batches to the device in place: it gets a copy, `data` stays on the host
+    datamodule = CellGraphDataModule(data.clone(), steps_per_epoch=model.steps_per_epoch)
     ckpt = _resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir) / cfg.task_name)
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     fit_seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if not trainer.is_global_zero:  # strategy=ddp: every process runs train(); rank 0 alone reports
+        return metrics
     if not cfg.get("evaluate", True) or trainer.fast_dev_run:
         return metrics
 
     from calcium_gnn.evaluation.report import evaluate_fit
 
-    # method-specific results (intervals, anomaly scores) and a non-linear model's own simulator
-    model_results = None
-    if hasattr(model, "extra_results"):
-        model_results = model.extra_results(output_dir, source.labels)
-    simulate = model.consensus_simulator() if hasattr(model, "consensus_simulator") else None
+    # the model's own results (intervals, anomaly scores, ...) and, for a learned law, its right-hand
+    # side; the simulation runs where the model is, the results come back to the host
     results = evaluate_fit(
         data,
         setup,
         model.fitted_parameters(),
-        train_fraction=float(getattr(model, "train_fraction", DEFAULT_TRAIN_FRACTION)),
+        train_fraction=model.train_fraction,
         substeps=int(cfg.evaluation.substeps),
         out_dir=output_dir,
         labels=source.labels,
         cells_to_plot=cfg.evaluation.cells_to_plot,
-        method_name=str(getattr(model, "method_name", type(model).__name__)),
+        method_name=model.method_name,
         fit_seconds=fit_seconds,
         extra={"data": source.origin, "training_metrics": metrics, "config": hparams},
-        model_results=model_results,
-        simulate=simulate,
+        model_results=model.extra_results(data),
+        field=model.simulator(),
+        device=model.device,
     )
     figures = [Path(p) for p in results.get("figure_paths", [])]
     _log_results(loggers, results, figures)
@@ -187,18 +220,7 @@ def main(cfg: DictConfig) -> None:
         log.error("%s", err)
         raise SystemExit(f"error: {err}") from None
     finally:
-        _finish_wandb()
-
-
-def _finish_wandb() -> None:
-    """Close a W&B run even when the run failed, so the next run in the process starts clean."""
-    import sys
-
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
+        finish_wandb()
 
 
 if __name__ == "__main__":

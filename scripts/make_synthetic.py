@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from calcium_gnn.data.synthetic import make_culture
+from calcium_gnn.data.synthetic_files import save_culture
 from calcium_gnn.errors import CalciumGNNError, ConfigError
-from calcium_gnn.io.culture_files import save_culture
 
 ALIASES = {"noise": "imaging_noise"}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

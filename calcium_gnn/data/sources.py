@@ -26,7 +26,7 @@ class CellGraphSource:
     """A run's cell graph and what it came from.
 
     Attributes:
-        data: the cell graph (schema: ``calcium_gnn.graphs.schema``).
+        data: the cell graph (schema: ``calcium_gnn.io.graph_schema``).
         labels: the label image (Y, X) the graph was built from, when known (for maps).
         origin: a one-line description (a path, or the synthetic culture's parameters).
     """
@@ -77,7 +77,8 @@ def _from_movie(path: Path, cfg: Mapping[str, Any], build_options: Mapping[str, 
 
 
 def _from_synthetic(cfg: Mapping[str, Any], build_options: Mapping[str, Any]) -> CellGraphSource:
-    from calcium_gnn.data.synthetic import load_or_make_culture, truth_graph
+    from calcium_gnn.data.synthetic import truth_graph
+    from calcium_gnn.data.synthetic_files import load_or_make_culture
 
     syn = dict(cfg["synthetic"])
     observe = syn.pop("observe", "truth")

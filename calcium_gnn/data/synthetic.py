@@ -9,7 +9,8 @@ follow the paper's consensus ODE with a per-cell feed (eq. 3, ``synthetic_dynami
     \\qquad w_{ij} = \\frac{u_{ij} l_{ij}}{s}, \\quad s = \\operatorname{mean}_{\\text{edges}}(u l),
 
 and renders the fluorescence movie (``synthetic_imaging``). :func:`truth_graph` turns the ground
-truth into a cell graph that follows ``calcium_gnn.graphs.schema``. Files: ``calcium_gnn.io.culture_files``.
+truth into a cell graph that follows ``calcium_gnn.io.graph_schema``. Saving, loading and the cache of
+generated cultures: ``calcium_gnn.data.synthetic_files`` (the file format: ``calcium_gnn.io.culture_files``).
 
 Randomness: one ``numpy.random.SeedSequence(seed)`` spawns four independent streams (geometry,
 dynamics, hot pixels, imaging noise), so the traces do not depend on whether the movie is rendered.
@@ -35,9 +36,6 @@ if TYPE_CHECKING:  # torch is imported where a graph is built, so generating fil
 
 N_STREAMS = 4
 GEOMETRY, DYNAMICS, HOT_PIXELS, IMAGING = range(N_STREAMS)
-
-CENTROID_DEFINITION = "centroid of the cell's Voronoi polygon (membrane half-widths included), (x, y) px"
-AREA_DEFINITION = "area of the cell's Voronoi polygon in px**2 (membrane half-widths included)"
 
 
 @dataclass
@@ -309,7 +307,7 @@ def truth_graph(
     seed: int = 0,
     dtype: torch.dtype | None = None,
 ) -> Data:
-    """The cell graph of the ground truth, following ``calcium_gnn.graphs.schema``.
+    """The cell graph of the ground truth, following ``calcium_gnn.io.graph_schema``.
 
     ``x = truth_x + sigma * N(0, 1)`` i.i.d. per entry, with ``sigma = noise * (max - min)`` over all
     clean traces (the observation noise is a fraction of the dynamic range). Nodes are ordered by
@@ -330,7 +328,7 @@ def truth_graph(
     import torch
     from torch_geometric.data import Data
 
-    from calcium_gnn.graphs.schema import validate_graph
+    from calcium_gnn.io.graph_schema import validate_graph
 
     if not noise >= 0:
         raise ConfigError("noise", f"must be >= 0, got {noise}")
@@ -370,13 +368,6 @@ def truth_graph(
         is_driver=torch.as_tensor(culture.is_driver, dtype=torch.bool),
     )
     return validate_graph(data, "synthetic culture")
-
-
-def load_or_make_culture(cache_dir: str | Path, **params: Any) -> SyntheticCulture:
-    """Cached :func:`make_culture`: see :func:`calcium_gnn.io.culture_files.load_or_make_culture`."""
-    from calcium_gnn.io.culture_files import load_or_make_culture as cached
-
-    return cached(cache_dir, **params)
 
 
 def _plain(value: Any) -> Any:

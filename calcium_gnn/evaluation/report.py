@@ -26,7 +26,7 @@ The true ``k`` is converted to the fit's weight scale before comparing: the coup
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from torch_geometric.data import Data
 from calcium_gnn.errors import ConfigError, GraphError, OutputError
 from calcium_gnn.evaluation import figures
 from calcium_gnn.evaluation.metrics import mse_per_cell, overall_mse
+from calcium_gnn.evaluation.model_figures import plot_anomaly_map, plot_intervals
 from calcium_gnn.evaluation.quality import GROUPS, QualityRule, quality_groups
 from calcium_gnn.evaluation.results import (
     RESULTS_FILE,
@@ -47,10 +48,12 @@ from calcium_gnn.evaluation.results import (
     write_results,
 )
 from calcium_gnn.evaluation.spikes import SpikeCounts, SpikeRule, pool, spike_counts_per_cell
-from calcium_gnn.graphs.schema import validate_graph
+from calcium_gnn.inference.anomaly import AnomalyScores
+from calcium_gnn.inference.uncertainty import ParameterIntervals
+from calcium_gnn.io.graph_schema import validate_graph
 from calcium_gnn.physics.edge_weights import coupling_rate, edge_weights
 from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
-from calcium_gnn.physics.simulate import simulate_consensus
+from calcium_gnn.physics.simulate import integrate
 
 if TYPE_CHECKING:
     from calcium_gnn.physics.parameters import FittedParameters
@@ -71,29 +74,41 @@ def simulate_windows(
     *,
     substeps: int = 10,
     method: str = "rk4",
-    simulate: Callable[..., Tensor] | None = None,
+    field: torch.nn.Module | None = None,
+    device: torch.device | str | None = None,
 ) -> Tensor:
     """Simulate the training and the test window, each from its own first observed frame.
 
-    ``simulate`` replaces :func:`~calcium_gnn.physics.simulate.simulate_consensus` (same signature)
-    for models whose right-hand side is not the linear law (e.g. a learned GNN coupling).
+    Both run through :func:`~calcium_gnn.physics.simulate.integrate`: ``field`` is the model's
+    right-hand side for laws other than the paper's (e.g. a learned GNN coupling; ``None``: the linear
+    law, by its exact propagators). The simulation runs on ``device`` (default: the device of
+    ``field``'s parameters, else the CPU); the result comes back to the CPU once.
 
     Returns:
-        (N, T) float64: the train simulation on ``train`` frames, the test simulation on ``test``
-        frames (observed data on frames in neither, and in the rows of cells outside G).
+        (N, T) float64 on the CPU: the train simulation on ``train`` frames, the test simulation on
+        ``test`` frames (observed data on frames in neither, and in the rows of cells outside G).
     """
-    x = data.x.detach().to(torch.float64)
-    t = data.t.detach().to(torch.float64)
+    if device is None:
+        first = next(iter(field.parameters()), None) if field is not None else None
+        device = first.device if first is not None else torch.device("cpu")
+    x = data.x.detach().to(device=device, dtype=torch.float64)
+    t = data.t.detach().to(device=device, dtype=torch.float64)
     sim = x.clone()
-    simulate = simulate if simulate is not None else simulate_consensus
     with torch.no_grad():
         for window in (train, test):
             if window.stop - window.start >= 1:
-                sim[:, window] = simulate(
-                    x[:, window], t[window], data.edge_index, edge_weight, modelled, k,
-                    gamma.detach().to(torch.float64), substeps=substeps, method=method,
+                sim[:, window] = integrate(
+                    field, x[:, window], t[window], data.edge_index, edge_weight, modelled, k,
+                    gamma.detach(), substeps=substeps, method=method,
                 )
-    return sim
+    return sim.cpu()
+
+
+def _on_host(data: Data) -> Data:
+    """``data`` itself when all its tensors are on the CPU, else a CPU copy (the caller's graph is
+    never moved in place)."""
+    on_cpu = all(v.device.type == "cpu" for _, v in data if isinstance(v, Tensor))
+    return data if on_cpu else data.clone().cpu()
 
 
 def _scored(window: slice) -> slice | None:
@@ -181,13 +196,14 @@ def evaluate_fit(
     quality_rule: QualityRule | None = None,
     extra: dict[str, Any] | None = None,
     model_results: Mapping[str, Any] | None = None,
-    simulate: Callable[..., Tensor] | None = None,
+    field: torch.nn.Module | None = None,
+    device: torch.device | str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Simulate the fitted consensus problem and score it (module docstring); write the results.
 
     Args:
-        data: the cell graph (:mod:`calcium_gnn.graphs.schema`), possibly with ground truth.
+        data: the cell graph (:mod:`calcium_gnn.io.graph_schema`), possibly with ground truth.
         setup: the modelled group G and its border (:func:`calcium_gnn.physics.setups.resolve_setup`).
         fitted: ``k`` (1/s), ``gamma`` (N,), ``edge_weight_scale`` ``s`` and ``gamma_mode``.
         method_name: the fitting method, recorded as ``method`` (e.g. ``"crlsm"``).
@@ -201,11 +217,16 @@ def evaluate_fit(
         spike_rule: peak detection / matching rule (default :class:`SpikeRule()`).
         quality_rule: fit-quality thresholds (default :class:`QualityRule()`).
         extra: free-form additions stored under ``extra``.
-        model_results: method-specific results stored at the top level (e.g. ``k_interval``,
-            ``gamma_interval``, ``interval_level``, ``anomaly``); a ``figures`` list in it (file names
-            in ``out_dir``) is added to the figures. Keys of the schema itself are refused.
-        simulate: the model's own simulator (signature of
-            :func:`~calcium_gnn.physics.simulate.simulate_consensus`), for non-linear laws.
+        model_results: method-specific results (:meth:`calcium_gnn.models.base.ConsensusModel.extra_results`),
+            stored at the top level: plain entries as they are, a
+            :class:`~calcium_gnn.inference.uncertainty.ParameterIntervals` under ``intervals`` as
+            ``interval_level``, ``k_interval``, ``gamma_interval``, ... (and the figure
+            ``parameter_intervals.png``), an :class:`~calcium_gnn.inference.anomaly.AnomalyScores` under
+            ``anomaly`` as the ``anomaly`` block (and ``anomaly_map.png``). Keys of the schema itself
+            are refused.
+        field: the model's right-hand side for laws other than the paper's
+            (:meth:`calcium_gnn.models.base.ConsensusModel.simulator`); None: the linear law.
+        device: where the simulation runs (default: ``field``'s device, else the CPU).
         overwrite: allow replacing an existing results.json in ``out_dir``.
 
     Returns:
@@ -217,6 +238,7 @@ def evaluate_fit(
         GraphError / ConfigError: inconsistent graph, setup, parameters or options.
         OutputError: ``out_dir`` cannot be written, or results.json exists there already.
     """
+    data = _on_host(data)
     validate_graph(data)
     if out_dir is not None and (Path(out_dir) / RESULTS_FILE).exists() and not overwrite:
         raise OutputError(
@@ -225,11 +247,11 @@ def evaluate_fit(
     spike_rule = spike_rule if spike_rule is not None else SpikeRule()
     quality_rule = quality_rule if quality_rule is not None else QualityRule()
     n, n_frames = data.x.shape
-    modelled = setup.modelled.reshape(-1).bool()
-    border = setup.border.reshape(-1).bool()
+    modelled = setup.modelled.detach().cpu().reshape(-1).bool()
+    border = setup.border.detach().cpu().reshape(-1).bool()
     if modelled.shape != (n,) or border.shape != (n,):
         raise ConfigError("setup", f"modelled / border masks must have shape ({n},)")
-    gamma = torch.as_tensor(fitted.gamma, dtype=torch.float64).detach().reshape(-1)
+    gamma = torch.as_tensor(fitted.gamma).detach().cpu().to(torch.float64).reshape(-1)
     if gamma.numel() == 1:
         gamma = gamma.expand(n)
     if gamma.shape != (n,):
@@ -243,7 +265,7 @@ def evaluate_fit(
     x = data.x.detach().to(torch.float64)
     t = data.t.detach().to(torch.float64)
     sim = simulate_windows(data, modelled, k, gamma, w, train, test, substeps=substeps, method=ode_method,
-                           simulate=simulate)
+                           field=field, device=device)
 
     rows = modelled.nonzero().reshape(-1).tolist()
     cell_id = data.cell_id.long()
@@ -309,7 +331,12 @@ def evaluate_fit(
     if truth is not None:
         results["truth"] = truth
     model_results = dict(model_results or {})
-    model_figures = [Path(f) for f in model_results.pop("figures", [])]
+    intervals = model_results.pop("intervals", None)
+    scores = model_results.get("anomaly")
+    if isinstance(intervals, ParameterIntervals):
+        model_results.update(intervals.as_results(cell_id, modelled))
+    if isinstance(scores, AnomalyScores):
+        model_results["anomaly"] = scores.as_results(cell_id, modelled)
     clash = sorted(set(model_results) & set(results))
     if clash:
         raise ConfigError("model_results", f"would overwrite the results key '{clash[0]}'")
@@ -320,7 +347,15 @@ def evaluate_fit(
         plot_rows = _rows_to_plot(cells_to_plot, cell_id, groups)
         paths = _write_figures(out, data, x, sim, modelled, border, gamma, k, scale, truth, mse, plot_rows,
                                train, test, labels)
-        paths += [f if f.is_absolute() else out / f for f in model_figures]
+        if isinstance(intervals, ParameterIntervals):
+            truth_gamma = getattr(data, "truth_gamma", None)
+            paths.append(plot_intervals(
+                intervals, cell_id, modelled, out / "parameter_intervals.png",
+                truth_gamma=None if truth_gamma is None else torch.as_tensor(truth_gamma).cpu(),
+                truth_k=None if truth is None else truth.get("k"),
+            ))
+        if isinstance(scores, AnomalyScores):
+            paths.append(plot_anomaly_map(scores, cell_id, data.pos, out / "anomaly_map.png", labels=labels))
         results["figures"] = [p.name for p in paths]
         results = jsonable(results)
         write_results(results, out / RESULTS_FILE, overwrite=overwrite)

@@ -1,4 +1,4 @@
-"""Label image + traces -> the cell graph (a PyG ``Data`` following :mod:`calcium_gnn.graphs.schema`).
+"""Label image + traces -> the cell graph (a PyG ``Data`` following :mod:`calcium_gnn.io.graph_schema`).
 
 Nodes are cells (ascending ``cell_id``); an undirected edge joins two cells whose shared border
 ``l_ij`` (membrane midline, :mod:`calcium_gnn.graphs.adjacency`) is at least ``min_shared_border``
@@ -24,7 +24,7 @@ from torch_geometric.data import Data
 from calcium_gnn.errors import ConfigError, MasksError, MovieError
 from calcium_gnn.graphs.adjacency import adjacent_pairs
 from calcium_gnn.graphs.geometry import CellTable, cell_table, validate_labels
-from calcium_gnn.graphs.schema import validate_graph
+from calcium_gnn.io.graph_schema import validate_graph
 
 __all__ = ["build_graph", "graph_unit"]
 
@@ -80,7 +80,7 @@ def build_graph(
         A ``Data`` with ``x`` (N, T) float32, ``t`` (T,), ``pos`` (N, 2) centroids ``(x, y)`` in px,
         ``edge_index`` (2, E) both directions sorted, ``edge_attr`` (E, 1) = ``u * l``, ``u`` (E,),
         ``l`` (E,), ``area`` (N,), ``touches_edge`` (N,), ``cell_id`` (N,), ``dt``, ``pixel_size``,
-        ``unit``; it passes :func:`calcium_gnn.graphs.schema.validate_graph`.
+        ``unit``; it passes :func:`calcium_gnn.io.graph_schema.validate_graph`.
 
     Raises:
         MasksError: bad label image, or no cell in it.

@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.io.figure_files import save_figure
 
 MAD_CONSISTENCY: float = 0.6745
 DEFAULT_THRESHOLD: float = 3.5
@@ -157,55 +154,3 @@ def anomaly_scores(
     score = torch.maximum(z_gamma.abs(), z_residual.clamp(min=0))
     flagged = mask & (score > rule.threshold)
     return AnomalyScores(z_gamma=z_gamma, z_residual=z_residual, score=score, flagged=flagged, rule=rule)
-
-
-def plot_anomaly_map(
-    scores: AnomalyScores,
-    cell_id: Tensor,
-    pos: Tensor,
-    path: str | Path,
-    labels: np.ndarray | None = None,
-) -> Path:
-    """Map of the anomaly scores: cells painted by score on the label image, else dots at the centroids.
-
-    Flagged cells are outlined / ringed in red; cells without a score are grey.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    score = scores.score.detach().double().numpy()
-    finite = np.isfinite(score)
-    vmax = max(scores.rule.threshold * 1.5, float(np.nanmax(score)) if finite.any() else 1.0)
-    fig, ax = plt.subplots(figsize=(6, 5.5))
-    cmap = plt.get_cmap("magma").with_extremes(bad="lightgrey")
-    ids = cell_id.reshape(-1).numpy()
-    xy = pos.detach().double().numpy()
-    if labels is not None:
-        lut = np.full(int(max(ids.max(), labels.max())) + 1, np.nan)
-        lut[ids] = score
-        image = lut[np.asarray(labels)]
-        image[np.asarray(labels) == 0] = np.nan
-        shown = ax.imshow(np.ma.masked_invalid(image), cmap=cmap, vmin=0, vmax=vmax)
-    else:
-        shown = ax.scatter(xy[finite, 0], xy[finite, 1], c=score[finite], cmap=cmap, vmin=0, vmax=vmax, s=60)
-        ax.scatter(xy[~finite, 0], xy[~finite, 1], c="lightgrey", s=30)
-        ax.invert_yaxis()
-        ax.set_aspect("equal")
-    flagged = scores.flagged.numpy()
-    ax.scatter(
-        xy[flagged, 0],
-        xy[flagged, 1],
-        facecolors="none",
-        edgecolors="red",
-        s=160,
-        linewidths=1.5,
-        label=f"flagged (score > {scores.rule.threshold:g})",
-    )
-    fig.colorbar(shown, ax=ax, label="anomaly score")
-    ax.set_title("anomaly score per cell", fontsize=10)
-    if flagged.any():
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return save_figure(fig, path)

@@ -8,7 +8,7 @@ biologist already assumes when comparing cells of one culture: the feeds come fr
 
 Model (a linear mixed model on the Laplace approximation of the fit). Let ``theta = (k, g, y0)`` be
 the output-error optimum (``g`` the G free feeds) with Gauss-Newton covariance ``C``
-(:func:`calcium_gnn.evaluation.uncertainty.gauss_newton_covariance`). Conditional on ``k`` (a fixed
+(:func:`calcium_gnn.inference.uncertainty.gauss_newton_covariance`). Conditional on ``k`` (a fixed
 effect, estimated without the prior, so the prior cannot bias it), the rest ``r = (g, y0)`` is
 approximately
 

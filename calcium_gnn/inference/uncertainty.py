@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -32,7 +31,6 @@ import torch
 from torch import Tensor
 
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.io.figure_files import save_figure
 
 DEFAULT_LEVEL: float = 0.9
 
@@ -218,55 +216,3 @@ class ParameterIntervals:
             "residual_lag1_autocorrelation": self.rho,
             "variance_inflation": self.inflation,
         }
-
-
-def plot_intervals(
-    intervals: ParameterIntervals,
-    cell_id: Tensor,
-    cells: Tensor,
-    path: str | Path,
-    truth_gamma: Tensor | None = None,
-    truth_k: float | None = None,
-) -> Path:
-    """Error-bar figure of ``gamma_i`` per modelled cell (and ``k`` in the title); PNG at ``path``.
-
-    Cells are sorted by their estimate; the true values are drawn as crosses when given.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    idx = cells.reshape(-1).nonzero().reshape(-1)
-    order = idx[intervals.gamma[idx].argsort()]
-    xs = torch.arange(order.numel())
-    est = intervals.gamma[order]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.08 * order.numel() + 3), 4))
-    ax.errorbar(
-        xs,
-        est,
-        yerr=[est - intervals.gamma_lower[order], intervals.gamma_upper[order] - est],
-        fmt="o",
-        ms=3,
-        lw=1,
-        capsize=2,
-        label=f"fit, {intervals.level:.0%} interval",
-    )
-    if truth_gamma is not None:
-        ax.plot(
-            xs, torch.as_tensor(truth_gamma, dtype=torch.float64)[order], "x", color="C3", ms=4, label="truth"
-        )
-    ax.set_xticks(xs[:: max(1, order.numel() // 20)])
-    ax.set_xticklabels([str(int(cell_id[i])) for i in order[:: max(1, order.numel() // 20)]], fontsize=7)
-    ax.set_xlabel("cell id (sorted by fitted gamma)")
-    ax.set_ylabel("gamma (1/s)")
-    title = (
-        f"k = {intervals.k:.4g} [{intervals.k_interval[0]:.4g}, {intervals.k_interval[1]:.4g}] "
-        f"({intervals.level:.0%})"
-    )
-    if truth_k is not None:
-        title += f", true k = {truth_k:.4g}"
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)

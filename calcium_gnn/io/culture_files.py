@@ -1,4 +1,8 @@
-"""Writing and reading a synthetic culture's files, and the cache of generated cultures.
+"""The files of a synthetic culture: arrays and JSON in, arrays and JSON out.
+
+This module knows the file format and checks it; it does not know the culture object. Turning a
+:class:`~calcium_gnn.data.synthetic.SyntheticCulture` into these arrays and back, and the cache of
+generated cultures, are :mod:`calcium_gnn.data.synthetic_files` (``io`` imports no upper layer).
 
 A culture directory holds four files:
 
@@ -11,7 +15,8 @@ A culture directory holds four files:
 ``truth.json``
     scalars, every generation parameter, the seed, the hot pixels, the edge-weight normalisation,
     the list of cells, and a description of every field (see :data:`JSON_DESCRIPTION`). Written
-    last: a directory without it is incomplete.
+    last: a directory without it is incomplete. The writer adds ``format``, ``version``, ``files``,
+    ``arrays`` and ``description``; the rest is the culture's (``meta`` of :func:`write_culture_files`).
 
 Every file is written to a temporary name in the same directory, then moved into place with
 ``os.replace``, so a reader never sees half a file. Existing culture directories are never
@@ -20,31 +25,28 @@ overwritten unless asked to.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 
-from calcium_gnn.data.synthetic import (
-    AREA_DEFINITION,
-    CENTROID_DEFINITION,
-    SyntheticCulture,
-    culture_params,
-    make_culture,
-)
 from calcium_gnn.errors import InputFileError, MovieError, OutputError
-from calcium_gnn.io.atomic import atomic_folder, atomic_path
+from calcium_gnn.io.atomic import atomic_path
 
 FORMAT = "calcium_gnn.synthetic_culture"
 VERSION = 1
 FILES = ("movie.tif", "labels.tif", "truth.npz", "truth.json")
+#: Keys ``truth.json`` must hold (besides the ones the writer adds) for a reader to use it.
+REQUIRED_META: tuple[str, ...] = (
+    "n_cells", "n_frames", "image_shape", "dt", "k", "edge_weight_scale", "seed", "params",
+)
+CENTROID_DEFINITION = "centroid of the cell's Voronoi polygon (membrane half-widths included), (x, y) px"
+AREA_DEFINITION = "area of the cell's Voronoi polygon in px**2 (membrane half-widths included)"
 
 NPZ_FIELDS: dict[str, str] = {
     "traces": "(N, T) float64 clean calcium levels, row i = cell_ids[i]",
@@ -85,15 +87,54 @@ JSON_DESCRIPTION: dict[str, str] = {
 }
 
 
-def save_culture(culture: SyntheticCulture, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Write ``culture`` to ``out_dir`` (movie.tif, labels.tif, truth.npz, truth.json); return the dir.
+@dataclass
+class CultureFiles:
+    """The content of a culture directory, checked (:func:`read_culture_files`).
 
-    The movie is rendered first if it was not yet. ``culture.path`` is set to ``out_dir``.
+    Attributes:
+        directory: the culture directory.
+        labels: (Y, X) int32 label image, 0 = membrane, 1..N = cell ids.
+        arrays: the arrays of ``truth.npz`` (:data:`NPZ_FIELDS`), as stored.
+        meta: the content of ``truth.json``.
+        movie: (T, Y, X) uint16 movie, or None when not read (only its header was checked).
+    """
+
+    directory: Path
+    labels: np.ndarray
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    movie: np.ndarray | None = None
+
+
+def write_culture_files(
+    out_dir: str | Path,
+    *,
+    movie: np.ndarray,
+    labels: np.ndarray,
+    dt: float,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write a culture directory (movie.tif, labels.tif, truth.npz, then truth.json); return it.
+
+    Args:
+        out_dir: the directory (created if missing).
+        movie: (T, Y, X) uint16 movie; ``dt`` (s) is written as ImageJ's ``finterval``.
+        labels: (Y, X) label image; stored as uint16 when its highest id fits, else int32.
+        dt: frame interval in s.
+        arrays: exactly the arrays of :data:`NPZ_FIELDS`.
+        meta: the culture's ``truth.json`` keys (at least :data:`REQUIRED_META`); JSON values only.
+        overwrite: replace the files of a non-empty directory (other files there are kept).
 
     Raises:
         OutputError: ``out_dir`` is a file, or a non-empty directory and ``overwrite`` is False, or
             cannot be written.
+        ValueError: ``arrays`` or ``meta`` miss a field of the format (a programming error).
     """
+    missing = sorted(set(NPZ_FIELDS) ^ set(arrays)) + [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"culture files: missing or unknown fields {missing}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(out, "exists and is not a directory")
@@ -103,28 +144,26 @@ def save_culture(culture: SyntheticCulture, out_dir: str | Path, overwrite: bool
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(out, f"cannot create the directory ({err.strerror})") from None
-    movie = culture.movie
-    label_dtype = np.uint16 if culture.n_cells <= np.iinfo(np.uint16).max else np.int32
+    label_dtype = np.uint16 if int(labels.max(initial=0)) <= np.iinfo(np.uint16).max else np.int32
     _atomic(
         out / "movie.tif",
         lambda p: tifffile.imwrite(
-            p, movie, imagej=True, metadata={"axes": "TYX", "finterval": culture.dt, "unit": "pixel"}
+            p, movie, imagej=True, metadata={"axes": "TYX", "finterval": dt, "unit": "pixel"}
         ),
     )
-    _atomic(out / "labels.tif", lambda p: tifffile.imwrite(p, culture.labels.astype(label_dtype)))
-    _atomic(out / "truth.npz", lambda p: _write_npz(p, culture))
-    text = json.dumps(_truth_json(culture), indent=1, allow_nan=False)
+    _atomic(out / "labels.tif", lambda p: tifffile.imwrite(p, labels.astype(label_dtype)))
+    _atomic(out / "truth.npz", lambda p: _write_npz(p, arrays))
+    text = json.dumps(_truth_json(meta), indent=1, allow_nan=False)
     _atomic(out / "truth.json", lambda p: p.write_text(text, encoding="utf-8"))
-    culture.path = out
     return out
 
 
-def load_culture(directory: str | Path, read_movie: bool = True) -> SyntheticCulture:
-    """Read a culture written by :func:`save_culture`, checking its files agree with each other.
+def read_culture_files(directory: str | Path, read_movie: bool = True) -> CultureFiles:
+    """Read a culture directory written by :func:`write_culture_files`, checking its files agree.
 
     Args:
         directory: the culture directory.
-        read_movie: read ``movie.tif`` now; otherwise it is read on first access of ``culture.movie``.
+        read_movie: read ``movie.tif`` now; otherwise only its header is checked.
 
     Raises:
         InputFileError: naming the file that is missing, unreadable or inconsistent.
@@ -143,18 +182,18 @@ def load_culture(directory: str | Path, read_movie: bool = True) -> SyntheticCul
     npz = root / "truth.npz"
     _check(npz, arrays["traces"].shape == (n, t), f"traces must be ({n}, {t}) as in truth.json")
     for name in ("gamma", "is_driver", "touches_edge", "areas", "cell_ids"):
-        _check(root / "truth.npz", arrays[name].shape == (n,), f"'{name}' must have shape ({n},)")
-    _check(root / "truth.npz", arrays["centroids"].shape == (n, 2), f"'centroids' must have shape ({n}, 2)")
-    _check(root / "truth.npz", arrays["t"].shape == (t,), f"'t' must have shape ({t},)")
+        _check(npz, arrays[name].shape == (n,), f"'{name}' must have shape ({n},)")
+    _check(npz, arrays["centroids"].shape == (n, 2), f"'centroids' must have shape ({n}, 2)")
+    _check(npz, arrays["t"].shape == (t,), f"'t' must have shape ({t},)")
     e = arrays["edge_src"].shape
     _check(
-        root / "truth.npz",
+        npz,
         all(arrays[k].shape == e for k in ("edge_dst", "l", "u")),
         "'edge_src', 'edge_dst', 'l', 'u' must have the same shape",
     )
-    edge_index = np.vstack([arrays["edge_src"], arrays["edge_dst"]]).astype(np.int64)
+    edge_index = np.vstack([arrays["edge_src"], arrays["edge_dst"]])
     _check(
-        root / "truth.npz",
+        npz,
         edge_index.size == 0 or (edge_index.min() >= 0 and edge_index.max() < n),
         f"edges refer to nodes outside 0..{n - 1}",
     )
@@ -168,31 +207,9 @@ def load_culture(directory: str | Path, read_movie: bool = True) -> SyntheticCul
         int(labels.max()) == n,
         f"highest label {labels.max()} but truth.json has {n} cells",
     )
-    culture = SyntheticCulture(
-        labels=labels,
-        traces=arrays["traces"].astype(float),
-        t=arrays["t"].astype(float),
-        dt=float(meta["dt"]),
-        k=float(meta["k"]),
-        gamma=arrays["gamma"].astype(float),
-        is_driver=arrays["is_driver"].astype(bool),
-        touches_edge=arrays["touches_edge"].astype(bool),
-        edge_index=edge_index,
-        l=arrays["l"].astype(float),
-        u=arrays["u"].astype(float),
-        centroids=arrays["centroids"].astype(float),
-        areas=arrays["areas"].astype(float),
-        cell_ids=arrays["cell_ids"].astype(np.int64),
-        edge_weight_scale=float(meta["edge_weight_scale"]),
-        seed=int(meta["seed"]),
-        params=dict(meta["params"]),
-        hot_pixels=arrays["hot_pixels"].astype(np.int64).reshape(-1, 3),
-        path=root,
-    )
     _check_movie_header(root / "movie.tif", (t,) + labels.shape)
-    if read_movie:
-        culture._movie = read_culture_movie(root / "movie.tif", (t,) + labels.shape)
-    return culture
+    movie = read_culture_movie(root / "movie.tif", (t,) + labels.shape) if read_movie else None
+    return CultureFiles(directory=root, labels=labels, arrays=arrays, meta=meta, movie=movie)
 
 
 def read_culture_movie(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -210,42 +227,6 @@ def read_culture_movie(path: str | Path, shape: tuple[int, ...]) -> np.ndarray:
     return movie
 
 
-def culture_key(**params: Any) -> str:
-    """A 16-hex-digit hash of all generation parameters (defaults filled in) and the file version."""
-    full = culture_params(**params)
-    text = json.dumps({"format": FORMAT, "version": VERSION, "params": full}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def load_or_make_culture(cache_dir: str | Path, **params: Any) -> SyntheticCulture:
-    """The culture of ``params`` from ``cache_dir/culture-<hash>``, generated and saved on first use.
-
-    Generation writes into a temporary directory next to the final one and renames it into place,
-    so concurrent callers never see a half-written culture (the loser of a race uses the winner's).
-
-    Args:
-        cache_dir: the cache root (created if missing).
-        **params: keyword arguments of :func:`calcium_gnn.data.synthetic.make_culture` (not ``render``).
-
-    Raises:
-        ConfigError: for an unknown parameter name or an invalid value.
-        OutputError: when the cache cannot be written.
-    """
-    full = culture_params(**params)
-    root = Path(cache_dir)
-    target = root / f"culture-{culture_key(**params)}"
-    if (target / "truth.json").is_file():
-        with contextlib.suppress(InputFileError):
-            return load_culture(target, read_movie=False)
-    culture = make_culture(**full, render=True)
-    with atomic_folder(target) as staging:  # keeps a complete entry another process moved in first
-        save_culture(culture, staging)
-        if target.exists() and not (target / "truth.json").is_file():
-            shutil.rmtree(target, ignore_errors=True)  # an incomplete cache entry of ours
-    culture.path = target
-    return culture
-
-
 def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
     """Call ``write`` on a temporary name next to ``path`` (same suffix), then ``os.replace`` it
     (:func:`calcium_gnn.io.atomic.atomic_path`)."""
@@ -253,57 +234,17 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
         write(tmp)
 
 
-def _write_npz(path: Path, c: SyntheticCulture) -> None:
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     with open(path, "wb") as handle:
-        np.savez(
-            handle,
-            traces=c.traces,
-            t=c.t,
-            gamma=c.gamma,
-            is_driver=c.is_driver,
-            touches_edge=c.touches_edge,
-            edge_src=c.edge_index[0],
-            edge_dst=c.edge_index[1],
-            l=c.l,
-            u=c.u,
-            centroids=c.centroids,
-            areas=c.areas,
-            cell_ids=c.cell_ids,
-            hot_pixels=c.hot_pixels,
-        )
+        np.savez(handle, **{name: arrays[name] for name in NPZ_FIELDS})
 
 
-def _truth_json(c: SyntheticCulture) -> dict[str, Any]:
-    cells = [
-        {
-            "cell_id": int(c.cell_ids[i]),
-            "is_driver": bool(c.is_driver[i]),
-            "touches_edge": bool(c.touches_edge[i]),
-            "gamma": None if c.is_driver[i] else float(c.gamma[i]),
-            "centroid": [float(v) for v in c.centroids[i]],
-            "area": float(c.areas[i]),
-        }
-        for i in range(c.n_cells)
-    ]
+def _truth_json(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The content of ``truth.json``: the format's own keys around the culture's ``meta``."""
     return {
         "format": FORMAT,
         "version": VERSION,
-        "seed": c.seed,
-        "params": c.params,
-        "n_cells": c.n_cells,
-        "n_frames": c.n_frames,
-        "image_shape": list(c.labels.shape),
-        "dt": c.dt,
-        "k": c.k,
-        "edge_weight_scale": c.edge_weight_scale,
-        "edge_weight_definition": "w_ij = u_ij * l_ij / s, s = mean(u * l) over the edges of the true graph",
-        "ode": "dy_i/dt = k/|N_i| * sum_j w_ij (z_j - y_i) + gamma_i (eq. 3), z_j = y_j for ODE cells, "
-        "the prescribed level for drivers; |N_i| = number of neighbours",
-        "n_edges": int(c.edge_index.shape[1]),
-        "n_drivers": int(c.is_driver.sum()),
-        "centroid_definition": CENTROID_DEFINITION,
-        "hot_pixels": c.hot_pixels.tolist(),
-        "cells": cells,
+        **meta,
         "files": {
             "movie.tif": "(T, Y, X) uint16 ImageJ stack, finterval = dt",
             "labels.tif": "(Y, X) label image, 0 = membrane, 1..N = cell ids",
@@ -327,7 +268,7 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise InputFileError(path, f"not a readable JSON file ({err})") from None
     _check(path, isinstance(meta, dict) and meta.get("format") == FORMAT, f"not a '{FORMAT}' file")
     _check(path, meta.get("version") == VERSION, f"format version {meta.get('version')}, expected {VERSION}")
-    for key in ("n_cells", "n_frames", "image_shape", "dt", "k", "edge_weight_scale", "seed", "params"):
+    for key in REQUIRED_META:
         _check(path, key in meta, f"missing key '{key}'")
     return meta
 

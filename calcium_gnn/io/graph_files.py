@@ -1,6 +1,6 @@
 """Saving and loading cell graphs, and exporting them for other tools.
 
-* ``graph.pt``: the PyG ``Data`` (schema :mod:`calcium_gnn.graphs.schema`) written with
+* ``graph.pt``: the PyG ``Data`` (schema :mod:`calcium_gnn.io.graph_schema`) written with
   ``torch.save`` and read back with ``torch.load(weights_only=True)`` (only tensors, numbers,
   strings and PyG's own storage classes are unpickled, so a crafted file cannot run code);
 * ``labels.tif``: the final label image (uint16 or uint32, 0 = background, values = ``cell_id``);
@@ -36,8 +36,8 @@ from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import BaseStorage, EdgeStorage, GlobalStorage, NodeStorage
 
 from calcium_gnn.errors import GraphError, OutputError
-from calcium_gnn.graphs.schema import validate_graph
 from calcium_gnn.io.atomic import atomic_path
+from calcium_gnn.io.graph_schema import validate_graph
 
 __all__ = [
     "GRAPH_SAFE_GLOBALS",
@@ -74,7 +74,7 @@ def save_graph(data: Data, path: str | Path) -> Path:
     """Check ``data`` against the schema and write it with ``torch.save``, atomically.
 
     Args:
-        data: a cell graph (:func:`calcium_gnn.graphs.schema.validate_graph` must pass).
+        data: a cell graph (:func:`calcium_gnn.io.graph_schema.validate_graph` must pass).
         path: the ``.pt`` file to write (replaced if it exists).
 
     Returns:

@@ -7,7 +7,7 @@ solve is differentiable with respect to the data. Optimisation is manual and the
 
 Logged every step: ``fit/k``, ``fit/gamma_mean`` and ``fit/gamma_median`` (over the modelled cells),
 ``train/loss`` (the objective ``1/2 ||A theta - b||^2 + lam/2 ||theta||^2`` at the optimum), and, when
-the graph carries ground truth (``truth_k``, ``truth_gamma``; see ``calcium_gnn.graphs.schema``),
+the graph carries ground truth (``truth_k``, ``truth_gamma``; see ``calcium_gnn.io.graph_schema``),
 ``fit/k_rel_err`` (``k`` compared at the same edge-weight scale) and ``fit/gamma_mae`` (over modelled
 cells whose true gamma is finite).
 """
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError
+from calcium_gnn.models.base import ConsensusModel
 from calcium_gnn.nn.consensus import check_bounds
 from calcium_gnn.physics.interpolation import DEFAULT_INTERPOLATION_FACTOR, DEFAULT_TRAIN_FRACTION, time_split
 from calcium_gnn.physics.least_squares import (
@@ -35,32 +35,16 @@ from calcium_gnn.physics.least_squares import (
 )
 from calcium_gnn.physics.ls_solvers import Bounds
 from calcium_gnn.physics.ls_system import build_system
-from calcium_gnn.physics.parameters import FittedParameters
+from calcium_gnn.physics.parameters import FittedParameters, truth_errors
 from calcium_gnn.physics.setups import Setup, resolve_setup
 
 
-def truth_errors(fitted: FittedParameters, data: Data, modelled: Tensor) -> dict[str, float]:
-    """``k_rel_err`` and ``gamma_mae`` against the graph's ground truth (empty without it).
+class CRLSMModule(ConsensusModel):
+    """LSM / RLSM / CRLSM (paper eqs. 17-20) on a cell graph, as a :class:`ConsensusModel`.
 
-    ``k`` is compared at the fit's scale: ``k_true * s_fit / s_true`` (``k / s`` is invariant).
-    """
-    out: dict[str, float] = {}
-    truth_k = getattr(data, "truth_k", None)
-    if truth_k is not None:
-        s_true = float(getattr(data, "truth_edge_weight_scale", fitted.edge_weight_scale))
-        k_true = float(truth_k) * fitted.edge_weight_scale / s_true
-        out["fit/k_rel_err"] = abs(fitted.k - k_true) / abs(k_true)
-    truth_gamma = getattr(data, "truth_gamma", None)
-    if truth_gamma is not None:
-        truth = torch.as_tensor(truth_gamma, dtype=torch.float64).reshape(-1)
-        keep = modelled & torch.isfinite(truth)
-        if bool(keep.any()):
-            out["fit/gamma_mae"] = float((fitted.gamma[keep] - truth[keep]).abs().mean())
-    return out
-
-
-class CRLSMModule(L.LightningModule):
-    """LSM / RLSM / CRLSM (paper eqs. 17-20) on a cell graph, as a LightningModule.
+    An exact solver: not data parallel (``data_parallel = False``; ``trainer=ddp`` runs it in one
+    process). The fit runs on the device of the batch Lightning hands to ``training_step``; the
+    results are kept as float64 buffers ``k_fit`` (), ``gamma_fit`` (N,) and ``scale_fit`` ().
 
     Args:
         data: the cell graph (used for N and, without ``setup``, for the default setup I).
@@ -105,7 +89,9 @@ class CRLSMModule(L.LightningModule):
         #: results.json's ``method``: the solver's name (``"crlsm"``, ``"rlsm"`` or ``"lsm"``)
         self.method_name = solver
         self.train_fraction = float(train_fraction)
-        self.consensus_setup = setup
+        self.steps_per_epoch = 1
+        self.data_parallel = False
+        self.register_setup(setup)
         self.options = {
             "solver": solver, "backend": backend, "lam": lam,
             "k_bounds": k_bounds, "gamma_bounds": gamma_bounds,
@@ -114,26 +100,27 @@ class CRLSMModule(L.LightningModule):
             "interpolation_factor": interpolation_factor, "train_fraction": train_fraction,
             "edge_weight_scale": edge_weight_scale,
         }
-        n = setup.modelled.shape[0]
-        self.register_buffer("k_fit", torch.tensor(math.nan, dtype=torch.float64))
-        self.register_buffer("gamma_fit", torch.full((n,), math.nan, dtype=torch.float64))
-        self.register_buffer("scale_fit", torch.tensor(math.nan, dtype=torch.float64))
+        nan = torch.full_like(self.modelled, math.nan, dtype=torch.float64)  # (N,), on the setup's device
+        self.register_buffer("k_fit", nan[0].clone())
+        self.register_buffer("gamma_fit", nan)
+        self.register_buffer("scale_fit", nan[0].clone())
 
     def configure_optimizers(self) -> None:
         """No optimiser: the fit is a closed-form solve inside ``training_step``."""
         return None
 
     def solve(self, data: Data) -> tuple[FittedParameters, Tensor]:
-        """Build and solve the least squares on ``data``; returns the parameters and the objective."""
+        """Build and solve the least squares on ``data`` (any device); returns the host parameters and
+        the objective () (on the device of ``data``)."""
         system = build_system(data, self.consensus_setup, **self.system_options)
         solution = solve_system(system, **self.options)
         return to_fitted(system, solution), solution.objective
 
     def training_step(self, batch: Data, batch_idx: int) -> Tensor:
         fitted, loss = self.solve(batch)
-        modelled = self.consensus_setup.modelled
+        modelled = self.consensus_setup.modelled  # host, like ``fitted``
         self.k_fit.fill_(fitted.k)
-        self.gamma_fit.copy_(fitted.gamma)
+        self.gamma_fit.copy_(fitted.gamma)  # host -> the module's device
         self.scale_fit.fill_(fitted.edge_weight_scale)
         gamma_modelled = fitted.gamma[modelled]
         self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=1)
@@ -153,6 +140,6 @@ class CRLSMModule(L.LightningModule):
         if math.isnan(float(self.k_fit)):
             raise ConfigError("model", "CRLSMModule is not fitted yet: run trainer.fit(model, ...) first")
         return FittedParameters(
-            k=float(self.k_fit), gamma=self.gamma_fit.detach().clone(),
-            edge_weight_scale=float(self.scale_fit), gamma_mode=self.consensus_setup.gamma_mode,
+            k=float(self.k_fit), gamma=self.gamma_fit.detach().cpu().clone(),
+            edge_weight_scale=float(self.scale_fit), gamma_mode=self.gamma_mode,
         )

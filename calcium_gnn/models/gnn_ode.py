@@ -10,9 +10,13 @@ The right-hand side is :class:`calcium_gnn.nn.coupling.CouplingConv`:
 the linear law of eq. (3) plus a correction that starts at zero. It is fitted by the same output-error
 loss as :class:`~calcium_gnn.models.neural_ode.OutputErrorODE` (mean squared difference between the
 simulated and observed traces of the modelled cells over the training window), with L-BFGS (or Adam)
-through a classical RK4 integration of the (now nonlinear) ODE: each frame interval is split into
-``substeps`` steps of :func:`calcium_gnn.physics.simulate.rk4_step`, border cells following their
-linearly interpolated data, exactly as in :func:`~calcium_gnn.physics.simulate.simulate_consensus`.
+through a classical RK4 integration of the (now nonlinear) ODE by the one simulator,
+:func:`calcium_gnn.physics.simulate.integrate` (step by step, as the law is not affine in the state),
+border cells following their linearly interpolated data.
+
+It is built by composition: an :class:`~calcium_gnn.physics.output_error.OutputErrorProblem` around a
+:class:`~calcium_gnn.nn.coupling.CouplingConv`, the linear law's problem and Levenberg-Marquardt solver
+for the start, and the shared post-fit anomaly scores.
 
 Initialisation (``init``): ``"output_error"`` (default) first fits the linear law by output error
 (Levenberg-Marquardt, the ``neural_ode`` model), so training starts *at* the best linear model and the
@@ -22,90 +26,59 @@ correction helps; ``"crlsm"`` / ``"constant"`` as in the linear model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.evaluation.anomaly import plot_anomaly_map
-from calcium_gnn.models.neural_ode import OutputErrorODE, moving_average
-from calcium_gnn.nn.consensus import ConsensusConv
+from calcium_gnn.inference.anomaly import AnomalyRule, AnomalyScores
+from calcium_gnn.inference.output_error import fit_anomaly_scores
+from calcium_gnn.models.base import ConsensusModel
+from calcium_gnn.models.neural_ode import (
+    StartingPoint,
+    gradient_optimizer,
+    lm_settings,
+    training_window_problem,
+)
+from calcium_gnn.models.options import check_int, check_odd_window, check_positive
+from calcium_gnn.nn.consensus import PAPER_GAMMA_BOUNDS, PAPER_K_BOUNDS, ConsensusConv, check_bounds
 from calcium_gnn.nn.coupling import CouplingConv, normalised_edge_features
-from calcium_gnn.physics.setups import Setup
-from calcium_gnn.physics.simulate import euler_step, rk4_step
+from calcium_gnn.physics.edge_weights import edge_weights
+from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
+from calcium_gnn.physics.levenberg_marquardt import LevenbergMarquardt
+from calcium_gnn.physics.output_error import OutputErrorProblem, border_drive
+from calcium_gnn.physics.parameters import FittedParameters, truth_errors
+from calcium_gnn.physics.setups import Setup, resolve_setup
+from calcium_gnn.physics.simulate import METHODS, integrate
 
 GNN_INITS: tuple[str, ...] = ("output_error", "crlsm", "constant")
+GNN_OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
+
+#: Levenberg-Marquardt iterations of the linear output-error fit the GNN starts from.
+LINEAR_START_ITERATIONS: int = 50
 
 
-def simulate_field(
-    conv: ConsensusConv,
-    x_obs: Tensor,
-    t: Tensor,
-    edge_index: Tensor,
-    edge_weight: Tensor,
-    modelled: Tensor,
-    k: Tensor,
-    gamma: Tensor,
-    y0: Tensor,
-    substeps: int = 2,
-    method: str = "rk4",
-) -> Tensor:
-    """Integrate ``dy/dt = conv(y, x(t))`` (any, possibly nonlinear, message) over the frames ``t``.
-
-    Cells outside ``modelled`` follow ``x_obs`` linearly interpolated inside each frame interval
-    (``x(t_n + tau) = x_n + tau/Delta (x_{n+1} - x_n)``); each interval takes ``substeps`` steps of RK4
-    (or Euler). Differentiable with respect to every parameter of ``conv``, ``k``, ``gamma``, ``y0``.
-
-    Args:
-        conv: the right-hand side (a :class:`ConsensusConv` or :class:`CouplingConv`).
-        x_obs: (N, T) observed traces. t: (T,) frame times (s).
-        edge_index: (2, E). edge_weight: (E,) normalised weights. modelled: (N,) bool.
-        k: coupling constant (0-d). gamma: (N,) feeds. y0: (N,) initial states (used on G).
-        substeps: steps per frame interval. method: ``"rk4"`` or ``"euler"``.
-
-    Returns:
-        (N, T): simulated states on G, the data elsewhere.
-    """
-    mask = modelled.reshape(-1, 1)
-    zero = torch.zeros((), dtype=x_obs.dtype, device=x_obs.device)
-    gamma_col = torch.where(mask, gamma.reshape(-1, 1), zero)
-    y = torch.where(mask, y0.reshape(-1, 1), x_obs[:, :1])
-    frames = [y]
-    step = rk4_step if method == "rk4" else euler_step
-    for n in range(x_obs.shape[1] - 1):
-        x_a, x_b = x_obs[:, n : n + 1], x_obs[:, n + 1 : n + 2]
-        delta = t[n + 1] - t[n]
-        h = delta / substeps
-
-        def f(
-            state: Tensor, tau: Tensor, x_a: Tensor = x_a, x_b: Tensor = x_b, delta: Tensor = delta
-        ) -> Tensor:
-            x_now = x_a + (tau / delta) * (x_b - x_a)
-            dydt = conv(state, x_now, edge_index, edge_weight, modelled, k=k, gamma=gamma_col)
-            return torch.where(mask, dydt, zero)
-
-        for s in range(substeps):
-            y = step(f, y, s * h, h)
-        frames.append(y)
-    return torch.where(mask, torch.cat(frames, dim=1), x_obs)
-
-
-class GNNODEModule(OutputErrorODE):
+class GNNODEModule(ConsensusModel):
     """Output-error fit of the consensus ODE with a learned MLP message (module docstring).
 
     Args:
-        data, setup: as :class:`OutputErrorODE`.
+        data, setup: the cell graph and the modelled cells (default setup I); the graph is read when
+            the module is built, not kept.
         optimizer: ``"lbfgs"`` (default) or ``"adam"`` (the MLP has no closed-form Jacobian step).
-        init: ``"output_error"`` (default), ``"crlsm"`` or ``"constant"``.
+        init: ``"output_error"`` (default: the linear law fitted by Levenberg-Marquardt), ``"crlsm"``
+            or ``"constant"`` (``k_init``, ``gamma_init``).
         hidden_features, num_layers, activation: the message MLP (defaults 16, 2, ``"tanh"``).
         mlp_weight_decay: L2 penalty ``lambda ||theta_MLP||^2`` added to the loss (default 0).
         gamma_prior: only ``"none"`` (per-cell feeds; pooling needs the linear law's covariance).
-        **kwargs: every other option of :class:`OutputErrorODE` (substeps, bounds, lr, ...).
+        substeps, method, train_fraction, edge_weight_scale, k_bounds, gamma_bounds, k_init, gamma_init,
+            fit_initial_state, border_smoothing, steps_per_epoch, lr, lbfgs_max_iter: as
+            :class:`~calcium_gnn.models.neural_ode.OutputErrorODE`.
+        damping, damping_factor, max_retries, tolerance: the Levenberg-Marquardt fit of the linear
+            start (``init="output_error"``).
+        anomaly_threshold: robust z-score threshold of the anomaly rule (default 3.5).
+        num_threads: torch threads during ``trainer.fit`` (restored after); None leaves them alone.
     """
 
     method_name = "gnn_ode"
@@ -121,9 +94,31 @@ class GNNODEModule(OutputErrorODE):
         activation: str = "tanh",
         mlp_weight_decay: float = 0.0,
         gamma_prior: str = "none",
-        **kwargs: Any,
+        substeps: int = 2,
+        method: str = "rk4",
+        train_fraction: float = DEFAULT_TRAIN_FRACTION,
+        edge_weight_scale: float | str = "mean",
+        k_bounds: tuple[float, float] = PAPER_K_BOUNDS,
+        gamma_bounds: tuple[float, float] = PAPER_GAMMA_BOUNDS,
+        k_init: float = 0.01,
+        gamma_init: float = 0.0,
+        fit_initial_state: bool = True,
+        border_smoothing: int = 1,
+        steps_per_epoch: int = 5,
+        lr: float = 1.0,
+        lbfgs_max_iter: int = 20,
+        damping: float = 1e-3,
+        damping_factor: float = 10.0,
+        max_retries: int = 8,
+        tolerance: float = 1e-9,
+        anomaly_threshold: float = 3.5,
+        num_threads: int | None = None,
     ) -> None:
-        if optimizer not in ("lbfgs", "adam"):
+        super().__init__()
+        if data is None:
+            raise ConfigError("model", f"{type(self).__name__} needs the cell graph (data=...)")
+        setup = setup if setup is not None else resolve_setup(data)
+        if optimizer not in GNN_OPTIMIZERS:
             raise ConfigError("model.optimizer", f"gnn_ode trains with 'lbfgs' or 'adam', got {optimizer!r}")
         if gamma_prior != "none":
             raise ConfigError(
@@ -133,183 +128,205 @@ class GNNODEModule(OutputErrorODE):
             )
         if init not in GNN_INITS:
             raise ConfigError("model.init", f"unknown init '{init}' (use one of {GNN_INITS})")
-        super().__init__(
-            data=data,
-            setup=setup,
-            optimizer=optimizer,
-            init="constant" if init == "output_error" else init,
-            gamma_prior=gamma_prior,
-            **kwargs,
-        )
-        self.gnn_init = init
+        if method not in METHODS:
+            raise ConfigError("model.method", f"unknown method '{method}' (use one of {METHODS})")
         self.mlp_weight_decay = float(mlp_weight_decay)
         if not self.mlp_weight_decay >= 0:
             raise ConfigError("model.mlp_weight_decay", f"must be >= 0, got {mlp_weight_decay!r}")
-        linear = self.conv
-        features = normalised_edge_features(self.data.u, self.data.l)
-        self.conv = CouplingConv(
-            linear.num_nodes,
-            features,
-            linear.gamma_mode,
-            linear.k_bounds,
-            linear.gamma_bounds,
-            k_init=linear.k_init,
-            gamma_init=linear.gamma_init,
+        border_smoothing = check_odd_window("model.border_smoothing", border_smoothing)
+        self.save_hyperparameters(ignore=["data", "setup"])
+        self.optimizer_name = optimizer
+        self.gnn_init = init
+        self.steps_per_epoch = check_int("model.steps_per_epoch", steps_per_epoch, 1)
+        self.lr = check_positive("model.lr", lr)
+        self.lbfgs_max_iter = check_int("model.lbfgs_max_iter", lbfgs_max_iter, 1)
+        self.k_bounds = check_bounds("model.k_bounds", k_bounds)
+        self.gamma_bounds = check_bounds("model.gamma_bounds", gamma_bounds)
+        self.anomaly_rule = AnomalyRule(threshold=float(anomaly_threshold))
+        self.lm_settings = lm_settings(damping_factor, max_retries, tolerance)
+        self.damping = check_positive("model.damping", damping)
+        self.num_threads = None if num_threads is None else check_int("model.num_threads", num_threads, 1)
+        self._saved_threads: int | None = None
+        self.train_fraction = float(train_fraction)
+        self.register_setup(setup)
+        self.register_buffer("cell_id", data.cell_id.detach().reshape(-1).long().cpu().clone())
+
+        self.train_frames, self.test_frames = time_split(data.x.shape[1], train_fraction)
+        w, scale = edge_weights(data.edge_attr.detach().double(), edge_weight_scale)
+        self.edge_weight_scale = scale
+        conv = CouplingConv(
+            int(data.num_nodes),
+            normalised_edge_features(data.u, data.l),
+            setup.gamma_mode,
+            self.k_bounds,
+            self.gamma_bounds,
+            k_init=k_init,
+            gamma_init=gamma_init,
             hidden_features=hidden_features,
             num_layers=num_layers,
             activation=activation,
-        ).double()
-        self.linear_fit: dict[str, Any] | None = None
+        )
+        options = {"substeps": check_int("model.substeps", substeps, 1), "method": method,
+                   "fit_initial_state": fit_initial_state, "border_smoothing": border_smoothing}
+        self.problem = training_window_problem(conv, data, setup, self.train_frames, w, **options)
+        self.start = StartingPoint(
+            data, setup, "constant" if init == "output_error" else init, self.k_bounds, self.gamma_bounds,
+            self.train_fraction, self.edge_weight_scale,
+        )
+        self.register_buffer("initialised", torch.tensor(False))
+        # the linear output-error fit the correction starts from (init="output_error")
+        self.register_buffer("has_linear_fit", torch.tensor(False))
+        self.register_buffer("linear_k", torch.tensor(float("nan"), dtype=torch.float64))
+        self.register_buffer("linear_gamma", torch.zeros(int(data.num_nodes), dtype=torch.float64))
+        self.register_buffer("linear_y0", torch.zeros(int(data.num_nodes), dtype=torch.float64))
+
+    @property
+    def conv(self) -> CouplingConv:
+        """The learned right-hand side (``problem.conv``)."""
+        return self.problem.conv
+
+    def linear_problem(self) -> OutputErrorProblem:
+        """The paper's linear law on the same training window, graph and options (for the start)."""
+        p = self.problem
+        linear = ConsensusConv(
+            p.modelled.shape[0], self.gamma_mode, self.k_bounds, self.gamma_bounds,
+            self.conv.k_init, self.conv.gamma_init,
+        ).to(p.x_train.device)
+        return OutputErrorProblem(
+            linear, p.x_train, p.t_train, p.edge_index, p.edge_weight, p.modelled, self.gamma_mode,
+            substeps=p.substeps, method=p.ode_method, fit_initial_state=p.fit_initial_state,
+            border_smoothing=p.border_smoothing,
+        )
 
     @torch.no_grad()
     def initialise(self) -> None:
-        """Fit the linear law by output error (``init="output_error"``), else as the linear model."""
+        """Fit the linear law by output error (``init="output_error"``), else CRLSM or the constants."""
         if self.gnn_init != "output_error":
-            super().initialise()
+            self.start.write_into(self.problem)
+            self.initialised.fill_(True)
             return
-        options = {
-            key: self.hparams[key]
-            for key in (
-                "substeps",
-                "method",
-                "train_fraction",
-                "edge_weight_scale",
-                "k_bounds",
-                "gamma_bounds",
-                "k_init",
-                "gamma_init",
-                "fit_initial_state",
-                "border_smoothing",
-                "damping",
-                "damping_factor",
-                "max_retries",
-                "tolerance",
-            )
-        }
-        linear = OutputErrorODE(
-            data=self.data, setup=self.consensus_setup, optimizer="gauss_newton", **options
+        linear = self.linear_problem()
+        self.start.write_into(linear)
+        LevenbergMarquardt(self.damping, self.lm_settings).to(linear.x_train.device).fit(
+            linear, LINEAR_START_ITERATIONS
         )
-        linear.fit_levenberg_marquardt(max_iterations=50)
         self.conv.set_parameters(linear.conv.k.detach(), linear.conv.gamma.detach())
-        self.y0.copy_(linear.y0.detach())
-        self.linear_fit = {
-            "k": float(linear.conv.k),
-            "gamma": linear.conv.gamma.detach().clone(),
-            "y0": linear.y0.detach().clone(),
-        }
+        self.problem.y0.copy_(linear.y0.detach())
+        self.linear_k.copy_(linear.conv.k.detach())
+        self.linear_gamma.copy_(linear.conv.gamma.detach())
+        self.linear_y0.copy_(linear.y0.detach())
+        self.has_linear_fit.fill_(True)
         self.initialised.fill_(True)
 
-    def simulate_train(self) -> Tensor:
-        """Simulated (N, T_train) traces through the learned coupling."""
-        return simulate_field(
-            self.conv,
-            self.drive_train,
-            self.t_train,
-            self.edge_index,
-            self.edge_weight,
-            self.modelled,
-            self.conv.k,
-            self.conv.gamma,
-            self.y0,
-            self.substeps,
-            self.ode_method,
-        )
-
     def loss_train(self) -> Tensor:
-        loss = super().loss_train()
+        """Output-error loss of the learned law plus the L2 penalty on the MLP."""
+        loss = self.problem.loss_train()
         if self.mlp_weight_decay > 0:
             loss = loss + self.mlp_weight_decay * sum(p.pow(2).sum() for p in self.conv.phi.parameters())
         return loss
 
-    def simulate_full(
-        self,
-        conv: ConsensusConv | None = None,
-        k: Tensor | None = None,
-        gamma: Tensor | None = None,
-        y0: Tensor | None = None,
-        substeps: int = 10,
-    ) -> Tensor:
-        """Simulate the whole movie (N, T) (train and test windows) with the learned (or given) law."""
-        x = self.data.x.double()
-        drive = torch.where(self.modelled.reshape(-1, 1), x, moving_average(x, self.border_smoothing))
-        return simulate_field(
-            conv if conv is not None else self.conv,
-            drive,
-            self.data.t.double(),
-            self.edge_index,
-            self.edge_weight,
-            self.modelled,
-            self.conv.k if k is None else k,
-            self.conv.gamma if gamma is None else gamma,
-            self.y0 if y0 is None else y0,
-            substeps,
-            self.ode_method,
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return gradient_optimizer(params, self.optimizer_name, self.lr, self.lbfgs_max_iter)
+
+    def on_fit_start(self) -> None:
+        if self.num_threads is not None:
+            self._saved_threads = torch.get_num_threads()
+            torch.set_num_threads(self.num_threads)
+        if not bool(self.initialised):
+            self.initialise()
+
+    def on_fit_end(self) -> None:
+        if self._saved_threads is not None:
+            torch.set_num_threads(self._saved_threads)
+            self._saved_threads = None
+
+    def training_step(self, batch: Data, batch_idx: int) -> Tensor:
+        loss = self.loss_train()
+        self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=1)
+        self.log("fit/k", float(self.conv.k.detach()), prog_bar=True, batch_size=1)
+        if isinstance(batch, Data):
+            for name, value in truth_errors(self.fitted_parameters(), batch, self.modelled).items():
+                self.log(name, value, batch_size=1)
+        return loss
+
+    # ------------------------------------------------------------------------------ after the fit
+    def fitted_parameters(self) -> FittedParameters:
+        """``k``, ``gamma`` (N,) (0 outside G) on the CPU, the edge-weight scale and the gamma mode."""
+        gamma = self.conv.gamma.detach()
+        gamma = torch.where(self.modelled, gamma, torch.zeros_like(gamma))
+        return FittedParameters(
+            k=float(self.conv.k.detach()),
+            gamma=gamma.cpu().double(),
+            edge_weight_scale=self.edge_weight_scale,
+            gamma_mode=self.gamma_mode,
         )
 
-    def consensus_simulator(self) -> Callable[..., Tensor]:
-        """A simulator with :func:`~calcium_gnn.physics.simulate.simulate_consensus`'s signature that
-        integrates the learned law (for :func:`calcium_gnn.evaluation.report.evaluate_fit`); each
-        window starts from the observed values at its first frame."""
-        conv = self.conv
-
-        def simulate(x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor, modelled: Tensor,
-                     k: float | Tensor, gamma: Tensor, *, substeps: int = 10, method: str = "rk4") -> Tensor:
-            x_obs = x_obs.to(torch.float64)
-            k = torch.as_tensor(k, dtype=torch.float64)
-            return simulate_field(conv, x_obs, t.to(torch.float64), edge_index, edge_weight, modelled, k,
-                                  gamma.to(torch.float64), x_obs[:, 0], substeps, method)
-
-        return simulate
+    def simulator(self) -> CouplingConv:
+        """The learned right-hand side: the evaluation integrates it step by step."""
+        return self.conv
 
     @torch.no_grad()
-    def compare_with_linear(self, substeps: int = 10) -> dict[str, Any]:
+    def anomaly_scores(self, rule: AnomalyRule | None = None) -> AnomalyScores:
+        """Robust z-scores of ``gamma_i`` and of the training residual level."""
+        return fit_anomaly_scores(self.problem, rule or self.anomaly_rule)
+
+    @torch.no_grad()
+    def simulate_full(
+        self, data: Data, conv: ConsensusConv | None = None, k: Tensor | None = None,
+        gamma: Tensor | None = None, y0: Tensor | None = None, substeps: int = 10,
+    ) -> Tensor:
+        """Simulate the whole movie (N, T) of ``data`` (both windows) with the learned (or given) law."""
+        p = self.problem
+        x = data.x.detach().to(p.x_train)
+        return integrate(
+            conv if conv is not None else self.conv,
+            border_drive(x, p.modelled, p.border_smoothing),
+            data.t.detach().to(p.t_train),
+            p.edge_index,
+            p.edge_weight,
+            p.modelled,
+            self.conv.k if k is None else k,
+            self.conv.gamma if gamma is None else gamma,
+            y0=p.y0 if y0 is None else y0,
+            substeps=substeps,
+            method=p.ode_method,
+        )
+
+    @torch.no_grad()
+    def compare_with_linear(self, data: Data, substeps: int = 10) -> dict[str, Any]:
         """Test-window MSE of the learned law and of the linear output-error fit it started from.
 
         MSE over the modelled cells against the observed traces (``mse_test``) and, with ground truth,
         against the clean traces (``mse_test_clean``). Needs ``init="output_error"``.
         """
-        if self.linear_fit is None:
+        if not bool(self.has_linear_fit):
             raise ConfigError("model.init", "the comparison with the linear law needs init='output_error'")
-        idx, test = self.index, self.test_frames
-        gnn = self.simulate_full(substeps=substeps)
-        linear_conv = ConsensusConv(self.modelled.shape[0], self.consensus_setup.gamma_mode).double()
+        idx, test = self.problem.index.cpu(), self.test_frames
+        gnn = self.simulate_full(data, substeps=substeps).cpu()
+        linear_conv = ConsensusConv(self.modelled.shape[0], self.gamma_mode).to(self.linear_k)
         lin = self.simulate_full(
-            conv=linear_conv,
-            k=torch.tensor(self.linear_fit["k"], dtype=torch.float64),
-            gamma=self.linear_fit["gamma"],
-            y0=self.linear_fit["y0"],
+            data, conv=linear_conv, k=self.linear_k, gamma=self.linear_gamma, y0=self.linear_y0,
             substeps=substeps,
-        )
-        x = self.data.x.double()
+        ).cpu()
+        x = data.x.detach().cpu().double()
+        truth_x = getattr(data, "truth_x", None)
         out: dict[str, Any] = {}
         for name, sim in (("gnn", gnn), ("linear", lin)):
             out[f"mse_test_{name}"] = float((sim[idx][:, test] - x[idx][:, test]).pow(2).mean())
-            truth_x = getattr(self.data, "truth_x", None)
             if truth_x is not None:
-                clean = truth_x.double()
+                clean = truth_x.detach().cpu().double()
                 out[f"mse_test_clean_{name}"] = float((sim[idx][:, test] - clean[idx][:, test]).pow(2).mean())
         out["gnn_beats_linear"] = out["mse_test_gnn"] < out["mse_test_linear"]
         return out
 
-    def extra_results(
-        self, out_dir: str | Path | None = None, labels: np.ndarray | None = None
-    ) -> dict[str, Any]:
+    def extra_results(self, data: Data) -> dict[str, Any]:
         """Anomaly scores and the comparison with the linear law (no intervals: the MLP is not linear)."""
-        scores = self.anomaly_scores()
-        out: dict[str, Any] = {"anomaly": scores.as_results(self.data.cell_id, self.modelled)}
-        if self.linear_fit is not None:
-            out["gnn_vs_linear"] = self.compare_with_linear()
-        if out_dir is not None:
-            path = plot_anomaly_map(
-                scores,
-                self.data.cell_id,
-                self.data.pos,
-                Path(out_dir) / "anomaly_map.png",
-                labels=labels,
-            )
-            out["figures"] = [path.name]
+        out: dict[str, Any] = {"anomaly": self.anomaly_scores()}
+        if bool(self.has_linear_fit):
+            out["gnn_vs_linear"] = self.compare_with_linear(data)
         return out
 
-    def parameter_intervals(self, level: float | None = None, pool: bool = True):  # noqa: ANN201 - override
+    def parameter_intervals(self, level: float | None = None, pool: bool = True):  # noqa: ANN201 - no intervals
         """Not available: the Gauss-Newton intervals assume the linear law (use ``model=neural_ode``)."""
         raise ConfigError("model", "parameter intervals are computed for the linear law (model=neural_ode)")

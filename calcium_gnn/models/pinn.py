@@ -30,6 +30,17 @@ Optimisation is manual (``automatic_optimization = False``): Adam for ``adam_ste
 L-BFGS for ``lbfgs_steps`` steps (each up to ``lbfgs.max_iter`` inner iterations); after both the
 module asks the trainer to stop. ``steps_per_epoch`` tells the lead's DataModule how many steps (one
 graph per step) make an epoch.
+
+**Data parallelism** (``trainer=ddp``, ``data_parallel = True``). With W processes, process ``r``
+evaluates the loss terms on its share of the step's points only: every W-th collocation point of the
+step (``index[r::W]``, the whole set in full batch, the step's minibatch otherwise) and, for
+``data_points="frames"``, every W-th training frame. Each term is its shard's mean times
+``W |S_r| / |S|``, so the mean over the processes, which DDP takes of the gradients, is exactly the
+gradient of the single-process loss (equal or unequal shards alike); the logged terms are averaged
+over the processes (``sync_dist``). Adam is then the single-process Adam. L-BFGS needs the same loss
+value in every process (its line search compares values): the closure returns the loss averaged over
+the processes, so every process takes the same L-BFGS steps (same gradients, same values), on its
+share of the points.
 """
 
 from __future__ import annotations
@@ -38,17 +49,19 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import lightning as L
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError, GraphError
-from calcium_gnn.nn.consensus import ConsensusConv
+from calcium_gnn.models.base import ConsensusModel
+from calcium_gnn.nn.consensus import PAPER_GAMMA_BOUNDS, PAPER_K_BOUNDS, ConsensusConv
 from calcium_gnn.nn.mlp import TraceNet
 from calcium_gnn.physics.edge_weights import edge_weights
 from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
+from calcium_gnn.physics.parameters import FittedParameters
 from calcium_gnn.physics.pinn_residual import consensus_residual, interpolate_at, mean_square
 from calcium_gnn.physics.setups import Setup
 
@@ -93,11 +106,27 @@ def _positive_int(key: str, value: Any, minimum: int = 1, allow_none: bool = Fal
     return int(value)
 
 
-class PINNModule(L.LightningModule):
+def _shard(index: Tensor, rank: int, world: int) -> tuple[Tensor, float]:
+    """Process ``rank``'s share ``index[rank::world]`` of ``index`` (B,) and its weight ``W |S_r| / B``.
+
+    A process left with no point (``B < W``) gets the first point with weight 0, so that its backward
+    pass still reaches every parameter (DDP waits for all of them).
+    """
+    part = index[rank::world]
+    if part.numel() == 0:
+        return index[:1], 0.0
+    return part, part.numel() * world / index.numel()
+
+
+class PINNModule(ConsensusModel):
     """Fit the consensus problem (eqs. 1-3) to a cell graph with a PINN (eqs. 21-22).
 
+    Data parallel (module docstring): under ``strategy=ddp`` each process fits its share of the
+    collocation points and DDP averages the gradients. The module is built on the host from ``data``
+    (the boundary) and keeps its tensors as buffers, so ``.to(device)`` moves all of it.
+
     Args:
-        data: the cell graph (schema: :mod:`calcium_gnn.graphs.schema`).
+        data: the cell graph (schema: :mod:`calcium_gnn.io.graph_schema`).
         setup: the modelled group G, its border cells and the ``gamma_mode``.
         train_fraction: fraction of the frames in the training window (default 2110/3610, the paper's).
         net: keyword arguments of :class:`TraceNet` / :class:`calcium_gnn.nn.mlp.TimeMLP`
@@ -159,8 +188,8 @@ class PINNModule(L.LightningModule):
         scale_time: bool = True,
         scale_output: bool = True,
         parametrization: str = "bounded",
-        k_bounds: tuple[float, float] = (1e-3, 0.1),
-        gamma_bounds: tuple[float, float] = (-3e-5, 0.1),
+        k_bounds: tuple[float, float] = PAPER_K_BOUNDS,
+        gamma_bounds: tuple[float, float] = PAPER_GAMMA_BOUNDS,
         k_init: float = 0.01,
         gamma_init: float = 0.0,
         init_from: str | None = None,
@@ -185,6 +214,7 @@ class PINNModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.data_parallel = True
         self.method_name = str(method_name)
         self.train_fraction = float(train_fraction)
         self.parametrization = _choice("model.parametrization", parametrization, PARAMETRIZATIONS)
@@ -213,23 +243,24 @@ class PINNModule(L.LightningModule):
         self.save_hyperparameters(ignore=["data", "setup"])
 
         n_nodes = int(data.num_nodes)
-        if setup.modelled.shape != (n_nodes,):
+        if tuple(setup.modelled.shape) != (n_nodes,):
             raise GraphError("setup", f"the setup masks {setup.modelled.numel()} cells, the graph {n_nodes}")
-        self.setup_name = setup.name
-        self.gamma_mode = setup.gamma_mode
-        x = data.x.detach().float()
-        t = data.t.detach().double()
+        self.register_setup(setup)  # buffers modelled / border, setup_name, gamma_mode
+        # the module is built on the host (the boundary); Lightning moves its buffers
+        x = data.x.detach().float().cpu()
+        t = data.t.detach().double().cpu()
         train, _ = time_split(x.shape[1], self.train_fraction)
         x_train, t_train = x[:, train], t[train]
-        w, s = edge_weights(data.edge_attr.detach().float(), edge_weight_scale)
+        w, s = edge_weights(data.edge_attr.detach().float().cpu(), edge_weight_scale)
         self.edge_weight_scale = float(s)
-        self.register_buffer("edge_index", data.edge_index.detach().long())
+        self.register_buffer("edge_index", data.edge_index.detach().long().cpu())
         self.register_buffer("edge_weight", w)
-        self.register_buffer("modelled", setup.modelled.detach().bool().clone())
         self.register_buffer("t_frames", t_train)
         self.register_buffer("x_frames", x_train)
         n_points = self._collocation_count(interpolation_factor, n_collocation, t_train.numel())
-        t_col = torch.linspace(float(t_train[0]), float(t_train[-1]), n_points, dtype=torch.float64)
+        t_col = torch.linspace(
+            float(t_train[0]), float(t_train[-1]), n_points, dtype=t_train.dtype, device=t_train.device
+        )
         self.register_buffer("t_collocation", t_col)
         self.register_buffer("x_collocation", interpolate_at(t_train, x_train, t_col))
         self.batch_size = _positive_int("model.batch_size", batch_size, 1, allow_none=True)
@@ -239,14 +270,16 @@ class PINNModule(L.LightningModule):
         self.steps_per_epoch = _positive_int(
             "model.steps_per_epoch", default_steps if steps_per_epoch is None else steps_per_epoch
         )
-        self._order: Tensor | None = None
+        # this epoch's shuffled collocation points (minibatches); rebuilt at each epoch start
+        self.register_buffer("_order", self._permutation(0, n_points), persistent=False)
 
-        x_g = x_train[self.modelled]
+        x_g = x_train[self.modelled.to(x_train.device)]
         mean, std = x_g.mean(dim=1), x_g.std(dim=1).clamp_min(1e-6 * (x_g.abs().max() + 1e-12))
         self.register_buffer("data_scale", std if self.normalize_losses else torch.ones_like(std))
         rate = torch.diff(x_g, dim=1) / torch.diff(t_train).float()
         rate_rms = rate.pow(2).mean().sqrt().clamp_min(1e-12)
-        self.register_buffer("physics_scale", rate_rms if self.normalize_losses else torch.ones(()))
+        physics_scale = rate_rms if self.normalize_losses else torch.ones_like(rate_rms)
+        self.register_buffer("physics_scale", physics_scale)
 
         net_kwargs = {**DEFAULT_NET, **(_plain(net) or {})}
         if fourier_periods_per_frame is not None and net_kwargs.get("fourier"):
@@ -278,7 +311,7 @@ class PINNModule(L.LightningModule):
             gamma_init=gamma_init,
         )
         if self.init_from == "crlsm":
-            self._init_from_crlsm(data, setup)
+            self._init_from_crlsm(data)
         if self.parametrization == "raw":
             n_gamma = self.conv.raw_gamma.numel()
             self.k_value = nn.Parameter(self.conv.k.detach().clone())
@@ -295,19 +328,24 @@ class PINNModule(L.LightningModule):
         f = _positive_int("model.interpolation_factor", factor, 1)
         return (n_frames - 1) * int(f) + 1
 
-    def _init_from_crlsm(self, data: Data, setup: Setup) -> None:
+    @staticmethod
+    def _permutation(epoch_seed: int, n: int) -> Tensor:
+        """A permutation of ``range(n)`` (long, (n,)) drawn on the host from ``epoch_seed``, so that it is
+        the same on every device and in every process."""
+        return torch.randperm(n, generator=torch.Generator().manual_seed(int(epoch_seed)))
+
+    def _init_from_crlsm(self, data: Data) -> None:
         from calcium_gnn.physics.least_squares import fit_least_squares
 
-        # Hydra may hand the setup over as a config node: rebuild the plain Setup the solver expects
-        plain = Setup(name=str(setup.name), modelled=self.modelled.cpu().clone(),
-                      border=torch.as_tensor(setup.border).bool().cpu().clone(), gamma_mode=self.gamma_mode)
         fitted = fit_least_squares(
-            data, plain, solver="crlsm", train_fraction=self.train_fraction,
+            data, self.consensus_setup, solver="crlsm", train_fraction=self.train_fraction,
             edge_weight_scale=self.edge_weight_scale,
         )
-        self.conv.set_parameters(float(fitted.k), torch.as_tensor(fitted.gamma))
+        self.conv.set_parameters(float(fitted.k), fitted.gamma)
 
     def _read_truth(self, data: Data) -> dict[str, Any] | None:
+        """The ground truth as host values: ``{"k": float, "gamma": (G*,) float64 numpy, "gamma_cells":
+        (N,) bool numpy}`` (modelled cells with a finite true gamma), or None without ground truth."""
         truth_k = getattr(data, "truth_k", None)
         if truth_k is None:
             return None
@@ -317,8 +355,8 @@ class PINNModule(L.LightningModule):
         gamma = getattr(data, "truth_gamma", None)
         out: dict[str, Any] = {"k": k_equiv}
         if gamma is not None:
-            g = torch.as_tensor(gamma, dtype=torch.float64).reshape(-1)
-            keep = self.modelled.cpu() & torch.isfinite(g)
+            g = torch.as_tensor(gamma).detach().double().cpu().reshape(-1).numpy()
+            keep = self.modelled.detach().cpu().numpy() & np.isfinite(g)
             out["gamma"], out["gamma_cells"] = g[keep], keep
         return out
 
@@ -345,10 +383,9 @@ class PINNModule(L.LightningModule):
             self.k_value.clamp_(*self.conv.k_bounds)
             self.gamma_value.clamp_(*self.conv.gamma_bounds)
 
-    def fitted_parameters(self):  # noqa: ANN201  (FittedParameters, imported lazily)
-        """The fitted ``k`` and ``gamma`` (N,) (0 for cells not modelled), with the edge-weight scale."""
-        from calcium_gnn.physics.parameters import FittedParameters
-
+    def fitted_parameters(self) -> FittedParameters:
+        """The fitted ``k`` and ``gamma`` (N,) float64 on the CPU (0 for cells not modelled), with the
+        edge-weight scale (host values, whatever the module's device)."""
         gamma = torch.where(self.modelled, self.gamma.detach(), torch.zeros_like(self.gamma.detach()))
         return FittedParameters(
             k=float(self.k.detach()),
@@ -371,22 +408,31 @@ class PINNModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         if self.batch_size is not None:
-            gen = torch.Generator().manual_seed(self.seed + int(self.current_epoch))
-            order = torch.randperm(self.t_collocation.numel(), generator=gen)
-            self._order = order.to(self.t_collocation.device)
+            order = self._permutation(self.seed + int(self.current_epoch), self.t_collocation.numel())
+            self._order.copy_(order)  # host draw -> the buffer's device
 
     def _batch_indices(self, batch_idx: int) -> Tensor | None:
         """Minibatch ``batch_idx`` of this epoch's shuffled collocation points (None: full batch)."""
         if self.batch_size is None:
             return None
-        if self._order is None:
-            self.on_train_epoch_start()
         n = self.t_collocation.numel()
         start = (batch_idx * self.batch_size) % n
         return self._order[start : min(start + self.batch_size, n)]
 
-    def losses(self, index: Tensor | None = None) -> dict[str, Tensor]:
+    def _world(self) -> tuple[int, int]:
+        """``(rank, W)``: this process and the number of data-parallel processes ((0, 1) alone)."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def losses(self, index: Tensor | None = None, frames: Tensor | None = None) -> dict[str, Tensor]:
         """The data (eq. 22) and physics (eq. 21) terms at the collocation points ``index`` (None: all).
+
+        Args:
+            index: (B,) long indices into the collocation points, or None (all of them).
+            frames: (F,) long indices into the training frames used by the data term when
+                ``data_points="frames"``, or None (all of them).
 
         Returns:
             ``{"data": L_data, "physics": L_F}``, scalars.
@@ -402,18 +448,47 @@ class PINNModule(L.LightningModule):
         physics = mean_square(residual, self.physics_scale, self.cell_reduction)
         if self.data_points == "collocation":
             misfit = y_hat - x_col[self.modelled]
-        else:
+        elif frames is None:
             misfit = self.net(self.t_frames) - self.x_frames[self.modelled]
+        else:
+            misfit = self.net(self.t_frames[frames]) - self.x_frames[:, frames][self.modelled]
         data = mean_square(misfit, self.data_scale, self.cell_reduction)
         return {"data": data, "physics": physics}
+
+    def local_losses(self, index: Tensor | None = None) -> dict[str, Tensor]:
+        """This process's share of :meth:`losses` at the step's points ``index`` (None: all).
+
+        Alone (W = 1) it is :meth:`losses`. With W data-parallel processes, process r evaluates the
+        terms on ``index[r::W]`` (and the data term on the training frames ``r::W`` for
+        ``data_points="frames"``) and multiplies each by ``W |S_r| / |S|``: the mean over the
+        processes of each term (and of its gradient, which DDP averages) is the term at all points.
+        """
+        rank, world = self._world()
+        if world == 1:
+            return self.losses(index)
+        if index is None:
+            index = torch.arange(self.t_collocation.numel(), device=self.t_collocation.device)
+        points, w_points = _shard(index, rank, world)
+        all_frames = torch.arange(self.t_frames.numel(), device=self.t_frames.device)
+        frames, w_frames = _shard(all_frames, rank, world)
+        terms = self.losses(points, frames)
+        w_data = w_points if self.data_points == "collocation" else w_frames
+        return {"data": w_data * terms["data"], "physics": w_points * terms["physics"]}
 
     def _physics_weight(self) -> float:
         return 0.0 if self.global_step < self.pretrain_steps else self.loss_weights["physics"]
 
     def total_loss(self, index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        terms = self.losses(index)
+        """This process's ``lambda_data L_data + lambda_phys(s) L_F`` (:meth:`local_losses`) and terms."""
+        terms = self.local_losses(index)
         total = self.loss_weights["data"] * terms["data"] + self._physics_weight() * terms["physics"]
         return total, terms
+
+    def _process_mean(self, value: Tensor) -> Tensor:
+        """``value`` averaged over the data-parallel processes (itself alone)."""
+        if self._world()[1] == 1:
+            return value
+        return self.trainer.strategy.reduce(value, reduce_op="mean")
 
     # ----------------------------------------------------------------------------------------------
     # Lightning
@@ -428,9 +503,10 @@ class PINNModule(L.LightningModule):
             def closure() -> Tensor:
                 lbfgs.zero_grad()
                 total, terms = self.total_loss(None)
-                self.manual_backward(total)
+                self.manual_backward(total)  # DDP averages the gradients over the processes
                 cache["total"], cache["terms"] = total.detach(), {k: v.detach() for k, v in terms.items()}
-                return total
+                # the same loss value in every process, so that every line search takes the same steps
+                return self._process_mean(total.detach())
 
             lbfgs.step(closure=closure)
             total, terms = cache["total"], cache["terms"]
@@ -440,9 +516,9 @@ class PINNModule(L.LightningModule):
             self.manual_backward(total)
             adam.step()
         self._project()
-        self.log("train/loss", total, prog_bar=True, batch_size=1)
-        self.log("train/loss_data", terms["data"], batch_size=1)
-        self.log("train/loss_physics", terms["physics"], batch_size=1)
+        self.log("train/loss", total, prog_bar=True, batch_size=1, sync_dist=True)
+        self.log("train/loss_data", terms["data"], batch_size=1, sync_dist=True)
+        self.log("train/loss_physics", terms["physics"], batch_size=1, sync_dist=True)
         self.log("fit/k", self.k.detach(), prog_bar=True, batch_size=1)
         budget = (self.adam_steps or 0) + self.lbfgs_steps
         if self.adam_steps is not None and self.global_step >= budget:
@@ -450,8 +526,9 @@ class PINNModule(L.LightningModule):
         return total.detach()
 
     def on_train_epoch_end(self) -> None:
+        # the parameters are the same in every process: the mean over the processes is the value
         for name, value in self.fit_metrics().items():
-            self.log(name, value, batch_size=1)
+            self.log(name, value, batch_size=1, sync_dist=True)
 
     @torch.no_grad()
     def fit_metrics(self) -> dict[str, float]:
@@ -463,14 +540,15 @@ class PINNModule(L.LightningModule):
         modelled cells with a finite true gamma).
         """
         k = float(self.k)
-        gamma_g = self.gamma[self.modelled].double().cpu()
+        gamma = self.gamma.detach().double().cpu()  # host values from here on
+        gamma_g = gamma[self.modelled.cpu()]
         out = {"fit/k": k, "fit/gamma_mean": float(gamma_g.mean()), "fit/gamma_std": float(gamma_g.std())
                if gamma_g.numel() > 1 else 0.0}
         if self._truth is not None:
             out["fit/k_rel_err"] = abs(k - self._truth["k"]) / abs(self._truth["k"])
-            if "gamma" in self._truth and self._truth["gamma"].numel():
-                fit = self.gamma.double().cpu()[self._truth["gamma_cells"]]
-                true = self._truth["gamma"]
+            if "gamma" in self._truth and self._truth["gamma"].size:
+                fit = torch.from_numpy(gamma.numpy()[self._truth["gamma_cells"]])
+                true = torch.from_numpy(self._truth["gamma"])
                 err = (fit - true).abs()
                 out["fit/gamma_mae"] = float(err.mean())
                 out["fit/gamma_median_rel_err"] = float((err / true.abs().clamp_min(1e-30)).median())

@@ -12,6 +12,10 @@ from calcium_gnn.errors import ConfigError
 
 GAMMA_MODES: tuple[str, ...] = ("none", "shared", "per_cell")
 
+#: The paper's box of eq. (20) for ``k`` (1/s) and ``gamma``: every default bound of the package.
+PAPER_K_BOUNDS: tuple[float, float] = (1e-3, 0.1)
+PAPER_GAMMA_BOUNDS: tuple[float, float] = (-3e-5, 0.1)
+
 
 def bounded(raw: Tensor, lo: float, hi: float) -> Tensor:
     """The bounded map ``lo + (hi - lo) * sigmoid(raw)``: any real ``raw`` lands in ``[lo, hi]``.
@@ -79,12 +83,15 @@ class ConsensusConv(MessagePassing):
         - **output:** ``dy/dt`` (N, B).
     """
 
+    #: the right-hand side is affine in the state ``y`` (the simulator's exact fast path applies)
+    affine_in_state: bool = True
+
     def __init__(
         self,
         num_nodes: int,
         gamma_mode: str = "per_cell",
-        k_bounds: tuple[float, float] = (1e-3, 0.1),
-        gamma_bounds: tuple[float, float] = (-3e-5, 0.1),
+        k_bounds: tuple[float, float] = PAPER_K_BOUNDS,
+        gamma_bounds: tuple[float, float] = PAPER_GAMMA_BOUNDS,
         k_init: float = 0.01,
         gamma_init: float = 0.0,
     ) -> None:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from calcium_gnn.errors import GraphError
-from calcium_gnn.nn.consensus import ConsensusConv
+from calcium_gnn.nn.consensus import PAPER_GAMMA_BOUNDS, PAPER_K_BOUNDS, ConsensusConv
 from calcium_gnn.nn.mlp import MLP
 
 
@@ -57,13 +57,16 @@ class CouplingConv(ConsensusConv):
         - **output:** ``dy/dt`` (N, B).
     """
 
+    #: the learned message is nonlinear in the state: the simulator integrates it step by step
+    affine_in_state: bool = False
+
     def __init__(
         self,
         num_nodes: int,
         edge_features: Tensor,
         gamma_mode: str = "per_cell",
-        k_bounds: tuple[float, float] = (1e-3, 0.1),
-        gamma_bounds: tuple[float, float] = (-3e-5, 0.1),
+        k_bounds: tuple[float, float] = PAPER_K_BOUNDS,
+        gamma_bounds: tuple[float, float] = PAPER_GAMMA_BOUNDS,
         k_init: float = 0.01,
         gamma_init: float = 0.0,
         hidden_features: int = 16,

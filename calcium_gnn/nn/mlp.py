@@ -293,11 +293,20 @@ class TraceNet(nn.Module):
         if not t1 > t0:
             raise ConfigError("model.train_fraction", f"the time window must have t1 > t0, got ({t0}, {t1})")
         self.net = TimeMLP(int(n_cells), **net)  # type: ignore[arg-type]
+        # new tensors on the device of the given statistics (the host when there are none)
+        given = next((torch.as_tensor(v) for v in (mean, std) if v is not None), None)
+        device = given.device if given is not None else None
         centre, half = ((t0 + t1) / 2.0, (t1 - t0) / 2.0) if scale_time else (0.0, 1.0)
-        self.register_buffer("centre", torch.tensor(centre, dtype=torch.float64))
-        self.register_buffer("half_width", torch.tensor(half, dtype=torch.float64))
-        mu = torch.zeros(n_cells) if (mean is None or not scale_output) else torch.as_tensor(mean).float()
-        sigma = torch.ones(n_cells) if (std is None or not scale_output) else torch.as_tensor(std).float()
+        self.register_buffer("centre", torch.tensor(centre, dtype=torch.float64, device=device))
+        self.register_buffer("half_width", torch.tensor(half, dtype=torch.float64, device=device))
+        if mean is None or not scale_output:
+            mu = torch.zeros(n_cells, device=device)
+        else:
+            mu = torch.as_tensor(mean, device=device).float()
+        if std is None or not scale_output:
+            sigma = torch.ones(n_cells, device=device)
+        else:
+            sigma = torch.as_tensor(std, device=device).float()
         if mu.shape != (n_cells,) or sigma.shape != (n_cells,) or not bool((sigma > 0).all()):
             raise ConfigError("model.scale_output", f"mean and std must be ({n_cells},) with std > 0")
         self.register_buffer("mean", mu.reshape(-1, 1))

@@ -34,28 +34,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 from torch import Tensor
 
+from calcium_gnn.physics.levenberg_marquardt import RIDGE, profile_fit
 from calcium_gnn.physics.modal import input_response
-
-if TYPE_CHECKING:
-    from calcium_gnn.models.neural_ode import OutputErrorODE
+from calcium_gnn.physics.output_error import OutputErrorProblem
 
 SEARCH_FACTOR: float = 1.5
 """The Brent search for ``k`` spans ``[k_hat / SEARCH_FACTOR, k_hat * SEARCH_FACTOR]`` (inside the box)."""
 
 EDGE_TOLERANCE: float = 1e-3
 """A minimum within this distance (in ``log k``) of an end of the search interval counts as on the end."""
-
-PROFILE_ITERATIONS: int = 20
-"""Most active-set solves of the linear parameters at one fixed ``k``."""
-
-RIDGE: float = 1e-12
-"""Relative ridge on the normal matrix of the linear parameters (a finite solve if one is unidentified)."""
 
 
 @dataclass
@@ -65,7 +58,7 @@ class BorderNoiseCorrection:
     Attributes:
         k_uncorrected: the plain output-error ``k``.
         k: the corrected ``k``.
-        theta: (P,) the profile optimum at the corrected ``k``.
+        theta: (P,) the profile optimum at the corrected ``k`` (a numpy array after :meth:`on_host`).
         noise_gain: ``q(k)`` at the corrected ``k`` (border noise energy reaching G, unit variance).
         evaluations: number of profile fits.
         interior: the minimum of ``R`` lies inside the search interval. When it sits on an end, ``R``
@@ -75,92 +68,76 @@ class BorderNoiseCorrection:
 
     k_uncorrected: float
     k: float
-    theta: Tensor
+    theta: Tensor | np.ndarray
     noise_gain: float
     evaluations: int
     interior: bool
 
+    def on_host(self) -> BorderNoiseCorrection:
+        """The same result with ``theta`` as a numpy array (what a module keeps after the fit: no tensor
+        outside its parameters and buffers)."""
+        theta = self.theta.detach().cpu().numpy() if isinstance(self.theta, Tensor) else self.theta
+        return BorderNoiseCorrection(
+            self.k_uncorrected, self.k, theta, self.noise_gain, self.evaluations, self.interior
+        )
 
-def border_probes(model: OutputErrorODE, n_probes: int, seed: int) -> list[Tensor]:
+
+def border_probes(problem: OutputErrorProblem, n_probes: int, seed: int) -> list[Tensor]:
     """``n_probes`` fixed (N, T_train) standard-normal probes on the border inputs (0 on G)."""
     gen = torch.Generator().manual_seed(seed)
-    border = (~model.modelled).reshape(-1, 1).cpu()
-    shape = tuple(model.drive_train.shape)
+    border = (~problem.modelled).reshape(-1, 1).cpu()
+    shape = tuple(problem.drive_train.shape)
     return [
-        (torch.randn(shape, generator=gen, dtype=torch.float64) * border).to(model.drive_train.device)
+        (torch.randn(shape, generator=gen, dtype=torch.float64) * border).to(problem.drive_train.device)
         for _ in range(n_probes)
     ]
 
 
-def profile_fit(model: OutputErrorODE, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """The linear parameters (``gamma``, ``y0``) refitted with ``k = theta[0]`` fixed, from ``theta``.
-
-    The residuals are affine in them, so one Gauss-Newton solve is exact; it is repeated only when a
-    step crosses a bound (the crossing parameters are then held there, an active-set iteration).
-
-    Returns:
-        ``(theta, free)``: the optimum and the (P,) mask of linear parameters not held at a bound.
-    """
-    lo, hi = model.theta_bounds()
-    fixed = torch.zeros_like(theta, dtype=torch.bool)
-    fixed[0] = True
-    free = ~fixed
-    for _ in range(PROFILE_ITERATIONS):
-        jtj, grad, _ = model.normal_equations(theta, with_k=False)
-        free = ~(model.held_at_bounds(theta, grad) | fixed)
-        idx = free.nonzero().reshape(-1)
-        info = jtj[idx][:, idx]
-        ridge = RIDGE * float(info.diagonal().max()) if idx.numel() else 0.0
-        step = torch.zeros_like(theta)
-        step[idx] = torch.linalg.solve(
-            info + ridge * torch.eye(idx.numel(), dtype=info.dtype, device=info.device), -grad[idx]
-        )
-        unclipped = theta + step
-        theta = torch.minimum(torch.maximum(unclipped, lo), hi)
-        if torch.equal(theta, unclipped):
-            break
-    return theta, free
-
-
-def probe_responses(model: OutputErrorODE, k: Tensor, probes: list[Tensor]) -> list[Tensor]:
+def probe_responses(problem: OutputErrorProblem, k: Tensor, probes: list[Tensor]) -> list[Tensor]:
     """``F_k z`` (G, T) for every probe ``z``: the simulated response of G to border inputs ``z``.
 
     In the eigenbasis (:func:`calcium_gnn.physics.modal.input_response`, all probes at once) when the
-    fit has one, else one simulation per probe (``model.simulate_window``).
+    fit has one, else one simulation per probe (``problem.simulate_window``).
     """
-    zero = torch.zeros_like(model.drive_train[:, 0])
-    basis = model.modal_basis()
+    zero = torch.zeros_like(problem.drive_train[:, 0])
+    basis = problem.modal_basis()
     if basis is None:
-        return [model.simulate_window(k, zero, zero, drive=z)[model.index] for z in probes]
+        return [problem.simulate_window(k, zero, zero, drive=z)[problem.index] for z in probes]
     stacked = torch.cat(probes, dim=1)  # (N, K T): the probes side by side as features
-    drive = model.conv(
+    drive = problem.conv(
         torch.zeros_like(stacked),
         stacked,
-        model.edge_index,
-        model.edge_weight,
-        model.modelled,
+        problem.edge_index,
+        problem.edge_weight,
+        problem.modelled,
         k=k,
         gamma=zero,
-    )[model.index]
-    n_frames = model.drive_train.shape[1]
+    )[problem.index]
+    n_frames = problem.drive_train.shape[1]
     drive = drive.reshape(-1, len(probes), n_frames).permute(0, 2, 1)  # (G, T, K)
     states = input_response(
-        basis, float(k), model.interval_lengths, model.interval_group, model.substeps, drive, model.ode_method
+        basis,
+        float(k),
+        problem.interval_lengths,
+        problem.interval_group,
+        problem.substeps,
+        drive,
+        problem.ode_method,
     )
     return [states[:, :, p] for p in range(len(probes))]
 
 
-def noise_gain(model: OutputErrorODE, theta: Tensor, free: Tensor, probes: list[Tensor]) -> float:
+def noise_gain(problem: OutputErrorProblem, theta: Tensor, free: Tensor, probes: list[Tensor]) -> float:
     """``q(k)``: mean over probes of ``||(I - Pi) F_k z||^2`` (module docstring), at ``k = theta[0]``."""
-    responses = probe_responses(model, theta[0], probes)
-    jtj, _, _ = model.normal_equations(theta, with_k=False)
+    responses = probe_responses(problem, theta[0], probes)
+    jtj, _, _ = problem.normal_equations(theta, with_k=False)
     idx = free.nonzero().reshape(-1)
     info = jtj[idx][:, idx]
     info = info + RIDGE * float(info.diagonal().max()) * torch.eye(
         idx.numel(), dtype=info.dtype, device=info.device
     )
     products = torch.stack(
-        [jtv[idx] for jtv in model.transpose_products(theta, responses, with_k=False)], dim=1
+        [jtv[idx] for jtv in problem.transpose_products(theta, responses, with_k=False)], dim=1
     )
     explained = (products * torch.linalg.solve(info, products)).sum(dim=0)
     total = sum(float(fz.pow(2).sum()) for fz in responses) - float(explained.sum())
@@ -168,31 +145,33 @@ def noise_gain(model: OutputErrorODE, theta: Tensor, free: Tensor, probes: list[
 
 
 @torch.no_grad()
-def correct_border_noise(model: OutputErrorODE, n_probes: int = 8, seed: int = 0) -> BorderNoiseCorrection:
+def correct_border_noise(
+    problem: OutputErrorProblem, n_probes: int = 8, seed: int = 0
+) -> BorderNoiseCorrection:
     """Minimise the noise-normalised profile loss ``R(k)`` (module docstring) around the model's ``k``.
 
-    The model's parameters are left unchanged; the caller stores ``result.theta``.
+    The problem's parameters are left unchanged; the caller stores ``result.theta``.
     """
-    theta_hat = model.theta()
+    theta_hat = problem.theta()
     k_hat = float(theta_hat[0])
-    m = model.index.numel() * model.x_train.shape[1]
-    probes = border_probes(model, n_probes, seed)
+    m = problem.index.numel() * problem.x_train.shape[1]
+    probes = border_probes(problem, n_probes, seed)
     cache: dict[float, tuple[float, Tensor, float]] = {}
     start = {"theta": theta_hat}
 
     def objective(log_k: float) -> float:
         theta = start["theta"].clone()
         theta[0] = math.exp(log_k)
-        theta, free = profile_fit(model, theta)
+        theta, free = profile_fit(problem, theta)
         start["theta"] = theta
-        rss = float(model.residuals_theta(theta).pow(2).sum())
-        gain = noise_gain(model, theta, free, probes)
+        rss = float(problem.residuals_theta(theta).pow(2).sum())
+        gain = noise_gain(problem, theta, free, probes)
         value = rss / (m - int(free.sum()) + gain)
         cache[log_k] = (value, theta, gain)
         return value
 
-    lo = math.log(max(model.k_bounds[0], k_hat / SEARCH_FACTOR))
-    hi = math.log(min(model.k_bounds[1], k_hat * SEARCH_FACTOR))
+    lo = math.log(max(problem.conv.k_bounds[0], k_hat / SEARCH_FACTOR))
+    hi = math.log(min(problem.conv.k_bounds[1], k_hat * SEARCH_FACTOR))
     objective(math.log(k_hat))
     minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
     best = min(cache, key=lambda key: cache[key][0])

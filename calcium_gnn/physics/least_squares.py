@@ -24,7 +24,7 @@ import torch
 from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.nn.consensus import check_bounds
+from calcium_gnn.nn.consensus import PAPER_GAMMA_BOUNDS, PAPER_K_BOUNDS, check_bounds
 from calcium_gnn.physics.interpolation import DEFAULT_INTERPOLATION_FACTOR, DEFAULT_TRAIN_FRACTION
 from calcium_gnn.physics.ls_solvers import UNBOUNDED, Bounds, LSSolution, solve_fast, solve_scipy
 from calcium_gnn.physics.ls_system import LSSystem, build_system, normal_stats
@@ -34,8 +34,8 @@ from calcium_gnn.physics.setups import Setup, resolve_setup
 SOLVERS: tuple[str, ...] = ("lsm", "rlsm", "crlsm")
 BACKENDS: tuple[str, ...] = ("fast", "scipy")
 DEFAULT_LAM: float = 1e-3
-DEFAULT_K_BOUNDS: Bounds = (1e-3, 0.1)
-DEFAULT_GAMMA_BOUNDS: Bounds = (-3e-5, 0.1)
+DEFAULT_K_BOUNDS: Bounds = PAPER_K_BOUNDS
+DEFAULT_GAMMA_BOUNDS: Bounds = PAPER_GAMMA_BOUNDS
 
 
 def solver_settings(
@@ -84,12 +84,17 @@ def solve_system(
 
 
 def to_fitted(system: LSSystem, solution: LSSolution) -> FittedParameters:
-    """Spread the solution's gammas onto the N cells (0 outside the modelled group)."""
+    """Spread the solution's gammas onto the N cells (0 outside the modelled group).
+
+    The boundary between the solve and its results: whatever device the system and the solution sit
+    on, the :class:`FittedParameters` are host values (``gamma`` (N,) float64 on the CPU).
+    """
     gamma = torch.zeros(system.num_nodes, dtype=torch.float64)
     if system.num_gamma:
-        gamma[system.modelled_index] = solution.gamma.detach().cpu()[system.gamma_group]
+        spread = solution.gamma.detach()[system.gamma_group.to(solution.gamma.device)]
+        gamma[system.modelled_index.cpu()] = spread.double().cpu()
     return FittedParameters(
-        k=float(solution.k), gamma=gamma, edge_weight_scale=system.edge_weight_scale,
+        k=float(solution.k.detach()), gamma=gamma, edge_weight_scale=system.edge_weight_scale,
         gamma_mode=system.gamma_mode,
     )
 

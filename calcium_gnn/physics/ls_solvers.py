@@ -90,8 +90,8 @@ def projected_gradient(
         ]
     )
     theta = torch.cat([k.reshape(1), gamma])
-    lo = torch.tensor([k_bounds[0]] + [gamma_bounds[0]] * gamma.numel(), dtype=theta.dtype)
-    hi = torch.tensor([k_bounds[1]] + [gamma_bounds[1]] * gamma.numel(), dtype=theta.dtype)
+    lo = theta.new_tensor([k_bounds[0]] + [gamma_bounds[0]] * gamma.numel())
+    hi = theta.new_tensor([k_bounds[1]] + [gamma_bounds[1]] * gamma.numel())
     at_lo, at_hi = theta <= lo, theta >= hi
     return torch.where(at_lo, grad.clamp(max=0), torch.where(at_hi, grad.clamp(min=0), grad))
 
@@ -122,7 +122,10 @@ def solve_fast(
             pseudo-inverse of eq. (17) does.
 
     Returns:
-        the :class:`LSSolution` (values from :func:`solve_active_set`).
+        the :class:`LSSolution` (values from :func:`solve_active_set`), on the device of ``stats``.
+
+    The search for the active set runs on the host (a few scalars per group, numpy); the closed-form
+    solve that gives the values runs in torch on the device of ``stats``, so it stays differentiable.
     """
     P, C, Q, R, D = _numpy_stats(stats)
     Rl = R + lam
@@ -165,7 +168,7 @@ def solve_fast(
         probe = 0.0
     free_value = gamma_free(probe)
     gamma_active = np.where(free_value < g_lo, -1, np.where(free_value > g_hi, 1, 0)).astype(np.int8)
-    active = torch.from_numpy(gamma_active)
+    active = torch.from_numpy(gamma_active).to(stats.Q.device)
     k, gamma = solve_active_set(stats, lam, k_bounds, gamma_bounds, k_active, active, flat_tol=flat_tol)
     if k_active == 0 and not (a <= float(k.detach()) <= b):  # rounding at a breakpoint: stay in the piece
         k = k.clamp(a, b)
@@ -198,19 +201,28 @@ def solve_active_set(
     or ``k`` at its bound when ``k_active != 0``. When the denominator vanishes (``lambda = 0``,
     rank-deficient ``A``) ``k`` minimises ``k^2 + sum_F gamma_g(k)^2`` instead (minimum norm).
 
+    Args:
+        stats: normal statistics (float64, any device).
+        lam: Tikhonov weight lambda >= 0.
+        k_bounds, gamma_bounds: the box.
+        k_active: -1, 0 or +1 (at the lower bound, free, at the upper bound).
+        gamma_active: (m,) integer codes, same coding (moved to the device of ``stats`` if needed).
+        flat_tol: see :func:`solve_fast`.
+
     Returns:
-        ``(k (), gamma (m,))`` in float64.
+        ``(k (), gamma (m,))`` in float64, on the device of ``stats``.
     """
     Rl = stats.R + lam
+    gamma_active = gamma_active.to(stats.R.device)
     free = gamma_active == 0
     beta = torch.where(
         gamma_active < 0,
-        torch.tensor(gamma_bounds[0], dtype=torch.float64),
-        torch.tensor(gamma_bounds[1], dtype=torch.float64),
+        torch.full_like(stats.R, gamma_bounds[0]),
+        torch.full_like(stats.R, gamma_bounds[1]),
     )
     beta = torch.where(free, torch.zeros_like(beta), beta)
     if k_active != 0:
-        k = torch.tensor(k_bounds[0] if k_active < 0 else k_bounds[1], dtype=torch.float64)
+        k = stats.P.new_tensor(k_bounds[0] if k_active < 0 else k_bounds[1])
     else:
         QF = torch.where(free, stats.Q, torch.zeros_like(stats.Q))
         num = stats.C - (QF * stats.D / Rl).sum() - (stats.Q * beta).sum()
@@ -244,7 +256,8 @@ def solve_scipy(
         max_iter: iteration cap of ``lsq_linear`` (None: scipy's default).
 
     Returns:
-        the :class:`LSSolution` (objective from the normal statistics).
+        the :class:`LSSolution` (objective from the normal statistics), on the device of the system's
+        tensors (scipy itself runs on the host).
     """
     matrix, rhs = assemble_sparse(system, lam)
     m = system.num_gamma
@@ -254,11 +267,12 @@ def solve_scipy(
         matrix, rhs, bounds=(lower, upper), method="trf", tol=tol, lsq_solver="lsmr",
         lsmr_tol=lsmr_tol, max_iter=max_iter,
     )
-    theta = torch.from_numpy(np.asarray(result.x, dtype=np.float64))
-    active = torch.from_numpy(np.asarray(result.active_mask, dtype=np.int8))
+    device = system.drive.device
+    theta = torch.from_numpy(np.asarray(result.x, dtype=np.float64)).to(device)
+    active = torch.from_numpy(np.asarray(result.active_mask, dtype=np.int8)).to(device)
     k, gamma = theta[0], theta[1:]
     stats = normal_stats(system)
     return LSSolution(
-        k=k, gamma=gamma, k_active=int(active[0]), gamma_active=active[1:],
+        k=k, gamma=gamma, k_active=int(result.active_mask[0]), gamma_active=active[1:],
         objective=objective(stats, k, gamma, lam),
     )

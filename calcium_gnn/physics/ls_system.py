@@ -141,7 +141,8 @@ def build_system(
         x: optional replacement for ``data.x`` (N, T) (e.g. a tensor that requires grad).
 
     Returns:
-        the :class:`LSSystem` with ``S = (n_train - 1) * interpolation_factor`` steps per cell.
+        the :class:`LSSystem` with ``S = (n_train - 1) * interpolation_factor`` steps per cell; its
+        tensors sit on the device of ``x`` (``setup`` may be a host setup).
     """
     x = data.x if x is None else x
     n, n_frames = x.shape
@@ -155,7 +156,10 @@ def build_system(
     level = interpolate_frames(x_train[rows], interpolation_factor)
     g = rows.numel()
     num_gamma = {"none": 0, "shared": 1, "per_cell": g}[setup.gamma_mode]
-    group = torch.arange(g) if setup.gamma_mode == "per_cell" else torch.zeros(g, dtype=torch.long)
+    if setup.gamma_mode == "per_cell":
+        group = torch.arange(g, device=x.device)
+    else:
+        group = torch.zeros(g, dtype=torch.long, device=x.device)
     return LSSystem(
         drive=drive[:, :-1],
         increment=level[:, 1:] - level[:, :-1],

@@ -116,8 +116,8 @@ def input_response(
     coefficients = [interval_coefficients(rate, lengths[u], substeps, method) for u in range(lengths.numel())]
     beta = torch.einsum("gh,htk->gtk", basis.v_inv, forcing.double())
     xi = torch.zeros_like(beta)
-    for n in range(beta.shape[1] - 1):
-        phi, psi0, psi1 = coefficients[int(which[n])]
+    for n, group in enumerate(which.tolist()):  # one host copy of the groups, no sync per frame
+        phi, psi0, psi1 = coefficients[group]
         xi[:, n + 1] = (
             phi.reshape(-1, 1) * xi[:, n]
             + psi0.reshape(-1, 1) * beta[:, n]
@@ -136,8 +136,8 @@ def modal_responses(
     e = torch.empty(n_frames, rate.numel(), dtype=torch.float64, device=rate.device)
     f = torch.empty_like(e)
     e[0], f[0] = 1.0, 0.0
-    for n in range(n_frames - 1):
-        phi, psi, _ = coefficients[int(which[n])]
+    for n, group in enumerate(which.tolist()):
+        phi, psi, _ = coefficients[group]
         e[n + 1] = phi * e[n]
         f[n + 1] = phi * f[n] + psi
     return e, f

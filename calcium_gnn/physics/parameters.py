@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
+from torch_geometric.data import Data
 
 
 @dataclass
@@ -28,3 +30,25 @@ class FittedParameters:
     def k_at_scale(self, scale: float) -> float:
         """``k`` expressed for another edge-weight scale (``k / s`` is invariant)."""
         return self.k * float(scale) / self.edge_weight_scale
+
+
+def truth_errors(fitted: FittedParameters, data: Data, modelled: Tensor) -> dict[str, float]:
+    """``fit/k_rel_err`` and ``fit/gamma_mae`` against the graph's ground truth (empty without it).
+
+    ``k`` is compared at the fit's scale: ``k_true * s_fit / s_true`` (``k / s`` is invariant). Host
+    values: ``data`` and ``modelled`` may sit on any device, the comparison runs on the CPU.
+    """
+    out: dict[str, float] = {}
+    truth_k = getattr(data, "truth_k", None)
+    if truth_k is not None:
+        s_true = float(getattr(data, "truth_edge_weight_scale", fitted.edge_weight_scale))
+        k_true = float(truth_k) * fitted.edge_weight_scale / s_true
+        out["fit/k_rel_err"] = abs(fitted.k - k_true) / abs(k_true)
+    truth_gamma = getattr(data, "truth_gamma", None)
+    if truth_gamma is not None:
+        truth = torch.as_tensor(truth_gamma).detach().cpu().double().reshape(-1)
+        keep = modelled.detach().cpu().bool() & torch.isfinite(truth)
+        if bool(keep.any()):
+            gamma = fitted.gamma.detach().cpu().double()
+            out["fit/gamma_mae"] = float((gamma[keep] - truth[keep]).abs().mean())
+    return out

@@ -82,9 +82,10 @@ def _group_mask(
         if not (float(disc_radius) > 0):
             raise ConfigError("setup.disc_radius", f"expected a positive fraction, got {disc_radius!r}")
         x0, y0, x1, y1 = _extent(data)
-        centre = torch.tensor([(x0 + x1) / 2, (y0 + y1) / 2], dtype=torch.float64)
+        pos = data.pos.double()
+        centre = pos.new_tensor([(x0 + x1) / 2, (y0 + y1) / 2])
         radius = float(disc_radius) * min(x1 - x0, y1 - y0)
-        dist = (data.pos.double() - centre).norm(dim=1)
+        dist = (pos - centre).norm(dim=1)
         return dist <= radius, "setup.disc_radius"
     if group == "rectangle":
         try:
@@ -102,8 +103,8 @@ def _group_mask(
     if group == "cells":
         if not cell_ids:
             raise ConfigError("setup.cell_ids", "group 'cells' needs a non-empty list of cell ids")
-        wanted = torch.as_tensor(list(cell_ids), dtype=torch.long).reshape(-1)
         known = data.cell_id.long()
+        wanted = torch.as_tensor(list(cell_ids), dtype=torch.long, device=known.device).reshape(-1)
         missing = wanted[~torch.isin(wanted, known)]
         if missing.numel():
             raise ConfigError("setup.cell_ids", f"no cell with id {missing.tolist()} in the graph")
@@ -124,7 +125,7 @@ def resolve_setup(
     """Choose the modelled cells G and their border cells on a cell graph.
 
     Args:
-        data: a cell graph (see :mod:`calcium_gnn.graphs.schema`).
+        data: a cell graph (see :mod:`calcium_gnn.io.graph_schema`).
         group: ``"interior"`` (setup I), ``"disc"`` (setup II), ``"rectangle"`` (setup III) or
             ``"cells"`` (explicit ``cell_ids``, e.g. the single-cell case).
         gamma_mode: ``"none"``, ``"shared"`` (eq. 2) or ``"per_cell"`` (eq. 3).
@@ -148,12 +149,12 @@ def resolve_setup(
         raise ConfigError(key, f"setup '{name or group}' selects no cell")
     src, dst = data.edge_index
     n = data.num_nodes
-    degree = torch.zeros(n, dtype=torch.long).index_add(0, dst, torch.ones_like(dst))
+    degree = torch.bincount(dst, minlength=n)
     isolated = modelled & (degree == 0)
     if bool(isolated.any()):
         ids = data.cell_id[isolated].tolist()
         raise ConfigError(key, f"modelled cell(s) {ids} have no neighbours (isolated): nothing to couple")
-    border = torch.zeros(n, dtype=torch.bool)
+    border = torch.zeros_like(modelled)
     border[src[modelled[dst]]] = True
     border &= ~modelled
     return Setup(name=name or group, modelled=modelled, border=border, gamma_mode=gamma_mode)

@@ -147,7 +147,7 @@ def step_matrices(
     def f(y: Tensor, tau: Tensor) -> Tensor:
         return a @ y + torch.cat([zero, eye, (tau / h) * eye], dim=1)
 
-    y = STEPS[method](f, torch.cat([eye, zero, zero], dim=1), torch.zeros((), dtype=a.dtype), h)
+    y = STEPS[method](f, torch.cat([eye, zero, zero], dim=1), a.new_zeros(()), h)
     return y[:, :g], y[:, g : 2 * g], y[:, 2 * g :]
 
 
@@ -220,6 +220,80 @@ def consensus_operator(
     return out[index]
 
 
+def _graph_on(device: torch.device, *tensors: Tensor) -> list[Tensor]:
+    """The graph inputs on the device of the traces (a no-op where they are already there)."""
+    return [t.to(device) for t in tensors]
+
+
+def integrate(
+    conv: ConsensusConv | None,
+    x_obs: Tensor,
+    t: Tensor,
+    edge_index: Tensor,
+    edge_weight: Tensor,
+    modelled: Tensor,
+    k: float | Tensor,
+    gamma: Tensor,
+    *,
+    y0: Tensor | None = None,
+    substeps: int = 10,
+    method: str = "rk4",
+    dt_rtol: float = 1e-4,
+) -> Tensor:
+    """The one simulator entry point, in the spirit of ``torchdiffeq.odeint(func, y0, t, method)``.
+
+    Integrates ``dy/dt = conv(y, x(t))`` for the modelled cells (module docstring; cells outside G
+    follow ``x_obs``, linearly interpolated inside each frame interval) with ``substeps`` steps of
+    ``method`` per frame interval. The vector field is ``conv``: a
+    :class:`~calcium_gnn.nn.consensus.ConsensusConv` (the paper's linear law; ``None``: a fresh one) or
+    any subclass with a learned message (:class:`~calcium_gnn.nn.coupling.CouplingConv`). ``k`` and
+    ``gamma`` are passed explicitly (functional use); a learned message keeps its own weights.
+
+    Fast path: a right-hand side affine in the state (``conv.affine_in_state``, true for the linear
+    law) is integrated by the exact interval propagators of the same scheme (module docstring), which
+    equal the step-by-step result to rounding; any other law runs step by step.
+
+    Every tensor is used on the device and in the dtype of ``x_obs`` (graph inputs are moved there);
+    differentiable with respect to ``k``, ``gamma``, ``y0``, ``x_obs`` and the parameters of ``conv``.
+
+    Args:
+        conv: the right-hand side (see above).
+        x_obs: (N, T) observed traces; they drive the cells outside G and give the default ``y0``.
+        t: (T,) frame times in seconds, strictly increasing.
+        edge_index: (2, E) adjacency (both directions, no self loops).
+        edge_weight: (E,) normalised weights ``w_ij = u_ij l_ij / s``.
+        modelled: (N,) bool, the group G.
+        k: coupling constant (1/s), a float or a 0-d tensor.
+        gamma: (N,) feed terms (entries outside G are ignored).
+        y0: (N,) initial states at ``t[0]`` (entries outside G ignored); default ``x_obs[:, 0]``.
+        substeps: integration steps per frame interval (>= 1, default 10).
+        method: ``"rk4"`` (default) or ``"euler"``.
+        dt_rtol: frame intervals whose lengths differ by less than ``dt_rtol`` times the longest one
+            share one propagator, at their mean length (default 1e-4: absorbs the rounding of float32
+            frame times, about 2e-5 of a 10 s interval one hour into a movie).
+
+    Returns:
+        (N, T) tensor in the dtype of ``x_obs``: simulated states of the modelled cells at the frame
+        times (column 0 is ``y0``), the observed data in the other rows.
+
+    Raises:
+        GraphError: inconsistent ``x_obs`` / ``t`` / edges.
+        ConfigError: bad ``modelled``, ``gamma``, ``y0``, ``substeps``, ``method`` or ``dt_rtol``.
+    """
+    device = x_obs.device
+    t, edge_index, edge_weight, modelled, gamma = _graph_on(
+        device, t, edge_index, edge_weight, modelled, gamma
+    )
+    y0 = None if y0 is None else y0.to(device)
+    _check_inputs(x_obs, t, edge_index, edge_weight, modelled, gamma, y0, substeps, method, dt_rtol)
+    conv = conv if conv is not None else ConsensusConv(x_obs.shape[0])
+    if getattr(conv, "affine_in_state", False):
+        return _integrate_affine(conv, x_obs, t, edge_index, edge_weight, modelled, k, gamma, y0,
+                                 int(substeps), method, dt_rtol)
+    return _integrate_stepwise(conv, x_obs, t, edge_index, edge_weight, modelled, k, gamma, y0,
+                               int(substeps), method)
+
+
 def simulate_consensus(
     x_obs: Tensor,
     t: Tensor,
@@ -235,42 +309,28 @@ def simulate_consensus(
     conv: ConsensusConv | None = None,
     dt_rtol: float = 1e-4,
 ) -> Tensor:
-    """Integrate the consensus ODE of the modelled cells over the frames ``t`` (module docstring).
+    """The paper's linear law through :func:`integrate` (arguments and result as there).
 
-    Args:
-        x_obs: (N, T) observed traces; they drive the cells outside G and give the default ``y0``.
-        t: (T,) frame times in seconds, strictly increasing.
-        edge_index: (2, E) adjacency (both directions, no self loops).
-        edge_weight: (E,) normalised weights ``w_ij = u_ij l_ij / s``.
-        modelled: (N,) bool, the group G.
-        k: coupling constant (1/s), a float or a 0-d tensor (may require grad).
-        gamma: (N,) feed terms (entries outside G are ignored); may require grad.
-        y0: (N,) initial states at ``t[0]`` (entries outside G ignored); default ``x_obs[:, 0]``.
-        substeps: integration steps per frame interval (>= 1, default 10).
-        method: ``"rk4"`` (default) or ``"euler"``.
-        conv: the :class:`ConsensusConv` defining the right-hand side; only its message passing is
-            used (``k`` and ``gamma`` are passed explicitly). Default: a fresh one.
-        dt_rtol: frame intervals whose lengths differ by less than ``dt_rtol`` times the longest one
-            are integrated with one propagator, at their mean length (default 1e-4: absorbs the
-            rounding of float32 frame times, about 2e-5 of a 10 s interval one hour into a movie).
-
-    Returns:
-        (N, T) tensor in the dtype of ``x_obs``: simulated states of the modelled cells at the frame
-        times (column 0 is ``y0``), the observed data in the other rows.
-
-    Raises:
-        GraphError: inconsistent ``x_obs`` / ``t`` / edges.
-        ConfigError: bad ``modelled``, ``gamma``, ``y0``, ``substeps``, ``method`` or ``dt_rtol``.
+    ``conv`` defaults to a fresh :class:`ConsensusConv`; only its message passing is used.
     """
-    _check_inputs(x_obs, t, edge_index, edge_weight, modelled, gamma, y0, substeps, method, dt_rtol)
-    n, n_frames = x_obs.shape
+    return integrate(conv, x_obs, t, edge_index, edge_weight, modelled, k, gamma, y0=y0,
+                     substeps=substeps, method=method, dt_rtol=dt_rtol)
+
+
+def _integrate_affine(
+    conv: ConsensusConv, x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor,
+    modelled: Tensor, k: float | Tensor, gamma: Tensor, y0: Tensor | None, substeps: int, method: str,
+    dt_rtol: float,
+) -> Tensor:
+    """Exact interval propagators of the scheme for a right-hand side affine in the state (module
+    docstring): ``y_{n+1} = Phi y_n + Psi_0 b_n + Psi_1 (b_{n+1} - b_n)``."""
+    n_frames = x_obs.shape[1]
     dtype, device = x_obs.dtype, x_obs.device
     index = modelled.nonzero().reshape(-1)
     if index.numel() == 0 or n_frames == 1:
         if y0 is None or index.numel() == 0:
             return x_obs.clone()
         return torch.where(modelled.reshape(-1, 1), y0.to(dtype).reshape(-1, 1), x_obs)
-    conv = conv if conv is not None else ConsensusConv(n)
     w = edge_weight.reshape(-1).to(dtype)
     k_t = torch.as_tensor(k, dtype=dtype, device=device)
     a = k_t * consensus_operator(conv, edge_index, w, modelled, dtype)  # (G, G)
@@ -282,19 +342,56 @@ def simulate_consensus(
     # rounding of frame times does not multiply the work); the forcing of its intervals in one product.
     lengths, which = interval_groups(t, dt_rtol)
     phis: list[Tensor] = []
-    forcing = torch.zeros(index.numel(), n_frames - 1, dtype=dtype, device=device)
+    forcing = x_obs.new_zeros(index.numel(), n_frames - 1)
     for u_idx in range(lengths.numel()):
         cols = (which == u_idx).nonzero().reshape(-1)
         delta = lengths[u_idx].to(dtype)
-        phi, psi0, psi1 = interval_propagator(a, delta, int(substeps), method)
+        phi, psi0, psi1 = interval_propagator(a, delta, substeps, method)
         phis.append(phi)
         forcing[:, cols] = psi0 @ b[:, cols] + psi1 @ db[:, cols]
 
     y = x_obs[index, 0] if y0 is None else y0.to(dtype)[index]
     states = [y]
-    for step in range(n_frames - 1):
-        y = phis[int(which[step])] @ y + forcing[:, step]
+    for step, group in enumerate(which.tolist()):  # one host copy, not a device sync per frame
+        y = phis[group] @ y + forcing[:, step]
         states.append(y)
     y_sim = torch.stack(states, dim=1)  # (G, T)
     out = x_obs.clone()
     return out.index_put((index,), y_sim)
+
+
+def _integrate_stepwise(
+    conv: ConsensusConv, x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor,
+    modelled: Tensor, k: float | Tensor, gamma: Tensor, y0: Tensor | None, substeps: int, method: str,
+) -> Tensor:
+    """``substeps`` steps of ``method`` per frame interval for any (possibly nonlinear) right-hand side.
+
+    Inside interval ``n`` the cells outside G follow ``x(t_n + tau) = x_n + tau / Delta (x_{n+1} - x_n)``.
+    """
+    dtype = x_obs.dtype
+    mask = modelled.reshape(-1, 1)
+    zero = x_obs.new_zeros(())
+    w = edge_weight.reshape(-1).to(dtype)
+    k_t = torch.as_tensor(k, dtype=dtype, device=x_obs.device)
+    gamma_col = torch.where(mask, gamma.to(dtype).reshape(-1, 1), zero)
+    start = x_obs[:, :1] if y0 is None else y0.to(dtype).reshape(-1, 1)
+    y = torch.where(mask, start, x_obs[:, :1])
+    frames = [y]
+    step = STEPS[method]
+    deltas = t[1:] - t[:-1]
+    for n in range(x_obs.shape[1] - 1):
+        x_a, x_b = x_obs[:, n : n + 1], x_obs[:, n + 1 : n + 2]
+        delta = deltas[n].to(dtype)
+        h = delta / substeps
+
+        def f(
+            state: Tensor, tau: Tensor, x_a: Tensor = x_a, x_b: Tensor = x_b, delta: Tensor = delta
+        ) -> Tensor:
+            x_now = x_a + (tau / delta) * (x_b - x_a)
+            dydt = conv(state, x_now, edge_index, w, modelled, k=k_t, gamma=gamma_col)
+            return torch.where(mask, dydt, zero)
+
+        for s in range(substeps):
+            y = step(f, y, s * h, h)
+        frames.append(y)
+    return torch.where(mask, torch.cat(frames, dim=1), x_obs)

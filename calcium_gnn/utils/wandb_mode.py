@@ -22,3 +22,18 @@ def ensure_offline_unless_configured() -> str:
     if not wandb_configured():
         os.environ["WANDB_MODE"] = "offline"
     return os.environ.get("WANDB_MODE", "online")
+
+
+def finish_wandb() -> None:
+    """Close the current W&B run, if any, so the next run in this process starts clean.
+
+    Called after every run, failed or not (``train.main`` and each culture of
+    :func:`calcium_gnn.batch.fit_cultures`). W&B is not imported when nothing has imported it.
+    """
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()

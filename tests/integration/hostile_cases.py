@@ -435,9 +435,10 @@ def outputs_into_a_file(tmp: Path) -> tuple[Thunk, str]:
 
 def culture_folder_missing(tmp: Path) -> tuple[Thunk, str]:
     from calcium_gnn.batch import fit_cultures
+    from calcium_gnn.train import train
 
     cfg = compose_train(tmp, "data=culture_folder", f"data.folder={tmp / 'no_such_folder'}")
-    return (lambda: fit_cultures(cfg)), "data.folder"
+    return (lambda: fit_cultures(cfg, train)), "data.folder"
 
 
 CASES: tuple[Case, ...] = (

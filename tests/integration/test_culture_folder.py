@@ -14,10 +14,10 @@ from omegaconf import DictConfig, open_dict
 
 from calcium_gnn.batch import SUMMARY_COLUMNS, culture_names, find_movies, fit_cultures, is_culture_folder
 from calcium_gnn.data.synthetic import make_culture
+from calcium_gnn.data.synthetic_files import save_culture
 from calcium_gnn.errors import ConfigError
 from calcium_gnn.evaluation.results import read_results
-from calcium_gnn.io.culture_files import save_culture
-from calcium_gnn.train import CONFIG_DIR
+from calcium_gnn.train import CONFIG_DIR, train
 
 N_CULTURES = 10
 BROKEN = 3
@@ -55,7 +55,7 @@ def test_ten_cultures_with_one_truncated_give_nine_fits_and_one_failure(movie_fo
     cfg = _compose(tmp_path, f"data.folder={movie_folder}")
     assert is_culture_folder(cfg)
     before = {p.name: p.read_bytes() for p in movie_folder.iterdir()}
-    rows = fit_cultures(cfg)
+    rows = fit_cultures(cfg, train)
     run = tmp_path / "run"
 
     assert [r["culture"] for r in rows] == [f"culture_{i:02d}" for i in range(N_CULTURES)]
@@ -90,7 +90,7 @@ def test_ten_cultures_with_one_truncated_give_nine_fits_and_one_failure(movie_fo
     assert {p.name: p.read_bytes() for p in movie_folder.iterdir()} == before
     cached = sorted((tmp_path / "cache" / "graphs").iterdir())
     assert len(cached) == N_CULTURES - 1
-    again = fit_cultures(_compose(tmp_path, f"data.folder={movie_folder}", run="run2"))
+    again = fit_cultures(_compose(tmp_path, f"data.folder={movie_folder}", run="run2"), train)
     assert sorted((tmp_path / "cache" / "graphs").iterdir()) == cached
     assert [r["k"] for r in again] == [r["k"] for r in rows]
 
@@ -118,6 +118,32 @@ def test_culture_folder_config_composes_and_refuses_an_unset_folder(tmp_path: Pa
     assert is_culture_folder(cfg) and cfg.data.pattern == "*.tif"
     assert str(cfg.data.cache_dir) == str(tmp_path / "cache")
     with pytest.raises(ConfigError, match=r"^data\.folder: not set"):
-        fit_cultures(cfg)
+        fit_cultures(cfg, train)
     single = _compose(tmp_path, "data=synthetic")
     assert not is_culture_folder(single)
+
+
+def test_each_culture_goes_to_the_fit_it_is_given(tmp_path: Path) -> None:
+    """``fit_cultures`` calls the single-culture fit it is handed (no import of train) with each
+    culture's own config, and records a failure and a crash without stopping."""
+    folder = tmp_path / "movies"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.tif").write_bytes(b"x")
+    seen: list[tuple[str, str]] = []
+
+    def fit_one(one: DictConfig) -> dict[str, float]:
+        seen.append((Path(one.data.movie).name, Path(one.paths.output_dir).name))
+        if one.data.movie.endswith("b.tif"):
+            raise ConfigError("data.movie", "bad movie")
+        if one.data.movie.endswith("c.tif"):
+            raise RuntimeError("boom")
+        return {"fit/k": 0.02, "fit/gamma_mean": 1e-3, "fit/gamma_median": 2e-3}
+
+    rows = fit_cultures(_compose(tmp_path, f"data.folder={folder}"), fit_one)
+    assert seen == [("a.tif", "a"), ("b.tif", "b"), ("c.tif", "c")]
+    assert [r["status"] for r in rows] == ["ok", "failed", "crashed"]
+    assert rows[0]["k"] == 0.02 and rows[0]["gamma_median"] == 2e-3
+    assert rows[1]["error"] == "data.movie: bad movie" and rows[2]["error"] == "RuntimeError: boom"
+    assert (tmp_path / "run" / "b" / "error.txt").read_text() == "data.movie: bad movie\n"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["n_ok"] == 1

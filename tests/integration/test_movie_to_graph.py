@@ -15,9 +15,9 @@ import torch
 from calcium_gnn.data.synthetic import make_culture
 from calcium_gnn.data.synthetic_imaging import bleaching, dye_response
 from calcium_gnn.errors import MasksError, SegmentationError
-from calcium_gnn.graphs.schema import validate_graph
 from calcium_gnn.imaging.segmentation import iou_matrix
 from calcium_gnn.io.graph_files import load_graph
+from calcium_gnn.io.graph_schema import validate_graph
 from calcium_gnn.pipeline import OUTPUT_FILES, cached_movie_to_graph, movie_to_graph, movie_to_graph_full
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from calcium_gnn.data.synthetic import make_culture, truth_graph
+from calcium_gnn.data.synthetic_files import save_culture
 from calcium_gnn.evaluation.results import validate_results
-from calcium_gnn.io.culture_files import save_culture
 from calcium_gnn.io.graph_files import save_graph
 from calcium_gnn.train import train
 

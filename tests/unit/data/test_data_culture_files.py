@@ -1,4 +1,5 @@
-"""Writing / reading a culture's files (calcium_gnn.io.culture_files) and the culture cache."""
+"""Writing / reading a culture's files (calcium_gnn.data.synthetic_files over the format of
+calcium_gnn.io.culture_files) and the culture cache."""
 
 from __future__ import annotations
 
@@ -9,15 +10,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from calcium_gnn.data import synthetic
+from calcium_gnn.data.synthetic_files import culture_key, load_culture, load_or_make_culture, save_culture
 from calcium_gnn.errors import ConfigError, InputFileError, MovieError, OutputError
-from calcium_gnn.io.culture_files import (
-    FILES,
-    culture_key,
-    load_culture,
-    load_or_make_culture,
-    save_culture,
-)
+from calcium_gnn.io.culture_files import FILES
 
 TINY = {"seed": 11, "n_cells": 20, "size": 128, "n_frames": 30}
 
@@ -136,7 +131,7 @@ def test_cache(tmp_path):
     first = load_or_make_culture(tmp_path, **TINY)
     assert first.path == tmp_path / f"culture-{culture_key(**TINY)}"
     stamp = (first.path / "truth.npz").stat().st_mtime_ns
-    again = synthetic.load_or_make_culture(tmp_path, **TINY)  # the wrapper the data sources use
+    again = load_or_make_culture(tmp_path, **TINY)  # a cache hit: nothing regenerated or rewritten
     assert again.path == first.path and (first.path / "truth.npz").stat().st_mtime_ns == stamp
     np.testing.assert_array_equal(again.traces, first.traces)
     np.testing.assert_array_equal(again.movie, first.movie)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from calcium_gnn.data.synthetic_files import load_culture
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.io.culture_files import load_culture
 
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "make_synthetic.py"
 

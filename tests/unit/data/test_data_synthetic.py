@@ -13,7 +13,7 @@ from calcium_gnn.data.synthetic import culture_params, make_culture, truth_graph
 from calcium_gnn.data.synthetic_dynamics import coupling_matrix
 from calcium_gnn.data.synthetic_imaging import dye_response
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.graphs.schema import validate_graph
+from calcium_gnn.io.graph_schema import validate_graph
 
 TINY = {"n_cells": 20, "size": 128, "n_frames": 60}
 

@@ -14,7 +14,7 @@ import torch
 from scipy.integrate import solve_ivp
 from torch_geometric.data import Data
 
-from calcium_gnn.graphs.schema import validate_graph
+from calcium_gnn.io.graph_schema import validate_graph
 
 SIDE, ROWS, COLS = 10.0, 4, 4
 TRUTH_K, TRUTH_SCALE = 0.05, 100.0  # u * l = 10 * 10 = 100 on every edge, so w_ij = 1

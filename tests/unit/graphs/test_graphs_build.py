@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from calcium_gnn.errors import ConfigError, MasksError, MovieError
 from calcium_gnn.graphs.build import build_graph
-from calcium_gnn.graphs.schema import validate_graph
+from calcium_gnn.io.graph_schema import validate_graph
 
 
 def _three_in_a_row() -> np.ndarray:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.evaluation.anomaly import (
+from calcium_gnn.evaluation.model_figures import plot_anomaly_map
+from calcium_gnn.inference.anomaly import (
     AnomalyRule,
     anomaly_scores,
-    plot_anomaly_map,
     residual_level,
     robust_z,
 )

@@ -8,7 +8,7 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from calcium_gnn.evaluation.random_effects import pool_feeds, reml_feed_variance
+from calcium_gnn.inference.random_effects import pool_feeds, reml_feed_variance
 
 Z90 = NormalDist().inv_cdf(0.95)
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.evaluation.uncertainty import (
+from calcium_gnn.evaluation.model_figures import plot_intervals
+from calcium_gnn.inference.uncertainty import (
     ParameterIntervals,
     check_level,
     gauss_newton_covariance,
     lag1_autocorrelation,
     normal_interval,
-    plot_intervals,
 )
 
 

@@ -9,9 +9,11 @@ import torch
 from calcium_gnn.data.datamodule import CellGraphDataModule
 from calcium_gnn.data.synthetic import make_culture, truth_graph
 from calcium_gnn.errors import ConfigError
+from calcium_gnn.models.base import ConsensusModel
 from calcium_gnn.models.crlsm import CRLSMModule
 from calcium_gnn.physics.least_squares import fit_least_squares
 from calcium_gnn.physics.setups import resolve_setup
+from calcium_gnn.utils.device_audit import stray_tensors
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +74,36 @@ def test_crlsm_module_defaults_to_setup_one_and_validates(graph):
         CRLSMModule(data=graph, train_fraction=0.0)
     with pytest.raises(ConfigError, match="model"):
         CRLSMModule()
+
+
+def test_crlsm_module_follows_the_model_contract(graph):
+    model = CRLSMModule(data=graph)
+    assert isinstance(model, ConsensusModel)
+    assert model.data_parallel is False and model.steps_per_epoch == 1 and model.method_name == "crlsm"
+    assert stray_tensors(model) == []
+    assert {"modelled", "border", "k_fit", "gamma_fit", "scale_fit"} <= set(dict(model.named_buffers()))
+
+
+def test_crlsm_module_fits_on_the_device_like_on_the_cpu(graph, device):
+    """Lightning moves the batch to the model's device; the solve runs there and gives the CPU answer."""
+    setup = resolve_setup(graph)
+    model = CRLSMModule(data=graph, setup=setup)
+    x_host = graph.x
+    trainer = L.Trainer(max_epochs=1, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(model, datamodule=CellGraphDataModule(graph))
+    assert graph.x is x_host and graph.x.device.type == "cpu"  # the shared graph was not moved
+    assert model.k_fit.device.type == device.type and model.modelled.device.type == device.type
+    assert stray_tensors(model) == []
+    fitted = model.fitted_parameters()
+    assert fitted.gamma.device.type == "cpu" and fitted.gamma.dtype == torch.float64
+    assert model.consensus_setup.modelled.device.type == "cpu"
+    reference = fit_least_squares(graph, setup)
+    assert fitted.k == pytest.approx(reference.k, rel=1e-10)
+    scale = float(reference.gamma.abs().max())
+    torch.testing.assert_close(fitted.gamma, reference.gamma, rtol=1e-10, atol=1e-10 * scale)
+    # the solve itself, on a graph that lives on the device
+    direct, objective = model.to(device).solve(graph.clone().to(device))
+    assert objective.device.type == device.type and direct.gamma.device.type == "cpu"
+    assert direct.k == pytest.approx(reference.k, rel=1e-10)

@@ -9,8 +9,11 @@ import torch
 from calcium_gnn.data.datamodule import CellGraphDataModule
 from calcium_gnn.data.synthetic import make_culture, truth_graph
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.models.neural_ode import OutputErrorODE, moving_average
+from calcium_gnn.inference.anomaly import AnomalyScores
+from calcium_gnn.inference.uncertainty import ParameterIntervals
+from calcium_gnn.models.neural_ode import OutputErrorODE
 from calcium_gnn.physics.least_squares import fit_least_squares
+from calcium_gnn.physics.output_error import moving_average
 from calcium_gnn.physics.setups import resolve_setup
 
 
@@ -96,11 +99,11 @@ def test_lbfgs_lowers_the_loss(culture) -> None:
 def test_theta_roundtrip(culture) -> None:
     data = truth_graph(culture, noise=0.0)
     model = OutputErrorODE(data=data, setup=resolve_setup(data), init="constant")
-    theta = model.theta().clone()
+    theta = model.problem.theta().clone()
     theta[0] = 0.03
     theta[1:] += 1e-4
-    model.set_theta(theta)
-    assert torch.allclose(model.theta(), theta, rtol=1e-9, atol=1e-12)
+    model.problem.set_theta(theta)
+    assert torch.allclose(model.problem.theta(), theta, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.slow
@@ -118,7 +121,7 @@ def test_interval_width_scales_with_noise_and_covers(culture) -> None:
 
 
 @pytest.mark.slow
-def test_anomaly_flags_a_cell_that_fires_on_its_own(culture, tmp_path) -> None:
+def test_anomaly_flags_a_cell_that_fires_on_its_own(culture) -> None:
     data = truth_graph(culture, noise=0.01, seed=2)
     setup = resolve_setup(data)
     odd = int(setup.modelled_index[len(setup.modelled_index) // 2])
@@ -133,11 +136,13 @@ def test_anomaly_flags_a_cell_that_fires_on_its_own(culture, tmp_path) -> None:
     scores = model.anomaly_scores()
     assert bool(scores.flagged[odd])
     assert int(scores.flagged.sum()) <= 3
-    extra = model.extra_results(out_dir=tmp_path, labels=culture.labels)
-    assert int(data.cell_id[odd]) in extra["anomaly"]["flagged"]
-    assert {"k_interval", "gamma_interval", "interval_level"} <= set(extra)
-    assert len(extra["gamma_interval"]) == setup.num_modelled
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["anomaly_map.png", "parameter_intervals.png"]
+    extra = model.extra_results(data)
+    assert isinstance(extra["anomaly"], AnomalyScores) and bool(extra["anomaly"].flagged[odd])
+    assert isinstance(extra["intervals"], ParameterIntervals)
+    block = extra["intervals"].as_results(data.cell_id, setup.modelled)
+    assert len(block["gamma_interval"]) == setup.num_modelled
+    assert {"applied", "method"} <= set(extra["gamma_prior"])
+    assert "applied" in extra["border_noise_correction"]
 
 
 @pytest.mark.parametrize(
@@ -171,7 +176,7 @@ def test_auto_optimizer_switches_to_lbfgs_above_the_jacobian_limit(culture) -> N
     small = OutputErrorODE(data=data)
     assert small.optimizer_name == "gauss_newton"
     limited = OutputErrorODE(data=data, max_jacobian_parameters=10, jacobian="dense")
-    assert limited.optimizer_name == "lbfgs" and limited.n_parameters > 10
+    assert limited.optimizer_name == "lbfgs" and limited.problem.n_parameters > 10
     with pytest.raises(ConfigError, match="model.max_jacobian_parameters"):
         limited.parameter_intervals()
     # the modal normal equations need no Jacobian: Gauss-Newton and intervals at any size
@@ -185,13 +190,13 @@ def test_feeds_are_pooled_as_random_effects_when_the_fit_ends(culture) -> None:
     setup = resolve_setup(data)
     model = OutputErrorODE(data=data, setup=setup, steps_per_epoch=15)
     _trainer().fit(model, datamodule=CellGraphDataModule(data, steps_per_epoch=model.steps_per_epoch))
-    assert bool(model.pooled)
-    per_cell = model.theta_unpooled()
+    assert bool(model.problem.pooled)
+    per_cell = model.problem.theta_unpooled()
     fitted = model.fitted_parameters()
     cells = setup.modelled
     truth = torch.as_tensor(culture.gamma, dtype=torch.float64)[cells]
     g_pooled = fitted.gamma.double()[cells]
-    g_cell = per_cell[model.feed_positions]
+    g_cell = per_cell[model.problem.feed_positions]
     assert fitted.k == float(per_cell[0])  # k is a fixed effect: pooling leaves it alone
     assert float((g_pooled - truth).pow(2).mean()) < 0.8 * float((g_cell - truth).pow(2).mean())
     assert float(g_pooled.std()) < float(g_cell.std())
@@ -206,17 +211,33 @@ def test_feeds_are_pooled_as_random_effects_when_the_fit_ends(culture) -> None:
     # idempotent, and undone for further training
     model.apply_gamma_prior()
     assert torch.allclose(model.fitted_parameters().gamma, fitted.gamma, rtol=1e-12)
-    model.restore_unpooled()
-    assert not bool(model.pooled)
-    assert torch.allclose(model.theta(), per_cell, rtol=1e-12)
+    model.problem.restore_unpooled()
+    assert not bool(model.problem.pooled)
+    assert torch.allclose(model.problem.theta(), per_cell, rtol=1e-12)
 
 
 def test_gamma_prior_none_keeps_the_per_cell_fit(culture) -> None:
     data = truth_graph(culture, noise=0.05, seed=11)
     model = OutputErrorODE(data=data, gamma_prior="none")
     _trainer().fit(model, datamodule=CellGraphDataModule(data, steps_per_epoch=model.steps_per_epoch))
-    assert not bool(model.pooled)
-    assert torch.equal(model.theta_unpooled(), model.theta())
+    assert not bool(model.problem.pooled)
+    assert torch.equal(model.problem.theta_unpooled(), model.problem.theta())
     assert model.gamma_prior_results() == {"method": "none", "applied": False, "reason": "gamma_prior=none"}
     iv = model.parameter_intervals()
-    assert torch.allclose(iv.gamma[model.modelled], model.theta()[model.feed_positions])
+    assert torch.allclose(iv.gamma[model.modelled], model.problem.theta()[model.problem.feed_positions])
+
+
+def test_a_fit_on_any_device_gives_the_cpu_result_on_the_host(culture, device) -> None:
+    data = truth_graph(culture, noise=0.03, seed=5)
+    setup = resolve_setup(data)
+    on_cpu = _fit(OutputErrorODE(data=data, setup=setup))
+    on_cpu.finish_fit()
+    moved = OutputErrorODE(data=data, setup=setup).to(device)
+    _fit(moved).finish_fit()
+    fitted, reference = moved.fitted_parameters(), on_cpu.fitted_parameters()
+    assert fitted.gamma.device.type == "cpu"
+    assert fitted.k == pytest.approx(reference.k, rel=1e-9)
+    assert torch.allclose(fitted.gamma, reference.gamma, rtol=1e-7, atol=1e-12)
+    extra = moved.extra_results(data)
+    assert extra["intervals"].gamma.device.type == "cpu"
+    assert extra["anomaly"].score.device.type == "cpu"

@@ -5,17 +5,20 @@ from __future__ import annotations
 import math
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Data
 
 from calcium_gnn.data.datamodule import CellGraphDataModule
 from calcium_gnn.errors import ConfigError
+from calcium_gnn.models.base import ConsensusModel
 from calcium_gnn.models.pinn import PINNModule
 from calcium_gnn.nn.consensus import ConsensusConv
 from calcium_gnn.nn.mlp import TraceNet
 from calcium_gnn.physics.pinn_residual import consensus_residual, interpolate_at, mean_square
 from calcium_gnn.physics.setups import resolve_setup
+from calcium_gnn.utils.device_audit import stray_tensors
 
 K_TRUE = 0.05
 GAMMA_TRUE = 0.002
@@ -170,3 +173,80 @@ def test_raw_parametrization_is_projected_onto_the_bounds() -> None:
     model._project()
     assert float(model.k.detach()) == pytest.approx(0.1)
     assert float(model.gamma[1].detach()) == pytest.approx(-3e-5)
+
+
+def test_pinn_follows_the_model_contract() -> None:
+    data = three_cell_graph(n_frames=11)
+    setup = resolve_setup(data, group="interior", gamma_mode="shared")
+    model = PINNModule(data, setup, batch_size=4, net={"hidden_features": 4, "num_layers": 1})
+    assert isinstance(model, ConsensusModel) and model.data_parallel is True
+    assert model.method_name == "pinn" and model.steps_per_epoch == math.ceil(model.t_collocation.numel() / 4)
+    assert stray_tensors(model) == []
+    buffers = dict(model.named_buffers())
+    assert {"modelled", "border", "_order"} <= set(buffers)
+    assert "_order" not in model.state_dict()  # recomputed each epoch, not checkpointed
+    assert torch.equal(model.consensus_setup.modelled, setup.modelled)
+    assert model.consensus_setup.gamma_mode == "shared"
+    # the ground truth is kept as host values
+    assert isinstance(model._truth["k"], float)
+    assert all(isinstance(model._truth[key], np.ndarray) for key in ("gamma", "gamma_cells"))
+
+
+@pytest.mark.parametrize("data_points", ["frames", "collocation"])
+def test_local_losses_of_the_processes_average_to_the_full_loss(data_points: str) -> None:
+    """Data parallelism: W processes, each on its shard of the points (unequal shards included); the
+    mean over the processes of each term and of its gradient is the single-process one."""
+    data = three_cell_graph()
+    setup = resolve_setup(data, group="interior", gamma_mode="shared")
+    model = PINNModule(data, setup, train_fraction=0.5, interpolation_factor=2, data_points=data_points,
+                       net={"hidden_features": 8, "num_layers": 2})
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def terms_and_grad(index: torch.Tensor | None, rank: int, world: int):
+        model._world = lambda: (rank, world)  # what a trainer with W processes would report
+        terms = model.local_losses(index)
+        grads = torch.autograd.grad(terms["data"] + terms["physics"], params)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        return torch.stack([terms["data"], terms["physics"]]).detach(), flat
+
+    for index in (None, torch.tensor([3, 0, 9, 17, 5, 11, 2]), torch.tensor([4])):
+        full_terms, full_grad = terms_and_grad(index, 0, 1)
+        for world in (2, 3):
+            parts = [terms_and_grad(index, rank, world) for rank in range(world)]
+            mean_terms = torch.stack([t for t, _ in parts]).mean(dim=0)
+            mean_grad = torch.stack([g for _, g in parts]).mean(dim=0)
+            torch.testing.assert_close(mean_terms, full_terms, rtol=1e-5, atol=0.0)
+            atol = 1e-6 * float(full_grad.abs().max())
+            torch.testing.assert_close(mean_grad, full_grad, rtol=1e-4, atol=atol)
+
+
+def _fit_tiny(data: Data, device: torch.device) -> PINNModule:
+    setup = resolve_setup(data, group="interior", gamma_mode="shared")
+    model = PINNModule(
+        data, setup, train_fraction=1.0, batch_size=16,
+        net={"hidden_features": 8, "num_layers": 2, "fourier": {"n_frequencies": 4, "max_frequency": 4.0}},
+        adam_steps=10, lbfgs_steps=1, steps_per_epoch=11, adam_lr=1e-2, adam_lr_physics=5e-2,
+        lbfgs={"max_iter": 4}, num_threads=1,
+    )
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="gpu" if device.type == "cuda" else "cpu",
+                        devices=1)
+    trainer.fit(model, datamodule=CellGraphDataModule(data, model.steps_per_epoch))
+    return model
+
+
+def test_pinn_trains_on_the_device_like_on_the_cpu(device: torch.device) -> None:
+    data = three_cell_graph()
+    x_host = data.x
+    model = _fit_tiny(data, device)
+    assert data.x is x_host and data.x.device.type == "cpu"  # the caller's graph stays on the host
+    assert model.t_collocation.device.type == device.type and model._order.device.type == device.type
+    assert stray_tensors(model) == []
+    fitted = model.fitted_parameters()
+    assert fitted.gamma.device.type == "cpu" and fitted.gamma.dtype == torch.float64
+    assert math.isfinite(fitted.k) and fitted.k != pytest.approx(0.01, rel=1e-3)  # k moved from k_init
+    metrics = model.fit_metrics()
+    assert math.isfinite(metrics["fit/k_rel_err"]) and math.isfinite(metrics["fit/gamma_mae"])
+    if device.type != "cpu":  # 10 Adam + 1 L-BFGS step in float32: rounding only
+        reference = _fit_tiny(three_cell_graph(), torch.device("cpu")).fitted_parameters()
+        assert fitted.k == pytest.approx(reference.k, rel=1e-3)

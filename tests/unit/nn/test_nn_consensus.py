@@ -140,3 +140,14 @@ def test_consensus_defaults_and_init():
 def test_consensus_rejects_bad_config(kwargs):
     with pytest.raises(ConfigError):
         ConsensusConv(3, **kwargs)
+
+
+def test_consensus_on_every_device_matches_the_dense_reference(device) -> None:
+    edge_index, w = _graph(torch.float64)
+    conv = ConsensusConv(5, gamma_mode="per_cell").double().to(device)
+    conv.set_parameters(0.03, torch.linspace(0.0, 0.01, 5, dtype=torch.float64))
+    z = torch.randn(5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = conv(z.to(device), z.to(device), edge_index.to(device), w.to(device))
+    assert out.device.type == device.type
+    ref = _dense_reference(z, edge_index, w, conv.k.detach().cpu(), conv.gamma.detach().cpu())
+    assert torch.allclose(out.cpu(), ref, atol=1e-12)

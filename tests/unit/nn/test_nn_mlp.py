@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.nn.mlp import MLP, FourierFeatures, TimeMLP, fourier_frequencies, make_activation
+from calcium_gnn.nn.mlp import MLP, FourierFeatures, TimeMLP, TraceNet, fourier_frequencies, make_activation
 
 
 def test_geometric_frequencies_by_hand() -> None:
@@ -129,3 +129,21 @@ def test_time_mlp_can_fit_a_fast_transient_with_fourier_features() -> None:
         torch.set_num_threads(threads)
     assert fourier < 0.2 * plain
     assert math.isfinite(plain)
+
+
+def test_trace_net_moves_whole_and_matches_the_cpu(device: torch.device) -> None:
+    torch.manual_seed(2)
+    kwargs = {"hidden_features": 8, "num_layers": 2, "fourier": {"n_frequencies": 3, "max_frequency": 4.0}}
+    mean, std = torch.tensor([1.0, 2.0]), torch.tensor([0.5, 3.0])
+    net = TraceNet(2, (100.0, 300.0), mean=mean, std=std, **kwargs)
+    t = torch.tensor([120.0, 200.0, 290.0])
+    y_cpu, dy_cpu = net.value_and_rate(t)
+    net = net.to(device)
+    assert {b.device.type for b in net.buffers()} == {device.type}
+    y, dy = net.value_and_rate(t.to(device))
+    assert y.device.type == dy.device.type == device.type
+    torch.testing.assert_close(y.cpu(), y_cpu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dy.cpu(), dy_cpu, rtol=1e-4, atol=1e-7)
+    # statistics given on the device: the new buffers are made there too
+    built = TraceNet(2, (100.0, 300.0), mean=mean.to(device), std=std.to(device), **kwargs)
+    assert {built.mean.device.type, built.std.device.type, built.centre.device.type} == {device.type}

@@ -1,4 +1,4 @@
-"""Errors-in-variables correction of k for noisy border inputs (calcium_gnn.models.border_noise)."""
+"""Errors-in-variables correction of k for noisy border inputs (calcium_gnn.physics.border_noise)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from calcium_gnn.data.synthetic import make_culture, truth_graph
-from calcium_gnn.models.border_noise import border_probes, noise_gain, probe_responses, profile_fit
 from calcium_gnn.models.neural_ode import OutputErrorODE
+from calcium_gnn.physics.border_noise import border_probes, noise_gain, probe_responses
+from calcium_gnn.physics.levenberg_marquardt import profile_fit
 from calcium_gnn.physics.setups import resolve_setup
 from calcium_gnn.physics.simulate import simulate_consensus
 
@@ -30,50 +31,50 @@ def test_noise_gain_with_unit_probes_is_the_projected_frobenius_norm(culture) ->
     small = make_culture(seed=4, n_cells=25, size=180, n_frames=13, render=False)
     data = truth_graph(small, noise=0.02, seed=1, dtype=torch.float64)
     model = _fitted(data)
-    theta, free = profile_fit(model, model.theta())
-    n, t = model.drive_train.shape
-    border = (~model.modelled).nonzero().reshape(-1)
+    theta, free = profile_fit(model.problem, model.problem.theta())
+    n, t = model.problem.drive_train.shape
+    border = (~model.problem.modelled).nonzero().reshape(-1)
     units = []
     for b in border.tolist():
         for j in range(t):
             z = torch.zeros(n, t, dtype=torch.float64)
             z[b, j] = 1.0
             units.append(z)
-    q = noise_gain(model, theta, free, units) * len(units)
+    q = noise_gain(model.problem, theta, free, units) * len(units)
 
     def response(xb: torch.Tensor) -> torch.Tensor:
         x = torch.zeros(n, t, dtype=torch.float64).index_put((border,), xb)
         zero = torch.zeros(n, dtype=torch.float64)
         sim = simulate_consensus(
             x,
-            model.t_train,
-            model.edge_index,
-            model.edge_weight,
-            model.modelled,
+            model.problem.t_train,
+            model.problem.edge_index,
+            model.problem.edge_weight,
+            model.problem.modelled,
             theta[0],
             zero,
             y0=zero,
-            substeps=model.substeps,
+            substeps=model.problem.substeps,
         )
-        return sim[model.index].reshape(-1)
+        return sim[model.problem.index].reshape(-1)
 
     f = torch.func.jacfwd(response)(torch.zeros(border.numel(), t, dtype=torch.float64)).reshape(
         -1, border.numel() * t
     )
-    jac = torch.func.jacfwd(lambda th: model.residuals_theta(th).reshape(-1))(theta)[:, free]
+    jac = torch.func.jacfwd(lambda th: model.problem.residuals_theta(th).reshape(-1))(theta)[:, free]
     projected = f - jac @ torch.linalg.lstsq(jac, f).solution
     assert q == pytest.approx(float(projected.pow(2).sum()), rel=1e-6)
 
 
 def test_noise_gain_grows_with_k(culture) -> None:
     model = _fitted(truth_graph(culture, noise=0.05, seed=2))
-    probes = border_probes(model, 4, seed=0)
+    probes = border_probes(model.problem, 4, seed=0)
     gains = []
     for k in (0.01, 0.02, 0.04):
-        theta = model.theta().clone()
+        theta = model.problem.theta().clone()
         theta[0] = k
-        theta, free = profile_fit(model, theta)
-        gains.append(noise_gain(model, theta, free, probes))
+        theta, free = profile_fit(model.problem, theta)
+        gains.append(noise_gain(model.problem, theta, free, probes))
     assert gains[0] < gains[1] < gains[2]
 
 
@@ -95,9 +96,9 @@ def test_correction_removes_most_of_the_errors_in_variables_bias(culture) -> Non
 def test_switched_off_or_without_border_nothing_changes(culture) -> None:
     data = truth_graph(culture, noise=0.05, seed=2)
     model = _fitted(data, border_noise_correction=False, gamma_prior="none")
-    before = model.theta().clone()
+    before = model.problem.theta().clone()
     model.finish_fit()
-    assert torch.equal(model.theta(), before)
+    assert torch.equal(model.problem.theta(), before)
     assert model.border_noise_results() == {"applied": False, "reason": "border_noise_correction=false"}
 
 
@@ -105,10 +106,10 @@ def test_probe_responses_in_the_eigenbasis_equal_one_simulation_per_probe(cultur
     data = truth_graph(culture, noise=0.05, seed=2)
     modal = OutputErrorODE(data=data)
     dense = OutputErrorODE(data=data, jacobian="dense")
-    probes = border_probes(modal, 3, seed=4)
+    probes = border_probes(modal.problem, 3, seed=4)
     k = torch.tensor(0.021, dtype=torch.float64)
-    fast = probe_responses(modal, k, probes)
-    slow = probe_responses(dense, k, probes)
+    fast = probe_responses(modal.problem, k, probes)
+    slow = probe_responses(dense.problem, k, probes)
     for a, b in zip(fast, slow, strict=True):
         assert torch.allclose(a, b, atol=1e-12 * float(b.abs().max()))
 
@@ -119,9 +120,9 @@ def test_a_barely_identified_k_is_left_alone(culture) -> None:
     setup = resolve_setup(data, group="cells", gamma_mode="shared", cell_ids=[12])
     model = OutputErrorODE(data=data, setup=setup)
     model.fit_levenberg_marquardt(max_iterations=30)
-    before = model.theta().clone()
+    before = model.problem.theta().clone()
     model.finish_fit()
     assert not model.border_correction.interior
-    assert torch.equal(model.theta(), before)
+    assert torch.equal(model.problem.theta(), before)
     block = model.border_noise_results()
     assert not block["applied"] and "barely identified" in block["reason"]

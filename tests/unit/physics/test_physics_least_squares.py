@@ -8,10 +8,10 @@ import torch
 from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.graphs.schema import validate_graph
+from calcium_gnn.io.graph_schema import validate_graph
 from calcium_gnn.physics.edge_weights import edge_weights
-from calcium_gnn.physics.least_squares import fit_crlsm, fit_least_squares, solve_system
-from calcium_gnn.physics.ls_solvers import objective, projected_gradient, solve_fast
+from calcium_gnn.physics.least_squares import fit_crlsm, fit_least_squares, solve_system, to_fitted
+from calcium_gnn.physics.ls_solvers import objective, projected_gradient, solve_active_set, solve_fast
 from calcium_gnn.physics.ls_system import (
     LSSystem,
     assemble_sparse,
@@ -223,3 +223,55 @@ def test_fit_crlsm_defaults_to_setup_one_and_bad_options():
         with pytest.raises(ConfigError) as info:
             fit_crlsm(data, **kwargs)
         assert info.value.culprit == key
+
+
+@pytest.mark.parametrize(
+    ("solver", "options"),
+    [
+        ("lsm", {}),
+        ("rlsm", {"lam": 0.5}),
+        ("crlsm", {}),
+        ("crlsm", {"k_bounds": (1e-3, 0.03), "gamma_bounds": (-3e-5, 0.1)}),  # k and a gamma on bounds
+    ],
+)
+@pytest.mark.parametrize("backend", ["fast", "scipy"])
+def test_solve_on_the_device_gives_the_cpu_answer(device, solver, options, backend):
+    """The system is built and solved where the graph lives; the answer is the CPU one to 1e-10."""
+    gamma = GAMMA_TRUE.clone()
+    gamma[6] = -2e-3  # below the lower gamma bound (node 6 is interior)
+    data = euler_graph(K_TRUE, gamma, frames=30, seed=3)
+    setup = resolve_setup(data)
+    kwargs = {"solver": solver, "backend": backend, **options}
+    on_cpu = solve_system(build_system(data, setup, interpolation_factor=4), **kwargs)
+    system = build_system(data.clone().to(device), setup, interpolation_factor=4)  # a host setup
+    for tensor in (system.drive, system.increment, system.gamma_group, system.modelled_index):
+        assert tensor.device.type == device.type
+    solution = solve_system(system, **kwargs)
+    if "k_bounds" in options:  # the case meant to put k and gamma_6 on their bounds does
+        assert solution.k_active == 1 and int(solution.gamma_active.min()) == -1
+    for tensor in (solution.k, solution.gamma, solution.gamma_active, solution.objective):
+        assert tensor.device.type == device.type
+    assert float(solution.k) == pytest.approx(float(on_cpu.k), rel=1e-10)
+    atol = 1e-10 * float(on_cpu.gamma.abs().max())
+    torch.testing.assert_close(solution.gamma.cpu(), on_cpu.gamma, rtol=1e-10, atol=atol)
+    assert solution.k_active == on_cpu.k_active
+    assert torch.equal(solution.gamma_active.cpu(), on_cpu.gamma_active)
+    fitted = to_fitted(system, solution)  # the boundary: host values
+    assert fitted.gamma.device.type == "cpu"
+    torch.testing.assert_close(fitted.gamma, to_fitted(system, on_cpu).gamma, rtol=1e-10, atol=1e-14)
+
+
+def test_active_set_solve_and_kkt_on_the_device(device):
+    gamma = GAMMA_TRUE.clone()
+    gamma[6] = -2e-3
+    data = euler_graph(K_TRUE, gamma).to(device)
+    stats = normal_stats(build_system(data, resolve_setup(data), **EXACT))
+    bounds = ((1e-3, 0.03), (-3e-5, 0.1))
+    sol = solve_fast(stats, 1e-3, *bounds)
+    # an active set handed over from the host (e.g. from scipy) works with statistics on the device
+    k, gam = solve_active_set(stats, 1e-3, *bounds, sol.k_active, sol.gamma_active.cpu())
+    assert k.device.type == gam.device.type == device.type
+    assert float(k) == float(sol.k) and torch.equal(gam, sol.gamma)
+    kkt = projected_gradient(stats, k, gam, 1e-3, *bounds)
+    assert kkt.device.type == device.type
+    assert float(kkt.abs().max()) < 1e-12 * float(stats.C.abs() + stats.D.abs().sum())

@@ -42,11 +42,11 @@ def test_modal_normal_equations_equal_the_dense_jacobian(
     )
     modal = OutputErrorODE(jacobian="modal", **kwargs)
     dense = OutputErrorODE(jacobian="dense", **kwargs)
-    theta = modal.theta().clone()
+    theta = modal.problem.theta().clone()
     theta[0] = 0.017
-    jtj_m, jtr_m, r_m = modal.normal_equations(theta)
-    jtj_d, jtr_d, r_d = dense.normal_equations(theta)
-    assert jtj_m.shape == (modal.n_parameters, modal.n_parameters)
+    jtj_m, jtr_m, r_m = modal.problem.normal_equations(theta)
+    jtj_d, jtr_d, r_d = dense.problem.normal_equations(theta)
+    assert jtj_m.shape == (modal.problem.n_parameters, modal.problem.n_parameters)
     assert torch.equal(r_m, r_d)
     assert float((jtj_m - jtj_d).abs().max()) < 1e-11 * float(jtj_d.abs().max())
     assert float((jtr_m - jtr_d).abs().max()) < 1e-11 * float(jtr_d.abs().max())
@@ -84,13 +84,13 @@ def test_modal_is_refused_for_asymmetric_weights(graph) -> None:
         1.0 + 0.5 * torch.rand(data.edge_attr.shape, generator=torch.Generator().manual_seed(0))
     )
     auto = OutputErrorODE(data=data)
-    assert auto.modal_basis() is None  # falls back to the dense Jacobian
+    assert auto.problem.modal_basis() is None  # falls back to the dense Jacobian
     with pytest.raises(ConfigError, match="model.jacobian"):
-        OutputErrorODE(data=data, jacobian="modal").modal_basis()
+        OutputErrorODE(data=data, jacobian="modal").problem.modal_basis()
 
 
 def test_input_response_is_the_simulation_of_the_border_drive(graph) -> None:
-    model = OutputErrorODE(data=graph)
+    model = OutputErrorODE(data=graph).problem
     basis = model.modal_basis()
     gen = torch.Generator().manual_seed(1)
     inputs = torch.randn(3, *model.drive_train.shape, generator=gen, dtype=torch.float64)

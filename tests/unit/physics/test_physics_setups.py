@@ -7,7 +7,7 @@ import torch
 from torch_geometric.data import Data
 
 from calcium_gnn.errors import CalciumGNNError, ConfigError
-from calcium_gnn.graphs.schema import validate_graph
+from calcium_gnn.io.graph_schema import validate_graph
 from calcium_gnn.physics.setups import resolve_setup
 
 

@@ -1,6 +1,9 @@
 """The cell-graph schema: what every ``torch_geometric.data.Data`` cell graph carries.
 
-Other tools (and every model here) rely on these fields; :func:`validate_graph` checks them.
+Other tools (and every model here) rely on these fields; :func:`validate_graph` checks them. It is
+also the contract of the ``graph.pt`` file (:mod:`calcium_gnn.io.graph_files` checks every graph it
+saves or loads), so it lives in ``io``, the bottom layer, where the graph builder
+(:mod:`calcium_gnn.graphs.build`), the synthetic cultures and the evaluation can all import it.
 
 ================  ============  =========================================================
 field             shape/type    meaning

@@ -1,4 +1,5 @@
-"""The cell-graph schema check: a valid graph passes, each kind of violation names its field."""
+"""The cell-graph schema check (calcium_gnn.io.graph_schema): a valid graph passes, each kind of
+violation names its field."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch_geometric.data import Data
 
 from calcium_gnn.errors import GraphError
-from calcium_gnn.graphs.schema import validate_graph
+from calcium_gnn.io.graph_schema import validate_graph
 
 
 def _path_graph(n: int = 3, t: int = 5) -> Data:
@@ -73,3 +74,4 @@ def test_asymmetric_self_loop_and_duplicate_edges_are_refused() -> None:
 def test_not_a_graph_is_refused() -> None:
     with pytest.raises(GraphError, match="expected a torch_geometric Data"):
         validate_graph({"x": torch.zeros(2, 2)}, source="weights.pt")
+

@@ -1,0 +1,177 @@
+"""Scale of the whole ``setup1_neural_ode`` run: time and peak memory per stage, 108 to 10,000 cells.
+
+    .venv/bin/python benchmarks/bench_scale.py [--cells 108 1000 10000] [--device cpu|cuda] [--noise 0.05]
+
+For each culture (``make_culture(seed=0, n_cells=C, size=...)`` with the built-in density, 361 frames,
+5% observation noise, setup I) the stages of a run, in order, each timed and with its peak resident
+memory (RSS sampled every 5 ms; on CUDA also the peak allocated GPU memory):
+
+``culture`` (generation + true graph), ``crlsm`` (the paper's fit, the start), ``model`` (building
+the module: graph, training window, CRLSM start), ``fit`` (Levenberg-Marquardt to convergence),
+``border_noise`` (errors-in-variables correction of ``k``), ``pooling`` (random-effects feeds),
+``intervals`` (Gauss-Newton intervals), ``evaluation`` (simulation of both windows, scores),
+``figures`` (the run's PNGs). Printed: seconds, peak RSS, the ratio of each stage to CRLSM, the
+whole run (everything but ``culture``) against the issue's targets, and the accuracy of ``k``.
+A stage that does not finish within ``--stage-budget`` seconds is reported as such (the process is
+stopped: a benchmark must end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from calcium_gnn.data.synthetic import make_culture, truth_graph
+from calcium_gnn.evaluation.report import evaluate_fit
+from calcium_gnn.models.neural_ode import OutputErrorODE
+from calcium_gnn.physics.border_noise import correct_border_noise
+from calcium_gnn.physics.least_squares import fit_least_squares
+from calcium_gnn.physics.setups import resolve_setup
+
+#: the issue's targets for the whole run on this 2-core machine: cells -> (seconds, GB)
+TARGETS = {1000: (20.0, 1.5), 10000: (600.0, 12.0)}
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss() -> int:
+    """Resident set size of this process in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+class PeakRSS:
+    """Peak RSS while the ``with`` block runs (a sampling thread)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss())
+
+
+def stage(rows: list[dict[str, Any]], name: str, fn: Callable[[], Any], device: torch.device) -> Any:
+    """Run one stage, record seconds and peak memory."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    with PeakRSS() as mem:
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    gpu = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else math.nan
+    rows.append({"stage": name, "seconds": seconds, "rss_gb": mem.peak / 1e9, "gpu_gb": gpu})
+    print(f"    {name:13s} {seconds:8.2f} s  peak RSS {mem.peak / 1e9:6.2f} GB"
+          + (f"  GPU {gpu:6.2f} GB" if device.type == "cuda" else ""), flush=True)
+    return out
+
+
+def run(n_cells: int, device: torch.device, noise: float, out_dir: Path) -> None:
+    size = int(round(512 * math.sqrt(n_cells / 108)))
+    print(f"\n== {n_cells} cells ({size} x {size} px, 361 frames, noise {noise:.0%}) on {device}", flush=True)
+    rows: list[dict[str, Any]] = []
+
+    def culture() -> Any:
+        c = make_culture(seed=0, n_cells=n_cells, size=size, render=False)
+        return c, truth_graph(c, noise=noise, seed=0)
+
+    culture_, data = stage(rows, "culture", culture, device)
+    setup = resolve_setup(data)
+    print(f"    G = {setup.num_modelled} modelled, {int(setup.border.sum())} border cells", flush=True)
+    crlsm = stage(rows, "crlsm", lambda: fit_least_squares(data, setup, solver="crlsm"), device)
+    model = stage(rows, "model", lambda: OutputErrorODE(data=data, setup=setup).to(device), device)
+    iterations = stage(rows, "fit", lambda: model.fit_levenberg_marquardt(max_iterations=30), device)
+    k_fit = float(model.conv.k)
+
+    def border_noise() -> Any:
+        model.problem.restore_unpooled()
+        correction = correct_border_noise(model.problem, model.border_noise_probes, model.border_noise_seed)
+        if correction.interior:
+            model.problem.set_theta(correction.theta)
+        model.border_correction = correction.on_host()
+        return correction
+
+    correction = stage(rows, "border_noise", border_noise, device)
+    stage(rows, "pooling", model.apply_gamma_prior, device)
+    stage(rows, "intervals", model.parameter_intervals, device)
+    fitted = model.fitted_parameters()
+    common = {"method_name": "neural_ode", "fit_seconds": 0.0, "model_results": None, "device": device}
+    stage(rows, "evaluation", lambda: evaluate_fit(data, setup, fitted, **common), device)
+    run_dir = out_dir / f"run_{n_cells}"
+    with_figures = stage(rows, "eval+figures", lambda: evaluate_fit(
+        data, setup, fitted, out_dir=run_dir, labels=culture_.labels, **common), device)
+    rows[-1]["stage"] = "figures"
+    rows[-1]["seconds"] -= rows[-2]["seconds"]
+    del with_figures
+
+    by_name = {r["stage"]: r for r in rows}
+    t_crlsm = by_name["crlsm"]["seconds"]
+    whole = sum(r["seconds"] for r in rows if r["stage"] not in ("culture", "crlsm"))
+    peak = max(r["rss_gb"] for r in rows if r["stage"] != "culture")
+    later = [r for r in rows if r["stage"] not in ("culture", "crlsm")]
+    print("    stage / CRLSM: " + ", ".join(f"{r['stage']} {r['seconds'] / t_crlsm:.0f}x" for r in later))
+    k_true = culture_.k
+
+    def err(k: float) -> str:
+        return f"{abs(k - k_true) / k_true:.1%}"
+
+    print(f"    k: CRLSM {crlsm.k:.5f} ({err(crlsm.k)} off), output error {k_fit:.5f} ({err(k_fit)}), "
+          f"corrected {fitted.k:.5f} ({err(fitted.k)}); true {k_true:.5f}; {iterations} LM iterations; "
+          f"{correction.evaluations} profile fits")
+    line = (f"    whole run (model + fit + statistics + evaluation + figures): {whole:.1f} s, "
+            f"peak RSS {peak:.2f} GB")
+    if n_cells in TARGETS and device.type == "cpu":
+        t_max, gb_max = TARGETS[n_cells]
+        line += (f"; target < {t_max:.0f} s and < {gb_max:.1f} GB: "
+                 f"{'met' if whole < t_max and peak < gb_max else 'NOT met'}")
+    print(line, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, nargs="+", default=[108, 1000, 10000])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--noise", type=float, default=0.05)
+    parser.add_argument("--stage-budget", type=float, default=900.0,
+                        help="seconds after which the benchmark stops (a stage that would run for hours)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    def give_up(*_: object) -> None:
+        print(f"\n    STOPPED: the budget of {args.stage_budget:.0f} s per culture ran out in the stage "
+              "above", flush=True)
+        os._exit(3)
+
+    signal.signal(signal.SIGALRM, give_up)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for n_cells in args.cells:
+            signal.alarm(int(args.stage_budget))
+            run(n_cells, device, args.noise, Path(tmp))
+            signal.alarm(0)
+
+
+if __name__ == "__main__":
+    main()

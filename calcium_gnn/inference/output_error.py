@@ -1,0 +1,137 @@
+"""Post-fit statistics of an output-error fit, as functions over a small protocol.
+
+A :class:`LinearisedFit` is anything that can give its per-cell optimum ``theta`` (P,) =
+``(k, gamma (free), y0)``, the normal equations there and the map back to per-node values:
+:class:`calcium_gnn.physics.output_error.OutputErrorProblem` is one. From it:
+
+* :func:`laplace`: the Gauss-Newton (Laplace) covariance at the per-cell optimum
+  (:mod:`calcium_gnn.inference.uncertainty`);
+* :func:`pooled_feeds`: the random-effects posterior of the feeds given ``k``
+  (:mod:`calcium_gnn.inference.random_effects`);
+* :func:`parameter_intervals`: intervals of ``k`` and ``gamma_i``, pooled or per cell;
+* :func:`fit_anomaly_scores`: robust z-scores of the per-cell feeds and residual levels
+  (:mod:`calcium_gnn.inference.anomaly`); pooling would pull every feed toward the culture mean and
+  hide the cells this is meant to find, so the per-cell optimum is always used.
+
+Results are host objects (CPU tensors), whatever device the fit ran on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from calcium_gnn.inference.anomaly import AnomalyRule, AnomalyScores, anomaly_scores
+from calcium_gnn.inference.random_effects import PooledFeeds, pool_feeds
+from calcium_gnn.inference.uncertainty import (
+    GaussNewtonCovariance,
+    ParameterIntervals,
+    normal_interval,
+    normal_matrix_covariance,
+)
+
+
+class LinearisedFit(Protocol):
+    """What the post-fit statistics need of a fit (module docstring)."""
+
+    gamma_mode: str
+    index: Tensor
+    modelled: Tensor
+
+    @property
+    def feed_positions(self) -> slice: ...
+
+    def theta_unpooled(self) -> Tensor: ...
+
+    def normal_equations(self, theta: Tensor, with_k: bool = True) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    def unpack(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    def residuals_theta(self, theta: Tensor) -> Tensor: ...
+
+
+@torch.no_grad()
+def laplace(fit: LinearisedFit, autocorrelation: bool = True) -> tuple[Tensor, GaussNewtonCovariance]:
+    """The per-cell optimum (P,) and its Gauss-Newton covariance (one set of normal equations)."""
+    theta = fit.theta_unpooled()
+    jtj, _, residuals = fit.normal_equations(theta)
+    return theta, normal_matrix_covariance(jtj, residuals, autocorrelation=autocorrelation)
+
+
+@torch.no_grad()
+def pooled_feeds(fit: LinearisedFit, autocorrelation: bool = True) -> PooledFeeds:
+    """The random-effects posterior of the per-cell feeds given ``k`` (REML ``mu``, ``tau^2``; BLUP)."""
+    theta, cov = laplace(fit, autocorrelation)
+    return pool_feeds(theta, cov.cov, fit.feed_positions)
+
+
+@torch.no_grad()
+def parameter_intervals(
+    fit: LinearisedFit,
+    level: float,
+    k_bounds: tuple[float, float],
+    gamma_bounds: tuple[float, float],
+    *,
+    autocorrelation: bool = True,
+    pool: bool = False,
+) -> ParameterIntervals:
+    """Intervals of ``k`` and ``gamma_i`` at the per-cell optimum; the feeds pooled when ``pool``.
+
+    With ``pool`` the feed intervals are the BLUP's prediction intervals
+    (:mod:`calcium_gnn.inference.random_effects`). Returned on the CPU.
+    """
+    theta, cov = laplace(fit, autocorrelation)
+    se = cov.se
+    pooled = None
+    if pool:
+        pooled = pool_feeds(theta, cov.cov, fit.feed_positions)
+        theta, se = pooled.theta, pooled.cov.diagonal().clamp(min=0).sqrt()
+    theta, se = theta.detach().cpu(), se.detach().cpu()
+    index = fit.index.detach().cpu()
+    k_lo, k_hi = normal_interval(theta[:1], se[:1], level, k_bounds)
+    n = fit.modelled.shape[0]
+    nan = torch.full((n,), math.nan, dtype=torch.float64)
+    gamma, gamma_se = fit.unpack(theta.to(fit.index.device))[1].detach().cpu().clone(), nan.clone()
+    sl = fit.feed_positions
+    if fit.gamma_mode == "per_cell":
+        gamma_se[index] = se[sl]
+    elif fit.gamma_mode == "shared":
+        gamma_se[index] = se[sl].expand(index.numel())
+    gamma = torch.where(torch.isfinite(gamma_se), gamma, nan)
+    g_lo, g_hi = normal_interval(gamma, gamma_se, level, gamma_bounds)
+    correction = "AR(1) inflation (1+rho)/(1-rho)" if autocorrelation else "no autocorrelation correction"
+    method = (
+        f"Gauss-Newton (Laplace) covariance sigma^2 (J^T J)^-1 at the output-error optimum, "
+        f"sigma^2 = RSS/(M-P), {correction}; "
+    )
+    if pooled is not None:
+        method += "feeds pooled as random effects (REML mu, tau^2; BLUP prediction variance); "
+    method += f"normal {level:.0%} intervals clipped to the bounds"
+    return ParameterIntervals(
+        level=level,
+        k=float(theta[0]),
+        k_se=float(se[0]),
+        k_interval=(float(k_lo[0]), float(k_hi[0])),
+        gamma=gamma,
+        gamma_se=gamma_se,
+        gamma_lower=g_lo,
+        gamma_upper=g_hi,
+        sigma2=cov.sigma2,
+        rho=cov.rho,
+        inflation=cov.inflation,
+        method=method,
+    )
+
+
+@torch.no_grad()
+def fit_anomaly_scores(fit: LinearisedFit, rule: AnomalyRule | None = None) -> AnomalyScores:
+    """Robust z-scores of ``gamma_i`` and of the training residual level per modelled cell (on the CPU)."""
+    theta = fit.theta_unpooled()
+    _, gamma, _ = fit.unpack(theta)
+    residuals_g = fit.residuals_theta(theta)  # (G, T)
+    residuals = residuals_g.new_zeros(fit.modelled.shape[0], residuals_g.shape[1])
+    residuals[fit.index] = residuals_g
+    return anomaly_scores(gamma.cpu(), residuals.cpu(), fit.modelled.cpu(), rule)

@@ -1,0 +1,392 @@
+"""The output-error problem of the consensus ODE as an ``nn.Module``: data, parameters, simulation.
+
+With the modelled cells G, the training frames ``t_0 .. t_{T-1}`` and ``y(t; theta)`` the solution of
+eq. (3) (:func:`calcium_gnn.physics.simulate.integrate`, border cells following their interpolated
+data), the output-error fit solves
+
+.. math::
+    \\hat\\theta = \\arg\\min_{\\theta \\in \\text{box}} \\frac{1}{G T} \\sum_{i \\in G} \\sum_{n}
+    \\big(y_i(t_n; \\theta) - x_{i,n}\\big)^2, \\qquad \\theta = (k, \\gamma, y_0),
+
+``theta`` (P,) being the natural parameter vector: ``k``, the free feeds (G per cell, 1 shared, 0
+none) and, when fitted, the initial states ``y_0`` of G. This module holds what the problem is made of
+and nothing about how it is solved (:mod:`calcium_gnn.physics.levenberg_marquardt`) or what is
+reported after the fit (:mod:`calcium_gnn.inference.output_error`):
+
+* buffers: the graph (``edge_index`` (2, E), ``edge_weight`` (E,)), the group (``modelled`` (N,),
+  ``index`` (G,)), the training window (``x_train`` (N, T), ``drive_train`` (N, T): the inputs of
+  the cells outside G, optionally smoothed, ``t_train`` (T,)) and the frame-interval groups;
+* parameters: the right-hand side ``conv`` (a :class:`~calcium_gnn.nn.consensus.ConsensusConv`
+  holding bounded ``k`` and ``gamma``, or a learned law) and ``y0`` (N,);
+* the per-cell optimum kept while pooled feeds sit in ``conv`` (``pooled``, ``gamma_unpooled``,
+  ``y0_unpooled``);
+* derived values (the eigenbasis of the consensus operator, the last normal equations) in a cache
+  that ``.to()`` / ``.cuda()`` / ``.double()`` clear, so no derived tensor outlives a device move.
+
+Normal equations ``J^T J`` (P, P) and ``J^T r`` (P,): in the eigenbasis of the consensus operator
+(:mod:`calcium_gnn.physics.modal`, O(G^3 + T G^2), no M x P Jacobian; needs symmetric weights, which
+the graph builder's are) or from the dense forward-mode Jacobian (``torch.func.jacfwd``) when the
+number of parameters P is at most ``max_jacobian_parameters``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from calcium_gnn.errors import ConfigError
+from calcium_gnn.nn.consensus import ConsensusConv
+from calcium_gnn.physics.modal import (
+    ModalBasis,
+    modal_basis,
+    modal_responses,
+    normal_equations,
+    transpose_product,
+)
+from calcium_gnn.physics.simulate import consensus_operator, integrate, interval_groups
+
+JACOBIANS: tuple[str, ...] = ("auto", "modal", "dense")
+
+
+def moving_average(x: Tensor, window: int) -> Tensor:
+    """Centred moving average over time of (N, T) traces, ends padded by repeating the end frames.
+
+    ``window`` is an odd number of frames (1 returns ``x``).
+    """
+    if window == 1 or x.shape[1] < 2:
+        return x
+    half = window // 2
+    padded = torch.cat([x[:, :1].expand(-1, half), x, x[:, -1:].expand(-1, half)], dim=1)
+    kernel = torch.full((1, 1, window), 1.0 / window, dtype=x.dtype, device=x.device)
+    return torch.nn.functional.conv1d(padded.unsqueeze(1), kernel).squeeze(1)
+
+
+def border_drive(x: Tensor, modelled: Tensor, border_smoothing: int) -> Tensor:
+    """(N, T) inputs of the simulation: ``x`` on G, the moving average of ``x`` on the other cells."""
+    return torch.where(modelled.reshape(-1, 1), x, moving_average(x, border_smoothing))
+
+
+class OutputErrorProblem(nn.Module):
+    """The output-error problem of eqs. (1)-(3) on a training window (module docstring).
+
+    Args:
+        conv: the right-hand side with learnable ``k`` and ``gamma`` (float64).
+        x: (N, T_train) observed traces of the training window.
+        t: (T_train,) its frame times (s).
+        edge_index: (2, E). edge_weight: (E,) normalised weights ``w_ij = u_ij l_ij / s``.
+        modelled: (N,) bool, the group G.
+        gamma_mode: ``"none"``, ``"shared"`` or ``"per_cell"``.
+        substeps: RK4 (or Euler) steps per frame interval.
+        method: ``"rk4"`` or ``"euler"``.
+        fit_initial_state: ``y0`` of G is a parameter (else the first frame is used).
+        border_smoothing: odd moving-average window on the inputs of the cells outside G.
+        jacobian: ``"auto"`` (modal when the weights are symmetric), ``"modal"`` or ``"dense"``.
+        max_jacobian_parameters: largest P for which the dense Jacobian is formed.
+    """
+
+    def __init__(
+        self,
+        conv: ConsensusConv,
+        x: Tensor,
+        t: Tensor,
+        edge_index: Tensor,
+        edge_weight: Tensor,
+        modelled: Tensor,
+        gamma_mode: str,
+        *,
+        substeps: int = 2,
+        method: str = "rk4",
+        fit_initial_state: bool = True,
+        border_smoothing: int = 1,
+        jacobian: str = "auto",
+        max_jacobian_parameters: int = 600,
+    ) -> None:
+        super().__init__()
+        if jacobian not in JACOBIANS:
+            raise ConfigError("model.jacobian", f"unknown jacobian '{jacobian}' (use one of {JACOBIANS})")
+        self.gamma_mode = gamma_mode
+        self.substeps = int(substeps)
+        self.ode_method = method
+        self.fit_initial_state = bool(fit_initial_state)
+        self.border_smoothing = int(border_smoothing)
+        self.jacobian = jacobian
+        self.max_jacobian_parameters = int(max_jacobian_parameters)
+        x = x.detach().double()
+        modelled = modelled.detach().reshape(-1).bool()
+        self.register_buffer("edge_index", edge_index.detach().long().clone())
+        self.register_buffer("edge_weight", edge_weight.detach().double().clone())
+        self.register_buffer("modelled", modelled.clone())
+        self.register_buffer("index", modelled.nonzero().reshape(-1))
+        self.register_buffer("x_train", x.clone())
+        self.register_buffer("drive_train", border_drive(x, modelled, self.border_smoothing))
+        self.register_buffer("t_train", t.detach().double().clone())
+        lengths, group = interval_groups(self.t_train)
+        self.register_buffer("interval_lengths", lengths)
+        self.register_buffer("interval_group", group)
+        self.conv = conv
+        self.y0 = nn.Parameter(x[:, 0].clone(), requires_grad=self.fit_initial_state)
+        # the per-cell (unpooled) optimum, kept while the pooled feeds are in ConsensusConv
+        n = modelled.shape[0]
+        self.register_buffer("pooled", torch.tensor(False))
+        self.register_buffer("gamma_unpooled", x.new_zeros(n))
+        self.register_buffer("y0_unpooled", x.new_zeros(n))
+        self._derived: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------ derived cache
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> OutputErrorProblem:
+        """``.to()``, ``.cuda()``, ``.double()``: derived values are recomputed where next used."""
+        self._derived = {}
+        return super()._apply(fn, recurse)
+
+    # ----------------------------------------------------------------------------- parameters
+    @property
+    def n_gamma(self) -> int:
+        """Number of free feed values: G (per cell), 1 (shared) or 0 (none)."""
+        return {"none": 0, "shared": 1, "per_cell": int(self.index.numel())}[self.gamma_mode]
+
+    @property
+    def n_parameters(self) -> int:
+        """P = 1 + free feeds + fitted initial states."""
+        return 1 + self.n_gamma + (int(self.index.numel()) if self.fit_initial_state else 0)
+
+    @property
+    def feed_positions(self) -> slice:
+        """Where the free feeds sit in :meth:`theta` (after ``k``)."""
+        return slice(1, 1 + self.n_gamma)
+
+    @property
+    def n_residuals(self) -> int:
+        """M = G T_train."""
+        return int(self.index.numel()) * int(self.x_train.shape[1])
+
+    @property
+    def normal_equations_available(self) -> bool:
+        """Whether :meth:`normal_equations` can be formed: modal, or a dense Jacobian within the limit."""
+        return self.modal_basis() is not None or self.n_parameters <= self.max_jacobian_parameters
+
+    def theta_bounds(self) -> tuple[Tensor, Tensor]:
+        """Lower and upper bounds (P,) of :meth:`theta` (``y0`` unbounded), on the problem's device."""
+        n_y0 = int(self.index.numel()) if self.fit_initial_state else 0
+        k_lo, k_hi = self.conv.k_bounds
+        g_lo, g_hi = self.conv.gamma_bounds
+        sizes = (1, self.n_gamma, n_y0)
+        base = self.x_train
+        lo = torch.cat([base.new_full((n,), v) for n, v in zip(sizes, (k_lo, g_lo, -math.inf), strict=True)])
+        hi = torch.cat([base.new_full((n,), v) for n, v in zip(sizes, (k_hi, g_hi, math.inf), strict=True)])
+        return lo, hi
+
+    def held_at_bounds(self, theta: Tensor, grad: Tensor) -> Tensor:
+        """(P,) bool: parameters on a bound of the box whose gradient ``grad`` pushes them outward.
+
+        Projected Gauss-Newton steps leave them where they are (an active set), so a clipped feed does
+        not spoil the step of the others.
+        """
+        lo, hi = self.theta_bounds()
+        return ((theta <= lo) & (grad > 0)) | ((theta >= hi) & (grad < 0))
+
+    def theta(self) -> Tensor:
+        """The natural parameter vector ``(k, gamma (free), y0 (G, when fitted))``, (P,) float64."""
+        parts = [self.conv.k.detach().reshape(1)]
+        gamma = self.conv.gamma.detach()
+        if self.gamma_mode == "per_cell":
+            parts.append(gamma[self.index])
+        elif self.gamma_mode == "shared":
+            parts.append(gamma[:1])
+        if self.fit_initial_state:
+            parts.append(self.y0.detach()[self.index])
+        return torch.cat(parts)
+
+    def theta_unpooled(self) -> Tensor:
+        """:meth:`theta` at the per-cell optimum (before pooled feeds were stored, :meth:`store_pooled`)."""
+        theta = self.theta()
+        if not bool(self.pooled):
+            return theta
+        theta[self.feed_positions] = self.gamma_unpooled[self.index]
+        if self.fit_initial_state:
+            theta[1 + self.n_gamma :] = self.y0_unpooled[self.index]
+        return theta
+
+    def unpack(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``theta`` -> ``(k (), gamma (N,), y0 (N,))`` (differentiable)."""
+        k = theta[0]
+        g_free = theta[1 : 1 + self.n_gamma]
+        zeros = theta.new_zeros(self.modelled.shape[0])
+        if self.gamma_mode == "per_cell":
+            gamma = zeros.index_put((self.index,), g_free)
+        elif self.gamma_mode == "shared":
+            gamma = zeros + g_free[0]
+        else:
+            gamma = zeros
+        y0 = self.x_train[:, 0]
+        if self.fit_initial_state:
+            y0 = y0.index_put((self.index,), theta[1 + self.n_gamma :])
+        return k, gamma, y0
+
+    @torch.no_grad()
+    def set_theta(self, theta: Tensor) -> None:
+        """Store ``theta`` in ``conv`` (bounded maps) and ``y0``."""
+        k, gamma, y0 = self.unpack(theta)
+        if self.gamma_mode == "per_cell":
+            gamma = torch.where(self.modelled, gamma, torch.full_like(gamma, self.conv.gamma_init))
+        self.conv.set_parameters(k, gamma)
+        self.y0.copy_(y0)
+
+    @torch.no_grad()
+    def store_pooled(self, theta: Tensor) -> None:
+        """Put pooled parameters ``theta`` into ``conv`` and keep the per-cell optimum beside them."""
+        self.restore_unpooled()
+        self.gamma_unpooled.copy_(self.conv.gamma.detach())
+        self.y0_unpooled.copy_(self.y0.detach())
+        self.set_theta(theta)
+        self.pooled.fill_(True)
+
+    @torch.no_grad()
+    def restore_unpooled(self) -> None:
+        """Put the per-cell optimum back into ``conv`` (undo :meth:`store_pooled`)."""
+        if bool(self.pooled):
+            theta = self.theta_unpooled()
+            self.pooled.fill_(False)
+            self.set_theta(theta)
+
+    # ------------------------------------------------------------------------------- simulation
+    def simulate_window(self, k: Tensor, gamma: Tensor, y0: Tensor, drive: Tensor | None = None) -> Tensor:
+        """Simulated (N, T_train) traces over the training window for the given parameters.
+
+        ``drive`` (N, T_train) replaces the traces that drive the cells outside G (default: their data).
+        """
+        return integrate(
+            self.conv,
+            self.drive_train if drive is None else drive,
+            self.t_train,
+            self.edge_index,
+            self.edge_weight,
+            self.modelled,
+            k,
+            gamma,
+            y0=y0,
+            substeps=self.substeps,
+            method=self.ode_method,
+        )
+
+    def simulate_theta(self, theta: Tensor) -> Tensor:
+        """Simulated (N, T_train) traces for the natural parameters ``theta``."""
+        return self.simulate_window(*self.unpack(theta))
+
+    def simulate_train(self) -> Tensor:
+        """Simulated (N, T_train) traces with the module's own (trainable) parameters."""
+        y0 = torch.where(self.modelled, self.y0, self.x_train[:, 0])
+        return self.simulate_window(self.conv.k, self.conv.gamma, y0)
+
+    def residuals_theta(self, theta: Tensor) -> Tensor:
+        """(G, T_train) residuals ``y(theta) - x`` of the modelled cells."""
+        return self.simulate_theta(theta)[self.index] - self.x_train[self.index]
+
+    def loss_theta(self, theta: Tensor) -> float:
+        """Mean squared residual at ``theta`` (host float)."""
+        return float(self.residuals_theta(theta).pow(2).mean())
+
+    def loss_train(self) -> Tensor:
+        """Mean squared residual of the modelled cells over the training window (the fit objective)."""
+        return (self.simulate_train()[self.index] - self.x_train[self.index]).pow(2).mean()
+
+    # ------------------------------------------------------------------------ normal equations
+    def _check_jacobian_size(self) -> None:
+        if self.n_parameters > self.max_jacobian_parameters:
+            raise ConfigError(
+                "model.max_jacobian_parameters",
+                f"{self.n_parameters} parameters exceed {self.max_jacobian_parameters}: the Jacobian "
+                "(Levenberg-Marquardt, intervals) is too large; use optimizer=lbfgs or raise the limit",
+            )
+
+    def modal_basis(self) -> ModalBasis | None:
+        """The eigenbasis of the consensus operator on G (:mod:`calcium_gnn.physics.modal`), cached.
+
+        ``None`` with ``jacobian="dense"``, for a right-hand side that is not affine in the state, or when
+        the weights are not symmetric (then ``"modal"`` is a ConfigError).
+        """
+        if "basis" not in self._derived:
+            basis = None
+            linear = getattr(self.conv, "affine_in_state", False)
+            if self.jacobian != "dense" and linear and self.index.numel() > 0:
+                a1 = consensus_operator(
+                    self.conv, self.edge_index, self.edge_weight, self.modelled, torch.float64
+                )
+                degree = torch.bincount(self.edge_index[1], minlength=self.modelled.shape[0])[self.index]
+                basis = modal_basis(a1.detach(), degree)
+                if basis is None and self.jacobian == "modal":
+                    raise ConfigError(
+                        "model.jacobian", "'modal' needs symmetric edge weights (w_ij = w_ji); use 'dense'"
+                    )
+            self._derived["basis"] = basis
+        return self._derived["basis"]
+
+    def _modal_design(
+        self, theta: Tensor, basis: ModalBasis, with_k: bool = True
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Dense columns (``k`` by one forward-mode pass, or zeros without ``with_k``; a shared feed)
+        and modal blocks at ``theta``."""
+        if with_k:
+            tangent = torch.zeros_like(theta)
+            tangent[0] = 1.0
+            _, k_column = torch.func.jvp(self.residuals_theta, (theta,), (tangent,))
+        else:
+            k_column = torch.zeros_like(self.x_train[self.index])
+        e, f = modal_responses(
+            basis, float(theta[0]), self.interval_lengths, self.interval_group, self.substeps, self.ode_method
+        )
+        dense, blocks = [k_column], []
+        if self.gamma_mode == "shared":
+            ones = theta.new_ones(self.index.numel())
+            dense.append(basis.v @ (f.T * (basis.v_inv @ ones).reshape(-1, 1)))
+        elif self.gamma_mode == "per_cell":
+            blocks.append(f)
+        if self.fit_initial_state:
+            blocks.append(e)
+        return dense, blocks
+
+    def _dense_jacobian(self, theta: Tensor, with_k: bool = True) -> Tensor:
+        self._check_jacobian_size()
+        jac = torch.func.jacfwd(lambda th: self.residuals_theta(th).reshape(-1))(theta)
+        if not with_k:
+            jac[:, 0] = 0.0
+        return jac
+
+    def normal_equations(self, theta: Tensor, with_k: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+        """``J^T J`` (P, P), ``J^T r`` (P,) and the residuals ``r`` (G, T) at ``theta``.
+
+        Modal (the ``k`` column by one forward-mode pass) when :meth:`modal_basis` exists, else from the
+        dense forward-mode Jacobian (P tangents). ``with_k=False``: the ``k`` row and column are 0 (not
+        computed; for fits at a fixed ``k``). The last result is cached (the same ``theta``, on the same
+        device, and ``with_k`` return it again).
+        """
+        cached = self._derived.get("normal")
+        if cached is not None and cached[1] == with_k and cached[0].shape == theta.shape:
+            if cached[0].device == theta.device and torch.equal(cached[0], theta):
+                return cached[2]
+        basis = self.modal_basis()
+        residuals = self.residuals_theta(theta)
+        if basis is None:
+            jac = self._dense_jacobian(theta, with_k)
+            out = (jac.T @ jac, jac.T @ residuals.reshape(-1), residuals)
+        else:
+            dense, blocks = self._modal_design(theta, basis, with_k)
+            jtj, jtr = normal_equations(basis, blocks, dense, residuals)
+            out = (jtj, jtr, residuals)
+        self._derived["normal"] = (theta.detach().clone(), with_k, out)
+        return out
+
+    def transpose_products(self, theta: Tensor, vectors: list[Tensor], with_k: bool = True) -> list[Tensor]:
+        """``J^T v`` (P,) at ``theta`` for each (G, T) tensor ``v`` (ordered like the residuals).
+
+        ``with_k=False``: the ``k`` entry is 0 (not computed).
+        """
+        basis = self.modal_basis()
+        if basis is None:
+            jac = self._dense_jacobian(theta, with_k)
+            return [jac.T @ v.reshape(-1) for v in vectors]
+        dense, blocks = self._modal_design(theta, basis, with_k)
+        return [transpose_product(basis, blocks, dense, v) for v in vectors]
