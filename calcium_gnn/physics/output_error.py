@@ -51,6 +51,13 @@ from calcium_gnn.physics.simulate import consensus_operator, integrate, interval
 
 JACOBIANS: tuple[str, ...] = ("auto", "modal", "dense")
 
+BOUND_TOLERANCE: float = 1e-9
+"""A parameter within this fraction of its box width of a bound sits on it (:meth:`held_at_bounds`).
+
+The bounded map of :class:`~calcium_gnn.nn.consensus.ConsensusConv` stores a value at a bound as
+``lo + 1e-12 (hi - lo)`` (its logit must stay finite), so an exact comparison would never find it
+there, and projected steps would keep pushing such a parameter outward."""
+
 
 def moving_average(x: Tensor, window: int) -> Tensor:
     """Centred moving average over time of (N, T) traces, ends padded by repeating the end frames.
@@ -180,13 +187,16 @@ class OutputErrorProblem(nn.Module):
         return lo, hi
 
     def held_at_bounds(self, theta: Tensor, grad: Tensor) -> Tensor:
-        """(P,) bool: parameters on a bound of the box whose gradient ``grad`` pushes them outward.
+        """(P,) bool: parameters on a bound of the box (within :data:`BOUND_TOLERANCE` of its width) whose
+        gradient ``grad`` pushes them outward.
 
         Projected Gauss-Newton steps leave them where they are (an active set), so a clipped feed does
         not spoil the step of the others.
         """
         lo, hi = self.theta_bounds()
-        return ((theta <= lo) & (grad > 0)) | ((theta >= hi) & (grad < 0))
+        width = hi - lo
+        slack = torch.where(torch.isfinite(width), BOUND_TOLERANCE * width, torch.zeros_like(width))
+        return ((theta <= lo + slack) & (grad > 0)) | ((theta >= hi - slack) & (grad < 0))
 
     def theta(self) -> Tensor:
         """The natural parameter vector ``(k, gamma (free), y0 (G, when fitted))``, (P,) float64."""

@@ -74,3 +74,20 @@ def test_profile_fit_holds_k_and_lowers_the_loss(graph) -> None:
     fitted, free = profile_fit(problem, theta)
     assert float(fitted[0]) == float(theta[0]) and not bool(free[0])
     assert problem.loss_theta(fitted) < before
+
+
+def test_a_feed_stored_at_its_bound_is_held_there(graph) -> None:
+    """ConsensusConv stores a clipped feed a hair inside the box (its logit stays finite); the active
+    set must still see it on the bound, or projected steps keep pushing it out (slow convergence)."""
+    problem = _problem(graph)
+    theta = problem.theta().clone()
+    feed = problem.feed_positions.start
+    theta[feed] = -1.0  # far below gamma's lower bound: clipped when stored
+    problem.set_theta(theta)
+    stored = problem.theta()
+    lo, _ = problem.theta_bounds()
+    assert float(stored[feed]) > float(lo[feed])  # not exactly on it ...
+    outward = torch.zeros_like(stored)
+    outward[feed] = 1.0  # a gradient pushing it further down
+    held = problem.held_at_bounds(stored, outward)
+    assert bool(held[feed]) and int(held.sum()) == 1  # ... but held there, and nothing else is
