@@ -23,7 +23,8 @@ import torch
 from scipy.spatial import Delaunay
 
 from calcium_gnn.nn.consensus import ConsensusConv
-from calcium_gnn.physics.simulate import rk4_step, simulate_consensus
+from calcium_gnn.physics.simulate import simulate_consensus
+from calcium_gnn.physics.steps import rk4_step
 
 
 def delaunay_graph(cells: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,7 +51,8 @@ from calcium_gnn.physics.levenberg_marquardt import LevenbergMarquardt
 from calcium_gnn.physics.output_error import OutputErrorProblem, border_drive
 from calcium_gnn.physics.parameters import FittedParameters, truth_errors
 from calcium_gnn.physics.setups import Setup, resolve_setup
-from calcium_gnn.physics.simulate import METHODS, integrate
+from calcium_gnn.physics.simulate import integrate
+from calcium_gnn.physics.steps import METHODS
 
 GNN_INITS: tuple[str, ...] = ("output_error", "crlsm", "constant")
 GNN_OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")

@@ -90,7 +90,7 @@ from calcium_gnn.physics.levenberg_marquardt import LevenbergMarquardt, LMSettin
 from calcium_gnn.physics.output_error import JACOBIANS, OutputErrorProblem
 from calcium_gnn.physics.parameters import FittedParameters, truth_errors
 from calcium_gnn.physics.setups import Setup, resolve_setup
-from calcium_gnn.physics.simulate import METHODS
+from calcium_gnn.physics.steps import METHODS
 
 OPTIMIZERS: tuple[str, ...] = ("auto", "gauss_newton", "lbfgs", "adam")
 INITS: tuple[str, ...] = ("crlsm", "constant")

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from calcium_gnn.physics.simulate import STEPS
+from calcium_gnn.physics.steps import STEPS
 
 SYMMETRY_RTOL: float = 1e-9
 """``D A_1`` counts as symmetric when ``|S - S^T| <= SYMMETRY_RTOL * max|S|``."""
@@ -97,6 +97,45 @@ def interval_coefficients(
     for s in range(substeps):
         state = step(f, state, s * h, h)
     return state[:, 0], state[:, 1], state[:, 2]
+
+
+def modal_trajectory(
+    basis: ModalBasis,
+    k: Tensor,
+    lengths: Tensor,
+    which: Tensor,
+    substeps: int,
+    forcing: Tensor,
+    y0: Tensor,
+    method: str = "rk4",
+) -> Tensor:
+    """States (G, T) of ``dy/dt = k A_1 y + b(t)`` from ``y(t_0) = y0`` (G,), for the forcing ``b`` (G, T).
+
+    ``b`` is linear in time between frames (the border drive plus the feeds); each mode follows the
+    simulation's own scheme (``substeps`` steps of ``method`` per interval, :func:`interval_coefficients`):
+    ``xi_{n+1} = phi xi_n + psi_0 beta_n + psi_1 (beta_{n+1} - beta_n)`` with ``beta = V^{-1} b``,
+    ``xi_0 = V^{-1} y0``, ``y = V xi``. Equal to the dense interval propagators to rounding, in
+    O(T G^2) instead of O(substeps G^3). Differentiable in ``k``, ``b`` and ``y0`` (forward and
+    reverse mode: no in-place writes).
+
+    Args:
+        basis: the eigenbasis of ``A_1`` (:func:`modal_basis`).
+        k: coupling constant (0-d tensor or float).
+        lengths: (U,) interval lengths; which: (T - 1,) the length group of each interval.
+        substeps, method: the scheme.
+        forcing: (G, T) ``b`` at the frames.
+        y0: (G,) initial states.
+    """
+    rate = k * basis.lam
+    coefficients = [interval_coefficients(rate, lengths[u], substeps, method) for u in range(lengths.numel())]
+    beta = basis.v_inv @ forcing
+    xi = basis.v_inv @ y0
+    states = [xi]
+    for n, group in enumerate(which.tolist()):
+        phi, psi0, psi1 = coefficients[group]
+        xi = phi * xi + psi0 * beta[:, n] + psi1 * (beta[:, n + 1] - beta[:, n])
+        states.append(xi)
+    return basis.v @ torch.stack(states, dim=1)
 
 
 def input_response(

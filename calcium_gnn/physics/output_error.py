@@ -280,6 +280,7 @@ class OutputErrorProblem(nn.Module):
             y0=y0,
             substeps=self.substeps,
             method=self.ode_method,
+            basis=self.modal_basis(),
         )
 
     def simulate_theta(self, theta: Tensor) -> Tensor:

@@ -44,44 +44,13 @@ modelled cells. Everything is plain torch: differentiable with respect to ``k``,
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
 from calcium_gnn.errors import ConfigError, GraphError
 from calcium_gnn.nn.consensus import ConsensusConv
-
-METHODS: tuple[str, ...] = ("rk4", "euler")
-
-#: ``f(y, tau)``: right-hand side at state ``y`` and time ``tau`` (seconds from the interval start).
-VectorField = Callable[[Tensor, Tensor], Tensor]
-
-
-def rk4_step(f: VectorField, y: Tensor, tau: Tensor, h: Tensor) -> Tensor:
-    """One classical Runge-Kutta step of size ``h`` for ``dy/dt = f(y, tau)`` from time ``tau``.
-
-    .. math::
-        k_1 = f(y, \\tau),\\ k_2 = f(y + \\tfrac{h}{2} k_1, \\tau + \\tfrac{h}{2}),\\
-        k_3 = f(y + \\tfrac{h}{2} k_2, \\tau + \\tfrac{h}{2}),\\ k_4 = f(y + h k_3, \\tau + h),\\
-        y^+ = y + \\tfrac{h}{6}(k_1 + 2 k_2 + 2 k_3 + k_4)
-    """
-    k1 = f(y, tau)
-    k2 = f(y + 0.5 * h * k1, tau + 0.5 * h)
-    k3 = f(y + 0.5 * h * k2, tau + 0.5 * h)
-    k4 = f(y + h * k3, tau + h)
-    return y + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-
-
-def euler_step(f: VectorField, y: Tensor, tau: Tensor, h: Tensor) -> Tensor:
-    """One forward Euler step of size ``h``: ``y^+ = y + h f(y, tau)`` (paper eq. 5)."""
-    return y + h * f(y, tau)
-
-
-STEPS: dict[str, Callable[[VectorField, Tensor, Tensor, Tensor], Tensor]] = {
-    "rk4": rk4_step,
-    "euler": euler_step,
-}
+from calcium_gnn.physics.modal import ModalBasis, modal_trajectory
+from calcium_gnn.physics.steps import METHODS, STEPS
 
 
 def _check_inputs(
@@ -239,6 +208,7 @@ def integrate(
     substeps: int = 10,
     method: str = "rk4",
     dt_rtol: float = 1e-4,
+    basis: ModalBasis | None = None,
 ) -> Tensor:
     """The one simulator entry point, in the spirit of ``torchdiffeq.odeint(func, y0, t, method)``.
 
@@ -249,9 +219,12 @@ def integrate(
     any subclass with a learned message (:class:`~calcium_gnn.nn.coupling.CouplingConv`). ``k`` and
     ``gamma`` are passed explicitly (functional use); a learned message keeps its own weights.
 
-    Fast path: a right-hand side affine in the state (``conv.affine_in_state``, true for the linear
-    law) is integrated by the exact interval propagators of the same scheme (module docstring), which
-    equal the step-by-step result to rounding; any other law runs step by step.
+    Fast paths for a right-hand side affine in the state (``conv.affine_in_state``, true for the linear
+    law), each equal to the step-by-step result to rounding: given the eigenbasis of the consensus
+    operator (``basis``, :func:`calcium_gnn.physics.modal.modal_basis`), each mode follows the scheme on
+    its own (O(T G^2)); else the exact (G, G) interval propagators (module docstring, O(substeps G^3))
+    while that is cheaper than stepping, which wins for thousands of modelled cells
+    (:func:`propagators_pay_off`). Any other law runs step by step.
 
     Every tensor is used on the device and in the dtype of ``x_obs`` (graph inputs are moved there);
     differentiable with respect to ``k``, ``gamma``, ``y0``, ``x_obs`` and the parameters of ``conv``.
@@ -271,6 +244,8 @@ def integrate(
         dt_rtol: frame intervals whose lengths differ by less than ``dt_rtol`` times the longest one
             share one propagator, at their mean length (default 1e-4: absorbs the rounding of float32
             frame times, about 2e-5 of a 10 s interval one hour into a movie).
+        basis: the eigenbasis of ``A_1`` for these ``edge_weight`` and ``modelled`` (the caller's
+            responsibility), for the modal fast path; default None.
 
     Returns:
         (N, T) tensor in the dtype of ``x_obs``: simulated states of the modelled cells at the frame
@@ -287,9 +262,12 @@ def integrate(
     y0 = None if y0 is None else y0.to(device)
     _check_inputs(x_obs, t, edge_index, edge_weight, modelled, gamma, y0, substeps, method, dt_rtol)
     conv = conv if conv is not None else ConsensusConv(x_obs.shape[0])
-    if getattr(conv, "affine_in_state", False):
+    n_modelled = int(modelled.sum())
+    affine = getattr(conv, "affine_in_state", False)
+    if affine and (basis is not None or propagators_pay_off(n_modelled, edge_index.shape[1], x_obs.shape[1],
+                                                            int(substeps))):
         return _integrate_affine(conv, x_obs, t, edge_index, edge_weight, modelled, k, gamma, y0,
-                                 int(substeps), method, dt_rtol)
+                                 int(substeps), method, dt_rtol, basis)
     return _integrate_stepwise(conv, x_obs, t, edge_index, edge_weight, modelled, k, gamma, y0,
                                int(substeps), method)
 
@@ -317,13 +295,32 @@ def simulate_consensus(
                      substeps=substeps, method=method, dt_rtol=dt_rtol)
 
 
+#: flop-equivalents of one message-passing call's overhead (about 100 us at 20 GFLOP/s, measured here),
+#: for the choice between dense propagators and stepping (:func:`propagators_pay_off`)
+CALL_OVERHEAD_FLOPS: float = 2e6
+
+
+def propagators_pay_off(n_modelled: int, n_edges: int, n_frames: int, substeps: int) -> bool:
+    """Whether the dense interval propagators are cheaper than stepping the scheme (both exact).
+
+    Propagators: about ``(14 + substeps) G^3`` flops (one RK4 step on (G, 3G) matrices, ``substeps``
+    powers) plus ``2 T G^2`` for the frames; stepping: ``4 substeps (T - 1)`` message-passing calls of
+    about ``20 E`` flops each plus their overhead. At 10 sub-steps over 361 frames the propagators win
+    up to roughly 1,200 modelled cells.
+    """
+    g = float(n_modelled)
+    dense = (14.0 + substeps) * g**3 + 2.0 * n_frames * g**2
+    stepping = 4.0 * substeps * max(n_frames - 1, 1) * (20.0 * n_edges + CALL_OVERHEAD_FLOPS)
+    return dense <= stepping
+
+
 def _integrate_affine(
     conv: ConsensusConv, x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor,
     modelled: Tensor, k: float | Tensor, gamma: Tensor, y0: Tensor | None, substeps: int, method: str,
-    dt_rtol: float,
+    dt_rtol: float, basis: ModalBasis | None = None,
 ) -> Tensor:
-    """Exact interval propagators of the scheme for a right-hand side affine in the state (module
-    docstring): ``y_{n+1} = Phi y_n + Psi_0 b_n + Psi_1 (b_{n+1} - b_n)``."""
+    """Exact interval maps of the scheme for a right-hand side affine in the state (module docstring):
+    ``y_{n+1} = Phi y_n + Psi_0 b_n + Psi_1 (b_{n+1} - b_n)``, per mode when ``basis`` is given."""
     n_frames = x_obs.shape[1]
     dtype, device = x_obs.dtype, x_obs.device
     index = modelled.nonzero().reshape(-1)
@@ -333,14 +330,21 @@ def _integrate_affine(
         return torch.where(modelled.reshape(-1, 1), y0.to(dtype).reshape(-1, 1), x_obs)
     w = edge_weight.reshape(-1).to(dtype)
     k_t = torch.as_tensor(k, dtype=dtype, device=device)
-    a = k_t * consensus_operator(conv, edge_index, w, modelled, dtype)  # (G, G)
     # b_n = f(0, t_n): border drive + gamma at every frame, one batched call -> (G, T)
     b = conv(torch.zeros_like(x_obs), x_obs, edge_index, w, modelled, k=k_t, gamma=gamma.to(dtype))[index]
+    lengths, which = interval_groups(t, dt_rtol)
+    start = x_obs[index, 0] if y0 is None else y0.to(dtype)[index]
+    if basis is not None:
+        real = basis.v.dtype
+        y_sim = modal_trajectory(
+            basis, k_t.to(real), lengths, which, substeps, b.to(real), start.to(real), method
+        )
+        return x_obs.index_put((index,), y_sim.to(dtype))
+    a = k_t * consensus_operator(conv, edge_index, w, modelled, dtype)  # (G, G)
     db = b[:, 1:] - b[:, :-1]
 
     # One propagator per distinct interval length (lengths equal to within dt_rtol share one, so the
     # rounding of frame times does not multiply the work); the forcing of its intervals in one product.
-    lengths, which = interval_groups(t, dt_rtol)
     phis: list[Tensor] = []
     forcing = x_obs.new_zeros(index.numel(), n_frames - 1)
     for u_idx in range(lengths.numel()):
@@ -350,7 +354,7 @@ def _integrate_affine(
         phis.append(phi)
         forcing[:, cols] = psi0 @ b[:, cols] + psi1 @ db[:, cols]
 
-    y = x_obs[index, 0] if y0 is None else y0.to(dtype)[index]
+    y = start
     states = [y]
     for step, group in enumerate(which.tolist()):  # one host copy, not a device sync per frame
         y = phis[group] @ y + forcing[:, step]

@@ -9,7 +9,8 @@ import torch
 
 from calcium_gnn.errors import ConfigError, GraphError
 from calcium_gnn.nn.consensus import ConsensusConv
-from calcium_gnn.physics.simulate import euler_step, integrate, rk4_step, simulate_consensus
+from calcium_gnn.physics.simulate import integrate, simulate_consensus
+from calcium_gnn.physics.steps import euler_step, rk4_step
 
 # Two cells: 0 modelled, 1 a border cell with the linear input x_1(t) = ALPHA + BETA t (exactly what
 # linear interpolation between frames reproduces). With |N_0| = 1 and w_01 = W:
