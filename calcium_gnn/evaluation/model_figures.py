@@ -16,6 +16,10 @@ from calcium_gnn.inference.anomaly import AnomalyScores
 from calcium_gnn.inference.uncertainty import ParameterIntervals
 from calcium_gnn.io.figure_files import save_figure
 
+#: above this many modelled cells the intervals are drawn as a band over the sorted cells, not as
+#: one error bar each (a whole-well culture would otherwise need a figure metres wide)
+MAX_ERROR_BARS: int = 150
+
 
 def plot_intervals(
     intervals: ParameterIntervals,
@@ -27,7 +31,8 @@ def plot_intervals(
 ) -> Path:
     """Error-bar figure of ``gamma_i`` per modelled cell (and ``k`` in the title); PNG at ``path``.
 
-    Cells are sorted by their estimate; the true values are drawn as crosses when given.
+    Cells are sorted by their estimate; the true values are drawn as crosses when given. Above
+    :data:`MAX_ERROR_BARS` cells the intervals are a shaded band and the figure keeps a fixed width.
     """
     import matplotlib
 
@@ -38,21 +43,20 @@ def plot_intervals(
     order = idx[intervals.gamma[idx].argsort()]
     xs = torch.arange(order.numel())
     est = intervals.gamma[order]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.08 * order.numel() + 3), 4))
-    ax.errorbar(
-        xs,
-        est,
-        yerr=[est - intervals.gamma_lower[order], intervals.gamma_upper[order] - est],
-        fmt="o",
-        ms=3,
-        lw=1,
-        capsize=2,
-        label=f"fit, {intervals.level:.0%} interval",
-    )
+    many = order.numel() > MAX_ERROR_BARS
+    fig, ax = plt.subplots(figsize=(14.0 if many else max(6.0, 0.08 * order.numel() + 3), 4))
+    label = f"fit, {intervals.level:.0%} interval"
+    if many:
+        ax.fill_between(xs, intervals.gamma_lower[order], intervals.gamma_upper[order], color="C0", alpha=0.3,
+                        lw=0, label=label)
+        ax.plot(xs, est, color="C0", lw=1)
+    else:
+        yerr = [est - intervals.gamma_lower[order], intervals.gamma_upper[order] - est]
+        ax.errorbar(xs, est, yerr=yerr, fmt="o", ms=3, lw=1, capsize=2, label=label)
     if truth_gamma is not None:
-        ax.plot(
-            xs, torch.as_tensor(truth_gamma, dtype=torch.float64)[order], "x", color="C3", ms=4, label="truth"
-        )
+        true = torch.as_tensor(truth_gamma, dtype=torch.float64)[order]
+        marker, size = (".", 2) if many else ("x", 4)
+        ax.plot(xs, true, marker, color="C3", ms=size, label="truth")
     ax.set_xticks(xs[:: max(1, order.numel() // 20)])
     ax.set_xticklabels([str(int(cell_id[i])) for i in order[:: max(1, order.numel() // 20)]], fontsize=7)
     ax.set_xlabel("cell id (sorted by fitted gamma)")

@@ -171,22 +171,34 @@ def interval_groups(t: Tensor, dt_rtol: float = 1e-4) -> tuple[Tensor, Tensor]:
     return lengths, which
 
 
+#: most message values (edges x probe columns) one call of :func:`consensus_operator` holds
+PROBE_BUDGET: int = 1 << 24
+
+
 def consensus_operator(
     conv: ConsensusConv, edge_index: Tensor, edge_weight: Tensor, modelled: Tensor, dtype: torch.dtype
 ) -> Tensor:
     """``A_1`` (G, G): the consensus right-hand side at ``k = 1``, ``gamma = 0``, ``x = 0`` on G.
 
-    Column ``j`` is ``conv`` applied to the unit state of the ``j``-th modelled cell (one batched call).
+    Column ``j`` is ``conv`` applied to the unit state of the ``j``-th modelled cell, in batched calls
+    of at most :data:`PROBE_BUDGET` message values (edges x columns) each, so memory stays O(G^2 + E)
+    (one call on all G columns would hold E x G messages: 4.5 GB at 10,000 cells).
     """
     n = modelled.shape[0]
     index = modelled.nonzero().reshape(-1)
     g = index.numel()
-    probes = torch.zeros(n, g, dtype=dtype, device=edge_weight.device)
-    probes[index, torch.arange(g, device=index.device)] = 1.0
-    one = torch.ones((), dtype=dtype, device=edge_weight.device)
-    zero_gamma = torch.zeros((), dtype=dtype, device=edge_weight.device)
-    out = conv(probes, torch.zeros_like(probes), edge_index, edge_weight, modelled, k=one, gamma=zero_gamma)
-    return out[index]
+    one = edge_weight.new_ones((), dtype=dtype)
+    zero_gamma = edge_weight.new_zeros((), dtype=dtype)
+    block = max(1, PROBE_BUDGET // max(int(edge_index.shape[1]), n, 1))
+    columns = []
+    for start in range(0, g, block):
+        cols = index[start : start + block]
+        probes = edge_weight.new_zeros(n, cols.numel(), dtype=dtype)
+        probes[cols, torch.arange(cols.numel(), device=cols.device)] = 1.0
+        out = conv(probes, torch.zeros_like(probes), edge_index, edge_weight, modelled, k=one,
+                   gamma=zero_gamma)
+        columns.append(out[index])
+    return torch.cat(columns, dim=1) if columns else edge_weight.new_zeros(0, 0, dtype=dtype)
 
 
 def _graph_on(device: torch.device, *tensors: Tensor) -> list[Tensor]:

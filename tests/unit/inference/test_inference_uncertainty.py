@@ -116,3 +116,20 @@ def test_plot_intervals_writes_png(tmp_path) -> None:
         truth_k=0.02,
     )
     assert path.exists() and path.stat().st_size > 1000
+
+
+def test_plot_intervals_stays_readable_for_a_whole_well(tmp_path) -> None:
+    """Thousands of cells: a band of fixed width, not one error bar each on a figure metres wide."""
+    from PIL import Image
+
+    n = 3000
+    gamma = torch.linspace(1e-4, 1e-3, n, dtype=torch.float64)
+    iv = ParameterIntervals(
+        level=0.9, k=0.02, k_se=1e-3, k_interval=(0.018, 0.022), gamma=gamma,
+        gamma_se=torch.full((n,), 5e-5, dtype=torch.float64), gamma_lower=gamma - 1e-4,
+        gamma_upper=gamma + 1e-4, sigma2=1.0, rho=0.0, inflation=1.0, method="test",
+    )
+    path = plot_intervals(iv, torch.arange(n), torch.ones(n, dtype=torch.bool), tmp_path / "iv.png",
+                          truth_gamma=gamma)
+    width, _ = Image.open(path).size
+    assert width <= 14 * 150  # 14 inches at the figure's dpi, whatever the number of cells

@@ -218,3 +218,19 @@ def test_stepwise_and_exact_propagator_paths_agree_on_every_device(device) -> No
     fast = integrate(ConsensusConv(2), *args, substeps=3)
     slow = integrate(_Stepwise(2), *args, substeps=3)
     assert torch.allclose(fast, slow, atol=1e-12)
+
+
+def test_consensus_operator_probed_in_blocks_is_the_same_matrix(monkeypatch) -> None:
+    """A_1 probed a few columns at a time (bounded memory at thousands of cells) equals one call."""
+    from calcium_gnn.physics import simulate
+
+    g = 6
+    src = torch.tensor([0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 0, 6])
+    dst = torch.tensor([1, 0, 2, 1, 3, 2, 4, 3, 5, 4, 6, 5, 6, 0])
+    w = torch.linspace(0.5, 2.0, src.numel(), dtype=torch.float64)
+    modelled = torch.tensor([True] * g + [False])
+    edges = torch.stack([src, dst])
+    whole = simulate.consensus_operator(ConsensusConv(g + 1), edges, w, modelled, torch.float64)
+    monkeypatch.setattr(simulate, "PROBE_BUDGET", 2 * src.numel())  # two columns per call
+    blocks = simulate.consensus_operator(ConsensusConv(g + 1), edges, w, modelled, torch.float64)
+    assert whole.shape == (g, g) and torch.equal(whole, blocks)
