@@ -372,7 +372,9 @@ class OutputErrorProblem(nn.Module):
         Modal (the ``k`` column by one forward-mode pass) when :meth:`modal_basis` exists, else from the
         dense forward-mode Jacobian (P tangents). ``with_k=False``: the ``k`` row and column are 0 (not
         computed; for fits at a fixed ``k``). The last result is cached (the same ``theta``, on the same
-        device, and ``with_k`` return it again).
+        device, and ``with_k`` return it again). At a fixed ``k`` the problem is affine in the other
+        parameters, so ``J^T J`` without the ``k`` column depends on ``k`` alone: the modal one is kept
+        per ``k`` and only ``J^T r`` is formed again (profile fits move ``gamma`` and ``y0`` at one ``k``).
         """
         cached = self._derived.get("normal")
         if cached is not None and cached[1] == with_k and cached[0].shape == theta.shape:
@@ -385,7 +387,14 @@ class OutputErrorProblem(nn.Module):
             out = (jac.T @ jac, jac.T @ residuals.reshape(-1), residuals)
         else:
             dense, blocks = self._modal_design(theta, basis, with_k)
-            jtj, jtr = normal_equations(basis, blocks, dense, residuals)
+            at_k = self._derived.get("linear_normal")
+            k = float(theta[0])
+            if not with_k and at_k is not None and at_k[0] == k:
+                jtj, jtr = at_k[1], transpose_product(basis, blocks, dense, residuals)
+            else:
+                jtj, jtr = normal_equations(basis, blocks, dense, residuals)
+            if not with_k:
+                self._derived["linear_normal"] = (k, jtj)
             out = (jtj, jtr, residuals)
         self._derived["normal"] = (theta.detach().clone(), with_k, out)
         return out

@@ -307,9 +307,10 @@ def simulate_consensus(
                      substeps=substeps, method=method, dt_rtol=dt_rtol)
 
 
-#: flop-equivalents of one message-passing call's overhead (about 100 us at 20 GFLOP/s, measured here),
-#: for the choice between dense propagators and stepping (:func:`propagators_pay_off`)
-CALL_OVERHEAD_FLOPS: float = 2e6
+#: flop-equivalents of one message-passing call's overhead (about 200 us at 20 GFLOP/s, measured here:
+#: 14,400 calls in 2.8 s at 1,000 cells), for the choice between dense propagators and stepping
+#: (:func:`propagators_pay_off`)
+CALL_OVERHEAD_FLOPS: float = 4e6
 
 
 def propagators_pay_off(n_modelled: int, n_edges: int, n_frames: int, substeps: int) -> bool:
@@ -318,7 +319,7 @@ def propagators_pay_off(n_modelled: int, n_edges: int, n_frames: int, substeps: 
     Propagators: about ``(14 + substeps) G^3`` flops (one RK4 step on (G, 3G) matrices, ``substeps``
     powers) plus ``2 T G^2`` for the frames; stepping: ``4 substeps (T - 1)`` message-passing calls of
     about ``20 E`` flops each plus their overhead. At 10 sub-steps over 361 frames the propagators win
-    up to roughly 1,200 modelled cells.
+    up to roughly 1,500 modelled cells.
     """
     g = float(n_modelled)
     dense = (14.0 + substeps) * g**3 + 2.0 * n_frames * g**2
