@@ -58,6 +58,22 @@ class ConsensusModel(L.LightningModule):
         self.train_fraction: float = 0.0
         self.setup_name: str = ""
         self.gamma_mode: str = "per_cell"
+        #: torch intra-op threads during ``trainer.fit`` (None: left alone); see :meth:`limit_threads`
+        self.num_threads: int | None = None
+        self._saved_threads: int | None = None
+
+    def limit_threads(self) -> None:
+        """Set torch's intra-op threads to ``num_threads`` for the fit (small graphs run faster on one:
+        the thread overhead of the many small message-passing calls dominates)."""
+        if self.num_threads is not None:
+            self._saved_threads = torch.get_num_threads()
+            torch.set_num_threads(self.num_threads)
+
+    def restore_threads(self) -> None:
+        """Undo :meth:`limit_threads` (when the fit ends)."""
+        if self._saved_threads is not None:
+            torch.set_num_threads(self._saved_threads)
+            self._saved_threads = None
 
     def register_setup(self, setup: Setup) -> None:
         """Keep the setup as buffers ``modelled`` / ``border`` (N,) bool and its name and gamma mode.

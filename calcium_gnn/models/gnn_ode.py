@@ -147,7 +147,6 @@ class GNNODEModule(ConsensusModel):
         self.lm_settings = lm_settings(damping_factor, max_retries, tolerance)
         self.damping = check_positive("model.damping", damping)
         self.num_threads = None if num_threads is None else check_int("model.num_threads", num_threads, 1)
-        self._saved_threads: int | None = None
         self.train_fraction = float(train_fraction)
         self.register_setup(setup)
         self.register_buffer("cell_id", data.cell_id.detach().reshape(-1).long().cpu().clone())
@@ -231,16 +230,12 @@ class GNNODEModule(ConsensusModel):
         return gradient_optimizer(params, self.optimizer_name, self.lr, self.lbfgs_max_iter)
 
     def on_fit_start(self) -> None:
-        if self.num_threads is not None:
-            self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(self.num_threads)
+        self.limit_threads()
         if not bool(self.initialised):
             self.initialise()
 
     def on_fit_end(self) -> None:
-        if self._saved_threads is not None:
-            torch.set_num_threads(self._saved_threads)
-            self._saved_threads = None
+        self.restore_threads()
 
     def training_step(self, batch: Data, batch_idx: int) -> Tensor:
         loss = self.loss_train()

@@ -185,6 +185,10 @@ class OutputErrorODE(ConsensusModel):
         max_jacobian_parameters: largest P for which the dense Jacobian (LM steps, intervals) is
             formed (default 600; ``optimizer="auto"`` switches to L-BFGS above it when the modal
             normal equations are not available).
+        max_normal_parameters: largest P for which the (P, P) normal equations are formed at all
+            (default 8,000, about 4,000 modelled cells; above it ``optimizer="auto"`` is L-BFGS and
+            results.json says that intervals, pooling and the border-noise correction are not
+            available, and why).
         border_noise_correction: correct ``k`` for the noise of the border inputs when the fit ends
             (default True; :mod:`calcium_gnn.physics.border_noise`).
         border_noise_probes, border_noise_seed: Hutchinson probes of that correction (8, seed 0).
@@ -247,6 +251,7 @@ class OutputErrorODE(ConsensusModel):
         anomaly_threshold: float = 3.5,
         num_threads: int | None = None,
         max_jacobian_parameters: int = 600,
+        max_normal_parameters: int = 8000,
         gamma_prior: str = "random_effects",
         jacobian: str = "auto",
         border_noise_correction: bool = True,
@@ -286,6 +291,7 @@ class OutputErrorODE(ConsensusModel):
         self.gamma_bounds = check_bounds("model.gamma_bounds", gamma_bounds)
         self.save_hyperparameters(ignore=["data", "setup"])
         max_jacobian_parameters = check_int("model.max_jacobian_parameters", max_jacobian_parameters, 1)
+        max_normal_parameters = check_int("model.max_normal_parameters", max_normal_parameters, 1)
         self.autocorrelation_correction = bool(autocorrelation_correction)
         self.train_fraction = float(train_fraction)
         self.register_setup(setup)
@@ -301,7 +307,7 @@ class OutputErrorODE(ConsensusModel):
         self.problem = training_window_problem(
             conv, data, setup, self.train_frames, w, substeps=substeps, method=method,
             fit_initial_state=fit_initial_state, border_smoothing=border_smoothing, jacobian=jacobian,
-            max_jacobian_parameters=max_jacobian_parameters,
+            max_jacobian_parameters=max_jacobian_parameters, max_normal_parameters=max_normal_parameters,
         )
         self.solver = LevenbergMarquardt(check_positive("model.damping", damping), settings)
         self.register_buffer("initialised", torch.tensor(False))
@@ -313,7 +319,6 @@ class OutputErrorODE(ConsensusModel):
         self.optimizer_name = optimizer
         self.automatic_optimization = optimizer != "gauss_newton"
         self.num_threads = None if num_threads is None else check_int("model.num_threads", num_threads, 1)
-        self._saved_threads: int | None = None
 
     @property
     def conv(self) -> ConsensusConv:
@@ -334,9 +339,7 @@ class OutputErrorODE(ConsensusModel):
         return gradient_optimizer(params, self.optimizer_name, self.lr, self.lbfgs_max_iter)
 
     def on_fit_start(self) -> None:
-        if self.num_threads is not None:
-            self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(self.num_threads)
+        self.limit_threads()
         if not bool(self.initialised):
             self.initialise()
         # training (or resumed training) continues from the per-cell optimum, not the pooled feeds
@@ -344,9 +347,7 @@ class OutputErrorODE(ConsensusModel):
 
     def on_fit_end(self) -> None:
         self.finish_fit()
-        if self._saved_threads is not None:
-            torch.set_num_threads(self._saved_threads)
-            self._saved_threads = None
+        self.restore_threads()
 
     def loss_train(self) -> Tensor:
         """The fit objective: mean squared residual of the modelled cells over the training window."""
@@ -388,11 +389,9 @@ class OutputErrorODE(ConsensusModel):
             return f"gamma_mode={self.gamma_mode} (pooling needs per-cell feeds)"
         if problem.n_gamma < MIN_POOLED_CELLS:
             return f"{problem.n_gamma} modelled cell(s) (pooling needs at least {MIN_POOLED_CELLS})"
-        if not problem.normal_equations_available:
-            return (
-                f"{problem.n_parameters} parameters exceed max_jacobian_parameters="
-                f"{problem.max_jacobian_parameters} (pooling needs the Gauss-Newton covariance)"
-            )
+        unavailable = problem.normal_equations_unavailable()
+        if unavailable is not None:
+            return f"{unavailable}: pooling needs the Gauss-Newton covariance"
         return None
 
     def border_noise_status(self) -> str | None:
@@ -525,11 +524,16 @@ class OutputErrorODE(ConsensusModel):
         }
 
     def extra_results(self, data: Data) -> dict[str, Any]:
-        """Intervals (a :class:`ParameterIntervals`), the pooling and border-noise blocks and the anomaly
-        scores (an :class:`AnomalyScores`), for the evaluation to write (models/base.py)."""
-        return {
-            "intervals": self.parameter_intervals(),
-            "gamma_prior": self.gamma_prior_results(),
-            "border_noise_correction": self.border_noise_results(),
-            "anomaly": self.anomaly_scores(),
+        """Intervals (a :class:`ParameterIntervals`; where the normal equations cannot be formed,
+        ``intervals_unavailable`` says why), the pooling and border-noise blocks and the anomaly scores
+        (an :class:`AnomalyScores`), for the evaluation to write (models/base.py)."""
+        unavailable = self.problem.normal_equations_unavailable()
+        out: dict[str, Any] = {"intervals_unavailable": unavailable} if unavailable else {
+            "intervals": self.parameter_intervals()
         }
+        out.update(
+            gamma_prior=self.gamma_prior_results(),
+            border_noise_correction=self.border_noise_results(),
+            anomaly=self.anomaly_scores(),
+        )
+        return out

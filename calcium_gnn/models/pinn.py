@@ -239,7 +239,6 @@ class PINNModule(ConsensusModel):
             raise ConfigError("model.adam_steps", "set adam_steps (possibly 0) when lbfgs_steps > 0")
         self.seed = int(seed)
         self.num_threads = _positive_int("model.num_threads", num_threads, 1, allow_none=True)
-        self._saved_threads: int | None = None
         self.save_hyperparameters(ignore=["data", "setup"])
 
         n_nodes = int(data.num_nodes)
@@ -397,14 +396,10 @@ class PINNModule(ConsensusModel):
     # ----------------------------------------------------------------------------------------------
     # the loss
     def on_fit_start(self) -> None:
-        if self.num_threads is not None:
-            self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(self.num_threads)
+        self.limit_threads()
 
     def on_fit_end(self) -> None:
-        if self._saved_threads is not None:
-            torch.set_num_threads(self._saved_threads)
-            self._saved_threads = None
+        self.restore_threads()
 
     def on_train_epoch_start(self) -> None:
         if self.batch_size is not None:

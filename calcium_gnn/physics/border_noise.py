@@ -40,7 +40,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import Tensor
 
-from calcium_gnn.physics.levenberg_marquardt import RIDGE, profile_fit
+from calcium_gnn.physics.levenberg_marquardt import profile_fit, ridged_block
 from calcium_gnn.physics.modal import input_response
 from calcium_gnn.physics.output_error import OutputErrorProblem
 
@@ -132,10 +132,7 @@ def noise_gain(problem: OutputErrorProblem, theta: Tensor, free: Tensor, probes:
     responses = probe_responses(problem, theta[0], probes)
     jtj, _, _ = problem.normal_equations(theta, with_k=False)
     idx = free.nonzero().reshape(-1)
-    info = jtj[idx][:, idx]
-    info = info + RIDGE * float(info.diagonal().max()) * torch.eye(
-        idx.numel(), dtype=info.dtype, device=info.device
-    )
+    info = ridged_block(jtj, idx)
     products = torch.stack(
         [jtv[idx] for jtv in problem.transpose_products(theta, responses, with_k=False)], dim=1
     )

@@ -70,10 +70,13 @@ def lm_iteration(
     if fixed is not None:
         hold = hold | fixed
     free = (~hold).nonzero().reshape(-1)
-    jtj_free, grad_free, diag_free = jtj[free][:, free], grad[free], diag[free]
+    jtj_free, grad_free, diag_free = jtj[free.reshape(-1, 1), free], grad[free], diag[free]
     for _ in range(settings.max_retries + 1):
         step = torch.zeros_like(theta)
-        step[free] = torch.linalg.solve(jtj_free + mu * torch.diag(diag_free), -grad_free)
+        system = jtj_free.clone()  # (F, F): one copy per trial, the damping added on its diagonal
+        system.diagonal().add_(mu * diag_free)
+        step[free] = torch.linalg.solve(system, -grad_free)
+        del system
         trial = torch.minimum(torch.maximum(theta + step, lo), hi)
         new_loss = problem.loss_theta(trial)
         if new_loss < loss:
@@ -122,6 +125,15 @@ class LevenbergMarquardt(nn.Module):
         return iterations
 
 
+def ridged_block(jtj: Tensor, idx: Tensor) -> Tensor:
+    """``J^T J`` restricted to the parameters ``idx`` (a copy), plus ``RIDGE`` times its largest diagonal
+    entry on the diagonal: a finite solve even when a linear parameter is not identified."""
+    block = jtj[idx.reshape(-1, 1), idx]
+    if idx.numel():
+        block.diagonal().add_(RIDGE * float(block.diagonal().max()))
+    return block
+
+
 @torch.no_grad()
 def profile_fit(problem: OutputErrorProblem, theta: Tensor) -> tuple[Tensor, Tensor]:
     """The linear parameters (``gamma``, ``y0``) refitted with ``k = theta[0]`` fixed, from ``theta``.
@@ -140,11 +152,8 @@ def profile_fit(problem: OutputErrorProblem, theta: Tensor) -> tuple[Tensor, Ten
         jtj, grad, _ = problem.normal_equations(theta, with_k=False)
         free = ~(problem.held_at_bounds(theta, grad) | fixed)
         idx = free.nonzero().reshape(-1)
-        info = jtj[idx][:, idx]
-        ridge = RIDGE * float(info.diagonal().max()) if idx.numel() else 0.0
         step = torch.zeros_like(theta)
-        eye = torch.eye(idx.numel(), dtype=info.dtype, device=info.device)
-        step[idx] = torch.linalg.solve(info + ridge * eye, -grad[idx])
+        step[idx] = torch.linalg.solve(ridged_block(jtj, idx), -grad[idx])
         unclipped = theta + step
         theta = torch.minimum(torch.maximum(unclipped, lo), hi)
         if torch.equal(theta, unclipped):

@@ -93,6 +93,9 @@ class OutputErrorProblem(nn.Module):
         border_smoothing: odd moving-average window on the inputs of the cells outside G.
         jacobian: ``"auto"`` (modal when the weights are symmetric), ``"modal"`` or ``"dense"``.
         max_jacobian_parameters: largest P for which the dense Jacobian is formed.
+        max_normal_parameters: largest P for which the (P, P) normal equations are formed at all
+            (default 8,000: each P x P matrix is then 0.5 GB, and a Levenberg-Marquardt step with its
+            intervals holds about five; at 10,000 cells, P = 19,267, a fit went past 16 GB).
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class OutputErrorProblem(nn.Module):
         border_smoothing: int = 1,
         jacobian: str = "auto",
         max_jacobian_parameters: int = 600,
+        max_normal_parameters: int = 8000,
     ) -> None:
         super().__init__()
         if jacobian not in JACOBIANS:
@@ -122,6 +126,7 @@ class OutputErrorProblem(nn.Module):
         self.border_smoothing = int(border_smoothing)
         self.jacobian = jacobian
         self.max_jacobian_parameters = int(max_jacobian_parameters)
+        self.max_normal_parameters = int(max_normal_parameters)
         x = x.detach().double()
         modelled = modelled.detach().reshape(-1).bool()
         self.register_buffer("edge_index", edge_index.detach().long().clone())
@@ -172,8 +177,24 @@ class OutputErrorProblem(nn.Module):
 
     @property
     def normal_equations_available(self) -> bool:
-        """Whether :meth:`normal_equations` can be formed: modal, or a dense Jacobian within the limit."""
-        return self.modal_basis() is not None or self.n_parameters <= self.max_jacobian_parameters
+        """Whether :meth:`normal_equations` can be formed: P within ``max_normal_parameters``, and modal or
+        a dense Jacobian within its limit (the size is checked first: no eigenbasis is computed then)."""
+        return self.normal_equations_unavailable() is None
+
+    def normal_equations_unavailable(self) -> str | None:
+        """Why :meth:`normal_equations` cannot be formed (``None`` when it can), in one line."""
+        p = self.n_parameters
+        if p > self.max_normal_parameters:
+            return (
+                f"{p} parameters exceed max_normal_parameters={self.max_normal_parameters} (each P x P "
+                f"matrix of the normal equations would take {p * p * 8 / 1e9:.1f} GB)"
+            )
+        if p > self.max_jacobian_parameters and self.modal_basis() is None:
+            return (
+                f"{p} parameters exceed max_jacobian_parameters={self.max_jacobian_parameters} and the "
+                "weights are not symmetric (no modal normal equations)"
+            )
+        return None
 
     def theta_bounds(self) -> tuple[Tensor, Tensor]:
         """Lower and upper bounds (P,) of :meth:`theta` (``y0`` unbounded), on the problem's device."""
@@ -376,6 +397,8 @@ class OutputErrorProblem(nn.Module):
         parameters, so ``J^T J`` without the ``k`` column depends on ``k`` alone: the modal one is kept
         per ``k`` and only ``J^T r`` is formed again (profile fits move ``gamma`` and ``y0`` at one ``k``).
         """
+        if self.n_parameters > self.max_normal_parameters:
+            raise ConfigError("model.max_normal_parameters", str(self.normal_equations_unavailable()))
         cached = self._derived.get("normal")
         if cached is not None and cached[1] == with_k and cached[0].shape == theta.shape:
             if cached[0].device == theta.device and torch.equal(cached[0], theta):

@@ -241,3 +241,20 @@ def test_a_fit_on_any_device_gives_the_cpu_result_on_the_host(culture, device) -
     extra = moved.extra_results(data)
     assert extra["intervals"].gamma.device.type == "cpu"
     assert extra["anomaly"].score.device.type == "cpu"
+
+
+def test_too_many_parameters_for_normal_equations_fall_back_and_say_so(culture) -> None:
+    """Above max_normal_parameters the fit is L-BFGS, and every statistic that needs the P x P normal
+    equations says it is not there, and why, instead of filling memory."""
+    data = truth_graph(culture, noise=0.02, seed=2)
+    model = OutputErrorODE(data=data, max_normal_parameters=10)
+    assert model.optimizer_name == "lbfgs" and not model.problem.normal_equations_available
+    with pytest.raises(ConfigError, match="model.max_normal_parameters"):
+        model.problem.normal_equations(model.problem.theta())
+    model.initialise()
+    model.finish_fit()
+    extra = model.extra_results(data)
+    assert "intervals" not in extra and "max_normal_parameters=10" in extra["intervals_unavailable"]
+    assert not extra["gamma_prior"]["applied"] and "max_normal_parameters" in extra["gamma_prior"]["reason"]
+    assert not extra["border_noise_correction"]["applied"]
+    assert extra["anomaly"].score.shape == (data.num_nodes,)
