@@ -67,6 +67,7 @@ After fitting (:meth:`OutputErrorODE.finish_fit` runs the correction and the poo
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -91,6 +92,8 @@ from calcium_gnn.physics.output_error import JACOBIANS, OutputErrorProblem
 from calcium_gnn.physics.parameters import FittedParameters, truth_errors
 from calcium_gnn.physics.setups import Setup, resolve_setup
 from calcium_gnn.physics.steps import METHODS
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS: tuple[str, ...] = ("auto", "gauss_newton", "lbfgs", "adam")
 INITS: tuple[str, ...] = ("crlsm", "constant")
@@ -314,8 +317,17 @@ class OutputErrorODE(ConsensusModel):
         self.start = StartingPoint(
             data, setup, init, self.k_bounds, self.gamma_bounds, self.train_fraction, self.edge_weight_scale
         )
+        #: why ``optimizer="auto"`` did not choose Gauss-Newton (None when it did, or was not asked)
+        self.fallback_reason: str | None = None
         if optimizer == "auto":
-            optimizer = "gauss_newton" if self.problem.normal_equations_available else "lbfgs"
+            self.fallback_reason = self.problem.normal_equations_unavailable()
+            optimizer = "gauss_newton" if self.fallback_reason is None else "lbfgs"
+            if self.fallback_reason is not None:
+                log.warning(
+                    "neural_ode falls back to L-BFGS (%s); it converges slowly on this problem (at 10,000 "
+                    "cells 20 steps left k 45%% off) and gives no intervals, pooling or border-noise "
+                    "correction", self.fallback_reason,
+                )
         self.optimizer_name = optimizer
         self.automatic_optimization = optimizer != "gauss_newton"
         self.num_threads = None if num_threads is None else check_int("model.num_threads", num_threads, 1)
@@ -532,6 +544,7 @@ class OutputErrorODE(ConsensusModel):
             "intervals": self.parameter_intervals()
         }
         out.update(
+            optimizer={"name": self.optimizer_name, "fallback_from_gauss_newton": self.fallback_reason},
             gamma_prior=self.gamma_prior_results(),
             border_noise_correction=self.border_noise_results(),
             anomaly=self.anomaly_scores(),

@@ -258,3 +258,5 @@ def test_too_many_parameters_for_normal_equations_fall_back_and_say_so(culture) 
     assert not extra["gamma_prior"]["applied"] and "max_normal_parameters" in extra["gamma_prior"]["reason"]
     assert not extra["border_noise_correction"]["applied"]
     assert extra["anomaly"].score.shape == (data.num_nodes,)
+    assert extra["optimizer"]["name"] == "lbfgs"
+    assert "max_normal_parameters" in extra["optimizer"]["fallback_from_gauss_newton"]
