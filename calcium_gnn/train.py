@@ -97,18 +97,19 @@ def instantiate_model(model_cfg: DictConfig, data: Data, setup: Setup) -> Consen
 
 
 def _single_process_if_exact(cfg: DictConfig, model: ConsensusModel) -> dict[str, Any]:
-    """Trainer overrides that run an exact solver in one process when a data-parallel strategy is asked.
+    """Trainer overrides that run a model in one process when a data-parallel strategy is asked but the
+    model does not split its fit (``model.data_parallel`` False).
 
     Data parallelism splits a loss over processes (the PINN's collocation points); CRLSM and
-    Levenberg-Marquardt solve the whole problem exactly in every step, so W processes would compute
-    the same fit W times. The run says so in one line instead.
+    Levenberg-Marquardt solve the whole problem exactly in every step, and the GNN ODE does not split
+    its windows yet, so W processes would compute the same fit W times. The run says so in one line.
     """
     strategy = str(cfg.trainer.get("strategy", "auto") or "auto")
     if not strategy.startswith("ddp") or model.data_parallel:
         return {}
     log.warning(
-        "%s is an exact solver: data parallelism (strategy=%s) does not apply; running in one process",
-        model.method_name, strategy,
+        "%s does not split its fit between processes (strategy=%s would run it W times): running in one "
+        "process", model.method_name, strategy,
     )
     return {"strategy": "auto", "devices": 1, "num_nodes": 1}
 

@@ -39,3 +39,24 @@ def test_same_seed_same_numbers(compose_train) -> None:
     second = train(compose_train("experiment=setup1_crlsm", "seed=7", "data.synthetic.noise=0.02", run="b"))
     assert first["k"] == second["k"] and first["gamma"] == second["gamma"]
     assert first["mse_test"] == second["mse_test"]
+
+
+@pytest.mark.parametrize(("experiment", "splits"), [("setup1_crlsm", False), ("setup1_pinn", True)])
+def test_ddp_runs_a_model_that_does_not_split_its_fit_in_one_process(
+    compose_train, caplog, experiment: str, splits: bool
+) -> None:
+    from calcium_gnn.train import _single_process_if_exact
+
+    cfg = compose_train(f"experiment={experiment}", "trainer=ddp_cpu")
+
+    class _Model:
+        method_name = experiment
+        data_parallel = splits
+
+    with caplog.at_level("WARNING"):
+        overrides = _single_process_if_exact(cfg, _Model())
+    if splits:
+        assert overrides == {} and not caplog.records
+    else:
+        assert overrides == {"strategy": "auto", "devices": 1, "num_nodes": 1}
+        assert "running in one process" in caplog.text
