@@ -38,6 +38,7 @@ from calcium_gnn.inference.output_error import fit_anomaly_scores
 from calcium_gnn.models.base import ConsensusModel
 from calcium_gnn.models.neural_ode import (
     StartingPoint,
+    conv_fitted_parameters,
     gradient_optimizer,
     lm_settings,
     training_window_problem,
@@ -249,14 +250,7 @@ class GNNODEModule(ConsensusModel):
     # ------------------------------------------------------------------------------ after the fit
     def fitted_parameters(self) -> FittedParameters:
         """``k``, ``gamma`` (N,) (0 outside G) on the CPU, the edge-weight scale and the gamma mode."""
-        gamma = self.conv.gamma.detach()
-        gamma = torch.where(self.modelled, gamma, torch.zeros_like(gamma))
-        return FittedParameters(
-            k=float(self.conv.k.detach()),
-            gamma=gamma.cpu().double(),
-            edge_weight_scale=self.edge_weight_scale,
-            gamma_mode=self.gamma_mode,
-        )
+        return conv_fitted_parameters(self.conv, self.modelled, self.edge_weight_scale, self.gamma_mode)
 
     def simulator(self) -> CouplingConv:
         """The learned right-hand side: the evaluation integrates it step by step."""

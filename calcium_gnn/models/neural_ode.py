@@ -100,6 +100,21 @@ INITS: tuple[str, ...] = ("crlsm", "constant")
 GAMMA_PRIORS: tuple[str, ...] = ("random_effects", "none")
 
 
+def conv_fitted_parameters(
+    conv: ConsensusConv, modelled: Tensor, edge_weight_scale: float, gamma_mode: str
+) -> FittedParameters:
+    """The ``k`` and ``gamma`` (N,) held by ``conv`` as host values (``gamma`` 0 outside G, float64 on
+    the CPU), for any output-error model (linear law or learned coupling)."""
+    gamma = conv.gamma.detach()
+    gamma = torch.where(modelled, gamma, torch.zeros_like(gamma))
+    return FittedParameters(
+        k=float(conv.k.detach()),
+        gamma=gamma.cpu().double(),
+        edge_weight_scale=edge_weight_scale,
+        gamma_mode=gamma_mode,
+    )
+
+
 def lm_settings(damping_factor: Any, max_retries: Any, tolerance: Any) -> LMSettings:
     """Checked Levenberg-Marquardt settings (``model.damping_factor`` > 1, ...)."""
     factor = check_positive("model.damping_factor", damping_factor)
@@ -484,14 +499,7 @@ class OutputErrorODE(ConsensusModel):
 
     def fitted_parameters(self) -> FittedParameters:
         """``k``, ``gamma`` (N,) (0 outside G) on the CPU, the edge-weight scale and the gamma mode."""
-        gamma = self.conv.gamma.detach()
-        gamma = torch.where(self.modelled, gamma, torch.zeros_like(gamma))
-        return FittedParameters(
-            k=float(self.conv.k.detach()),
-            gamma=gamma.cpu().double(),
-            edge_weight_scale=self.edge_weight_scale,
-            gamma_mode=self.gamma_mode,
-        )
+        return conv_fitted_parameters(self.conv, self.modelled, self.edge_weight_scale, self.gamma_mode)
 
     @torch.no_grad()
     def parameter_intervals(self, level: float | None = None, pool: bool = True) -> ParameterIntervals:

@@ -57,6 +57,7 @@ from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError, GraphError
 from calcium_gnn.models.base import ConsensusModel
+from calcium_gnn.models.options import check_choice
 from calcium_gnn.nn.consensus import PAPER_GAMMA_BOUNDS, PAPER_K_BOUNDS, ConsensusConv
 from calcium_gnn.nn.mlp import TraceNet
 from calcium_gnn.physics.edge_weights import edge_weights
@@ -88,12 +89,6 @@ def _plain(value: Any) -> Any:
     """A Hydra ``DictConfig`` / ``ListConfig`` as plain Python containers (other values unchanged)."""
     if isinstance(value, DictConfig) or OmegaConf.is_config(value):
         return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
-def _choice(key: str, value: Any, allowed: tuple) -> Any:
-    if value not in allowed:
-        raise ConfigError(key, f"unknown value {value!r} (use one of {allowed})")
     return value
 
 
@@ -217,9 +212,9 @@ class PINNModule(ConsensusModel):
         self.data_parallel = True
         self.method_name = str(method_name)
         self.train_fraction = float(train_fraction)
-        self.parametrization = _choice("model.parametrization", parametrization, PARAMETRIZATIONS)
-        self.data_points = _choice("model.data_points", data_points, DATA_POINTS)
-        self.init_from = _choice("model.init_from", init_from, INITS)
+        self.parametrization = check_choice("model.parametrization", parametrization, PARAMETRIZATIONS)
+        self.data_points = check_choice("model.data_points", data_points, DATA_POINTS)
+        self.init_from = check_choice("model.init_from", init_from, INITS)
         self.cell_reduction = cell_reduction
         self.normalize_losses = bool(normalize_losses)
         weights = {"data": 1.0, "physics": 1.0, **(_plain(loss_weights) or {})}

@@ -151,7 +151,7 @@ def correct_border_noise(
     """
     theta_hat = problem.theta()
     k_hat = float(theta_hat[0])
-    m = problem.index.numel() * problem.x_train.shape[1]
+    m = problem.n_residuals
     probes = border_probes(problem, n_probes, seed)
     cache: dict[float, tuple[float, Tensor, float]] = {}
     start = {"theta": theta_hat}
