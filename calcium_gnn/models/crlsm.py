@@ -89,8 +89,6 @@ class CRLSMModule(ConsensusModel):
         #: results.json's ``method``: the solver's name (``"crlsm"``, ``"rlsm"`` or ``"lsm"``)
         self.method_name = solver
         self.train_fraction = float(train_fraction)
-        self.steps_per_epoch = 1
-        self.data_parallel = False
         self.register_setup(setup)
         self.options = {
             "solver": solver, "backend": backend, "lam": lam,

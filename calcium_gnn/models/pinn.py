@@ -172,6 +172,9 @@ class PINNModule(ConsensusModel):
         method_name: name in the results (default ``"pinn"``).
     """
 
+    #: each process fits its share of the collocation points (module docstring)
+    data_parallel = True
+
     def __init__(
         self,
         data: Data,
@@ -209,7 +212,6 @@ class PINNModule(ConsensusModel):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.data_parallel = True
         self.method_name = str(method_name)
         self.train_fraction = float(train_fraction)
         self.parametrization = check_choice("model.parametrization", parametrization, PARAMETRIZATIONS)
