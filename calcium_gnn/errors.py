@@ -46,3 +46,7 @@ class SegmentationError(CalciumGNNError):
 
 class OutputError(CalciumGNNError):
     """An output location cannot be written."""
+
+
+class FitError(CalciumGNNError):
+    """A fit diverged or produced non-finite values; the culprit is the fitting method."""

@@ -172,7 +172,11 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     if not cfg.get("evaluate", True) or trainer.fast_dev_run:
         return metrics
 
+    from calcium_gnn.evaluation.diagnostics import DiagnosticRule, check_training_metrics
     from calcium_gnn.evaluation.report import evaluate_fit
+    from calcium_gnn.evaluation.summary import run_summary
+
+    check_training_metrics(metrics, model.method_name)
 
     # the model's own results (intervals, anomaly scores, ...) and, for a learned law, its right-hand
     # side; the simulation runs where the model is, the results come back to the host
@@ -191,11 +195,14 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
         model_results=model.extra_results(data),
         field=model.simulator(),
         device=model.device,
+        own_trajectory=model.own_trajectory(),
+        diagnostic_rule=DiagnosticRule.from_config(cfg.evaluation.get("diagnostics")),
     )
     figures = [Path(p) for p in results.get("figure_paths", [])]
     _log_results(loggers, results, figures)
-    print(f"results: {output_dir / 'results.json'}")
-    print("figures: " + ", ".join(str(p) for p in figures))
+    for reason in results["diagnostics"]["reasons"]:
+        log.warning("%s fit: %s", model.method_name, reason)
+    print(run_summary(results, output_dir / "results.json"))
     return results
 
 

@@ -25,7 +25,6 @@ The true ``k`` is converted to the fit's weight scale before comparing: the coup
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,13 @@ from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError, GraphError, OutputError
 from calcium_gnn.evaluation import figures
+from calcium_gnn.evaluation.diagnostics import (
+    DiagnosticRule,
+    check_diverged,
+    check_finite_parameters,
+    diagnose,
+    withhold_intervals,
+)
 from calcium_gnn.evaluation.metrics import mse_per_cell, overall_mse
 from calcium_gnn.evaluation.model_figures import plot_anomaly_map, plot_intervals
 from calcium_gnn.evaluation.quality import GROUPS, QualityRule, quality_groups
@@ -198,6 +204,8 @@ def evaluate_fit(
     model_results: Mapping[str, Any] | None = None,
     field: torch.nn.Module | None = None,
     device: torch.device | str | None = None,
+    own_trajectory: Tensor | None = None,
+    diagnostic_rule: DiagnosticRule | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Simulate the fitted consensus problem and score it (module docstring); write the results.
@@ -227,6 +235,9 @@ def evaluate_fit(
         field: the model's right-hand side for laws other than the paper's
             (:meth:`calcium_gnn.models.base.ConsensusModel.simulator`); None: the linear law.
         device: where the simulation runs (default: ``field``'s device, else the CPU).
+        own_trajectory: (G, |train|) the model's own trajectory on the training frames
+            (:meth:`calcium_gnn.models.base.ConsensusModel.own_trajectory`), compared with the simulation.
+        diagnostic_rule: thresholds of the ``diagnostics`` block (:mod:`calcium_gnn.evaluation.diagnostics`).
         overwrite: allow replacing an existing results.json in ``out_dir``.
 
     Returns:
@@ -237,6 +248,8 @@ def evaluate_fit(
     Raises:
         GraphError / ConfigError: inconsistent graph, setup, parameters or options.
         OutputError: ``out_dir`` cannot be written, or results.json exists there already.
+        FitError: the fit diverged (non-finite parameters, or a simulation far outside the data's range);
+            nothing is written.
     """
     data = _on_host(data)
     validate_graph(data)
@@ -257,15 +270,15 @@ def evaluate_fit(
     if gamma.shape != (n,):
         raise ConfigError("fitted.gamma", f"must hold {n} values (one per cell), got {gamma.numel()}")
     k = float(fitted.k)
-    if not (math.isfinite(k) and bool(torch.isfinite(gamma[modelled]).all())):
-        raise ConfigError("fitted", "k and gamma of the modelled cells must be finite")
+    rule = diagnostic_rule if diagnostic_rule is not None else DiagnosticRule()
     w, scale = edge_weights(data.edge_attr.to(torch.float64), scale=fitted.edge_weight_scale)
     train, test = time_split(n_frames, train_fraction)
-
     x = data.x.detach().to(torch.float64)
     t = data.t.detach().to(torch.float64)
+    check_finite_parameters(k, gamma, modelled, method_name)
     sim = simulate_windows(data, modelled, k, gamma, w, train, test, substeps=substeps, method=ode_method,
                            field=field, device=device)
+    check_diverged(x, sim, modelled, k, method_name, rule.divergence_factor)
 
     rows = modelled.nonzero().reshape(-1).tolist()
     cell_id = data.cell_id.long()
@@ -341,6 +354,18 @@ def evaluate_fit(
     if clash:
         raise ConfigError("model_results", f"would overwrite the results key '{clash[0]}'")
     results.update(model_results)
+    has_intervals = isinstance(intervals, ParameterIntervals)
+    diagnostics = diagnose(
+        x, t, sim, modelled, train, test, k=k, gamma=gamma, gamma_mode=gamma_mode, mse_test=overall["test"],
+        k_bounds=fitted.k_bounds, gamma_bounds=fitted.gamma_bounds,
+        k_se=intervals.k_se if has_intervals else None,
+        interval_level=intervals.level if has_intervals else None,
+        own_trajectory=own_trajectory, rule=rule,
+    )
+    results["diagnostics"] = diagnostics
+    if diagnostics["identification"] is not None and not diagnostics["identification"]["identified"]:
+        withhold_intervals(results, "k is not identified: its interval is wider than k itself")
+        intervals = None
 
     if out_dir is not None:
         out = Path(out_dir)

@@ -36,6 +36,12 @@ key                    value
                        "k_rel_err", "gamma_mae", "gamma_median_abs_err_rel", "n_gamma_cells",
                        "mse_train_clean", "mse_test_clean" (simulation vs clean traces, when
                        ``truth_x`` exists)}
+``diagnostics``        whether the fit can be trusted (:mod:`calcium_gnn.evaluation.diagnostics`):
+                       {"fit_ok": bool, "reasons": [str] (empty exactly when fit_ok), "bounds",
+                       "baselines" (test MSE vs a constant level and vs no coupling, ratios),
+                       "residuals" (lag-1 autocorrelation, noise estimate), "identification",
+                       "own_trajectory", "rule"}; ``k_interval`` / ``gamma_interval`` are null with
+                       ``intervals_withheld`` saying why when ``k`` is not identified
 ``figures``            [str], file names of the figures written next to results.json
 ``extra``              object, free-form (method-specific numbers)
 =====================  ==========================================================================
@@ -208,6 +214,15 @@ def validate_results(d: Mapping[str, Any]) -> Mapping[str, Any]:
         _fail("figures", "must be a list of file names")
     if not isinstance(d["extra"], Mapping):
         _fail("extra", "must be an object")
+    if "diagnostics" in d:
+        diagnostics = d["diagnostics"]
+        if not (isinstance(diagnostics, Mapping) and isinstance(diagnostics.get("fit_ok"), bool)):
+            _fail("diagnostics.fit_ok", "must be true or false")
+        reasons = diagnostics.get("reasons")
+        if not (isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)):
+            _fail("diagnostics.reasons", "must be a list of sentences")
+        if diagnostics["fit_ok"] == bool(reasons):
+            _fail("diagnostics.fit_ok", "must be true exactly when no reason is given")
     return d
 
 

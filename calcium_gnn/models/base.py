@@ -14,6 +14,9 @@ Every model of ``configs/model/`` is a :class:`ConsensusModel`, a LightningModul
 * :meth:`simulator`: ``None`` for the paper's linear law (the evaluation integrates it with
   :func:`calcium_gnn.physics.simulate.integrate` and a plain
   :class:`~calcium_gnn.nn.consensus.ConsensusConv`), or the right-hand side of a learned law;
+* :meth:`own_trajectory`: the model's own trajectory of the modelled cells on the training frames
+  when it has one apart from the simulation of its parameters (the PINN's network), else ``None``;
+  the diagnostics compare the two (:mod:`calcium_gnn.evaluation.diagnostics`);
 * :meth:`extra_results`: method-specific top-level results (intervals, anomaly scores, pooling, ...)
   computed from the fitted module and the run's (host) cell graph. Values are plain Python or host
   result objects (:class:`~calcium_gnn.inference.uncertainty.ParameterIntervals`,
@@ -32,7 +35,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from calcium_gnn.physics.parameters import FittedParameters
@@ -102,6 +105,12 @@ class ConsensusModel(L.LightningModule):
 
     def simulator(self) -> nn.Module | None:
         """The right-hand side of the fitted law for the evaluation; ``None``: the paper's linear law."""
+        return None
+
+    def own_trajectory(self) -> Tensor | None:
+        """(G, T_train) float64 on the CPU: the model's own fitted trajectory of the modelled cells (in
+        cell order) on the training frames, when it is not the simulation of its parameters (the
+        PINN's network); ``None`` (default) otherwise."""
         return None
 
     def extra_results(self, data: Data) -> dict[str, Any]:

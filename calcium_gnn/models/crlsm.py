@@ -140,4 +140,13 @@ class CRLSMModule(ConsensusModel):
         return FittedParameters(
             k=float(self.k_fit), gamma=self.gamma_fit.detach().cpu().clone(),
             edge_weight_scale=float(self.scale_fit), gamma_mode=self.gamma_mode,
+            **self._box(),
         )
+
+    def _box(self) -> dict[str, tuple[float, float] | None]:
+        """The box of the fit: the bounds for the constrained solver (CRLSM), none for LSM / RLSM."""
+        boxed = self.options["solver"] == "crlsm"
+        return {
+            "k_bounds": tuple(self.options["k_bounds"]) if boxed else None,
+            "gamma_bounds": tuple(self.options["gamma_bounds"]) if boxed else None,
+        }

@@ -112,6 +112,8 @@ def conv_fitted_parameters(
         gamma=gamma.cpu().double(),
         edge_weight_scale=edge_weight_scale,
         gamma_mode=gamma_mode,
+        k_bounds=tuple(conv.k_bounds),
+        gamma_bounds=tuple(conv.gamma_bounds),
     )
 
 

@@ -388,7 +388,14 @@ class PINNModule(ConsensusModel):
             gamma=gamma.cpu().double(),
             edge_weight_scale=self.edge_weight_scale,
             gamma_mode=self.gamma_mode,
+            k_bounds=tuple(self.conv.k_bounds),
+            gamma_bounds=tuple(self.conv.gamma_bounds),
         )
+
+    @torch.no_grad()
+    def own_trajectory(self) -> Tensor:
+        """The network's trajectory ``y_hat`` (G, T_train) on the training frames, float64 on the CPU."""
+        return self.net(self.t_frames).detach().double().cpu()
 
     # ----------------------------------------------------------------------------------------------
     # the loss

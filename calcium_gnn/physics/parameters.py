@@ -20,12 +20,16 @@ class FittedParameters:
             ``gamma_mode`` is ``"shared"``, all 0 for ``"none"``.
         edge_weight_scale: the scale ``s`` the fit used (``K_ij = k u_ij l_ij / s`` in eq. 4).
         gamma_mode: ``"none"`` (eq. 1 without feed), ``"shared"`` (eq. 2) or ``"per_cell"`` (eq. 3).
+        k_bounds, gamma_bounds: the box the fit was held to (eq. 20), None for an unconstrained fit;
+            the diagnostics report estimates that sit on it.
     """
 
     k: float
     gamma: Tensor
     edge_weight_scale: float
     gamma_mode: str
+    k_bounds: tuple[float, float] | None = None
+    gamma_bounds: tuple[float, float] | None = None
 
     def k_at_scale(self, scale: float) -> float:
         """``k`` expressed for another edge-weight scale (``k / s`` is invariant)."""

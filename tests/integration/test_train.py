@@ -53,6 +53,20 @@ def test_setup1_crlsm_writes_results_and_figures(compose_train) -> None:
         assert Path(fig).stat().st_size > 1000
 
 
+def test_a_fit_held_by_its_box_says_so_in_results_console_and_log(compose_train, capsys, caplog) -> None:
+    # the culture's true k is 0.02; a box starting at 0.05 holds CRLSM on its lower bound
+    cfg = compose_train("experiment=setup1_crlsm", "model.k_bounds=[0.05,0.1]")
+    results = train(cfg)
+    diagnostics = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())["diagnostics"]
+    assert results["k"] == pytest.approx(0.05)
+    assert diagnostics["fit_ok"] is False and diagnostics["bounds"]["k_on_bound"] == "lower"
+    assert any("k is on its lower bound 0.05" in r for r in diagnostics["reasons"])
+    printed = capsys.readouterr().out
+    assert "fit_ok: NO" in printed and "k is on its lower bound" in printed
+    assert "results: " in printed and "quality groups:" in printed and "test MSE" in printed
+    assert any("k is on its lower bound" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
 def test_saved_graph_route_gives_the_same_fit(compose_train, tmp_path: Path) -> None:
     culture = make_culture(n_cells=20, size=160, n_frames=60, render=False)
     graph_path = tmp_path / "graph.pt"

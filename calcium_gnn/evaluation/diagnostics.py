@@ -1,0 +1,381 @@
+"""Fits that say when they fail: the ``diagnostics`` block of results.json and its ``fit_ok`` flag.
+
+A fitted consensus model is only worth its numbers when the fit converged to something that explains
+the data better than trivial models. :func:`diagnose` checks, on the observed traces ``x`` (N, T) and
+the simulation ``y`` (N, T) of the fitted parameters (each window from its own first observed frame,
+:func:`calcium_gnn.evaluation.report.simulate_windows`), over the modelled cells G:
+
+1. **bounds**: ``k`` and every ``gamma_i`` against the box of the fit (``FittedParameters.k_bounds``,
+   ``gamma_bounds``); an estimate within ``bound_rtol * (hi - lo)`` of a bound is *on* it: the box,
+   not the data, decided it (flagged: which, how many);
+2. **baselines** on the test window (frames after its first, as ``mse_test``):
+
+   * constant level: ``b_i(t) = x_i(t_0)`` (``t_0`` the test window's first frame);
+   * no coupling with fitted feeds: ``b_i(t) = x_i(t_0) + g_i (t - t_0)`` with the slope ``g_i``
+     fitted by least squares on the training window, ``g_i = sum_t (x_i(t) - x_i(s_0)) (t - s_0) /
+     sum_t (t - s_0)^2`` (``s_0`` its first frame): eq. 3 with ``k = 0``;
+
+   the model's test MSE over each baseline's is reported; a ratio of at least ``baseline_ratio`` is
+   flagged (the model loses to a model without coupling);
+3. **residuals** ``r = x - y`` on the training window: the median over G of the per-cell lag-1
+   autocorrelation and of ``rms(r_i) / sigma_i``, with the observation noise ``sigma_i`` estimated
+   from the data alone by the robust second difference
+   ``sigma_i = 1.4826 MAD(x_i(t+1) - 2 x_i(t) + x_i(t-1)) / sqrt(6)`` (the noise of a smooth signal
+   sampled densely; an over-estimate for transients shorter than a frame). Residuals that are both
+   strongly correlated (``> residual_autocorrelation``) and well above the noise and a share of the
+   signal range (``> residual_excess * sigma`` and ``> residual_range_share * range``) mean the
+   model misses structure: flagged;
+4. **identification**: with intervals, ``k`` is not identified when the unclipped interval
+   ``2 z se_k`` is wider than ``k`` itself (``identification_ratio``); the intervals are then not
+   reported as intervals (:func:`withhold_intervals`);
+5. **the model's own trajectory** (the PINN's network ``y_hat``, when the model has one): its mean
+   square distance to the simulation of its own fitted parameters over the training window, over the
+   mean per-cell variance of ``x`` there; above ``trajectory_disagreement`` the network fits the data
+   with parameters that do not produce it: flagged.
+
+``fit_ok`` is true when nothing is flagged; ``reasons`` says what was, in words. Divergence is not a
+flag but an error (:func:`check_diverged`, :func:`check_training_metrics`): a run whose fit produced
+non-finite values, or a simulation that leaves the data's range by orders of magnitude, stops with a
+one-line :class:`~calcium_gnn.errors.FitError` and writes no numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from calcium_gnn.errors import ConfigError, FitError
+
+#: MAD to standard deviation for Gaussian noise
+MAD_TO_SIGMA = 1.4826
+#: variance of the second difference of white noise, in units of its variance
+SECOND_DIFFERENCE_VARIANCE = 6.0
+
+
+@dataclass(frozen=True)
+class DiagnosticRule:
+    """Thresholds of :func:`diagnose` (module docstring); ``evaluation.diagnostics`` in the config.
+
+    Attributes:
+        bound_rtol: an estimate within ``bound_rtol * (hi - lo)`` of a bound is on it.
+        baseline_ratio: flag when the test MSE is at least this multiple of a baseline's.
+        residual_autocorrelation: median lag-1 autocorrelation of the residuals above which they are
+            structured...
+        residual_excess: ... when their median RMS also exceeds this multiple of the noise estimate
+        residual_range_share: ... and this share of the median robust range (P95 - P5) of the traces.
+        identification_ratio: ``k`` is not identified when its interval is wider than this times ``k``.
+        trajectory_disagreement: flag when the model's own trajectory is further from the simulation of
+            its parameters than this share of the data's variance.
+        divergence_factor: a simulation that leaves the observed range by more than this many times
+            the range has diverged (an error, not a flag).
+    """
+
+    bound_rtol: float = 1e-4
+    baseline_ratio: float = 1.0
+    residual_autocorrelation: float = 0.8
+    residual_excess: float = 3.0
+    residual_range_share: float = 0.05
+    identification_ratio: float = 1.0
+    trajectory_disagreement: float = 0.1
+    divergence_factor: float = 100.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"evaluation.diagnostics.{name}", f"must be a number > 0, got {value!r}")
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any] | None) -> DiagnosticRule:
+        """The rule from ``evaluation.diagnostics`` (unknown keys refused, naming them)."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            known = ", ".join(cls.__dataclass_fields__)
+            raise ConfigError(f"evaluation.diagnostics.{unknown[0]}", f"unknown key (known: {known})")
+        return cls(**{k: float(v) for k, v in options.items()})
+
+
+# --------------------------------------------------------------------------------------------------
+# divergence: errors
+def check_training_metrics(metrics: Mapping[str, float], method: str) -> None:
+    """Refuse a fit whose logged losses (metrics named ``*loss*``) or ``fit/k`` are not finite.
+
+    Raises:
+        FitError: naming the first non-finite metric.
+    """
+    for name, value in metrics.items():
+        if ("loss" in name or name == "fit/k") and not math.isfinite(float(value)):
+            raise FitError(method, f"the fit diverged: {name} = {value} (no results written)")
+
+
+def check_finite_parameters(k: float, gamma: Tensor, modelled: Tensor, method: str) -> None:
+    """Refuse a ``k`` or a ``gamma_i`` (modelled cells) that is not finite.
+
+    Raises:
+        FitError: one line naming the method.
+    """
+    if not math.isfinite(k) or not bool(torch.isfinite(gamma[modelled]).all()):
+        raise FitError(method, "the fit diverged: k or gamma is not finite (no results written)")
+
+
+def check_diverged(x: Tensor, sim: Tensor, modelled: Tensor, k: float, method: str, factor: float) -> None:
+    """Refuse a simulation of the fitted parameters that is not finite or leaves the observed range
+    ``[min x, max x]`` of the modelled cells by more than ``factor`` times its width.
+
+    Raises:
+        FitError: one line naming what diverged.
+    """
+    y = sim[modelled]
+    if not bool(torch.isfinite(y).all()):
+        raise FitError(method, "the fit diverged: the simulation of the fitted parameters is not finite "
+                       "(no results written)")
+    obs = x[modelled]
+    lo, hi = float(obs.min()), float(obs.max())
+    width = max(hi - lo, 1e-12 * max(abs(lo), abs(hi), 1.0))
+    worst = max(lo - float(y.min()), float(y.max()) - hi, 0.0) / width
+    if worst > factor:
+        raise FitError(
+            method,
+            f"the fit diverged: its simulation leaves the observed range by {worst:.3g} times the range "
+            f"(k = {k:.4g}; no results written)",
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# the checks
+def on_bounds(
+    k: float, gamma: Tensor, modelled: Tensor, gamma_mode: str,
+    k_bounds: tuple[float, float] | None, gamma_bounds: tuple[float, float] | None, rtol: float,
+) -> dict[str, Any]:
+    """Which estimates sit on a bound of the box (module docstring, item 1).
+
+    Returns:
+        ``{"k_bounds", "gamma_bounds", "k_on_bound": "lower" | "upper" | None, "gamma_on_lower",
+        "gamma_on_upper", "n_gamma"}`` (counts over the modelled cells; None where no box).
+    """
+    out: dict[str, Any] = {"k_bounds": None if k_bounds is None else list(k_bounds),
+                           "gamma_bounds": None if gamma_bounds is None else list(gamma_bounds),
+                           "k_on_bound": None, "gamma_on_lower": None, "gamma_on_upper": None, "n_gamma": 0}
+    if k_bounds is not None:
+        lo, hi = k_bounds
+        tol = rtol * (hi - lo)
+        out["k_on_bound"] = "lower" if k <= lo + tol else "upper" if k >= hi - tol else None
+    if gamma_bounds is not None and gamma_mode != "none":
+        g = gamma[modelled].to(torch.float64)
+        if gamma_mode == "shared":
+            g = g[:1]
+        lo, hi = gamma_bounds
+        tol = rtol * (hi - lo)
+        out["gamma_on_lower"] = int((g <= lo + tol).sum())
+        out["gamma_on_upper"] = int((g >= hi - tol).sum())
+        out["n_gamma"] = int(g.numel())
+    return out
+
+
+def _scored(window: slice) -> slice | None:
+    return slice(window.start + 1, window.stop) if window.stop - window.start >= 2 else None
+
+
+def baseline_mse(
+    x: Tensor, t: Tensor, modelled: Tensor, train: slice, test: slice
+) -> dict[str, float] | None:
+    """Test-window MSEs (over G, frames after the first) of the two baselines (module docstring, item 2).
+
+    Returns:
+        ``{"constant": mse, "uncoupled": mse}``, or None when the test window has fewer than 2 frames.
+    """
+    frames = _scored(test)
+    if frames is None:
+        return None
+    xg = x[modelled].to(torch.float64)
+    t = t.to(torch.float64)
+    s = t[train] - t[train.start]
+    slope = ((xg[:, train] - xg[:, train.start, None]) * s).sum(dim=1) / s.pow(2).sum().clamp_min(1e-300)
+    start = xg[:, test.start, None]
+    observed = xg[:, frames]
+    constant = (observed - start).pow(2).mean()
+    uncoupled = (observed - start - slope[:, None] * (t[frames] - t[test.start])).pow(2).mean()
+    return {"constant": float(constant), "uncoupled": float(uncoupled)}
+
+
+def noise_sigma(x: Tensor) -> Tensor:
+    """Per-cell observation-noise estimate from the robust second difference (module docstring).
+
+    Args:
+        x: (C, T) traces, T >= 3.
+
+    Returns:
+        (C,) standard deviations.
+    """
+    d2 = x[:, 2:] - 2 * x[:, 1:-1] + x[:, :-2]
+    mad = (d2 - d2.median(dim=1, keepdim=True).values).abs().median(dim=1).values
+    return MAD_TO_SIGMA * mad / math.sqrt(SECOND_DIFFERENCE_VARIANCE)
+
+
+def robust_range(x: Tensor) -> Tensor:
+    """(C,) per-cell P95 - P5 of (C, T) traces."""
+    q = torch.quantile(x, torch.tensor([0.05, 0.95], dtype=x.dtype), dim=1)
+    return q[1] - q[0]
+
+
+def residual_statistics(x: Tensor, sim: Tensor, modelled: Tensor, window: slice) -> dict[str, float] | None:
+    """Residual diagnostics on ``window`` (module docstring, item 3).
+
+    Returns:
+        ``{"lag1_autocorrelation", "rms", "noise_sigma", "rms_over_noise", "noise_over_range",
+        "rms_over_range"}`` (medians over G), or None when the window has fewer than 3 scored frames.
+    """
+    frames = _scored(window)
+    if frames is None or frames.stop - frames.start < 3:
+        return None
+    xg = x[modelled].to(torch.float64)
+    r = (xg - sim[modelled].to(torch.float64))[:, frames]
+    rc = r - r.mean(dim=1, keepdim=True)
+    denominator = rc.pow(2).sum(dim=1)
+    rho = (rc[:, 1:] * rc[:, :-1]).sum(dim=1) / denominator.clamp_min(1e-300)
+    rho = torch.where(denominator > 0, rho, torch.zeros_like(rho))
+    rms = r.pow(2).mean(dim=1).sqrt()
+    sigma = noise_sigma(xg)
+    spread = robust_range(xg).clamp_min(1e-300)
+    return {
+        "lag1_autocorrelation": float(rho.median()),
+        "rms": float(rms.median()),
+        "noise_sigma": float(sigma.median()),
+        "rms_over_noise": float((rms / sigma.clamp_min(1e-300)).median()),
+        "noise_over_range": float((sigma / spread).median()),
+        "rms_over_range": float((rms / spread).median()),
+    }
+
+
+def k_identification(k: float, k_se: float, level: float, ratio: float) -> dict[str, Any]:
+    """Whether the ``level`` interval of ``k`` (unclipped, ``2 z se``) is narrower than ``ratio * k``."""
+    z = NormalDist().inv_cdf(0.5 + 0.5 * level)
+    width = 2 * z * k_se
+    identified = math.isfinite(width) and width <= ratio * abs(k)
+    return {"k_interval_width": width if math.isfinite(width) else None,
+            "width_over_k": width / abs(k) if k != 0 and math.isfinite(width) else None,
+            "identified": bool(identified)}
+
+
+def trajectory_disagreement(x: Tensor, sim: Tensor, modelled: Tensor, train: slice, own: Tensor) -> float:
+    """Mean square distance between the model's own trajectory ``own`` (G, |train|) and the simulation
+    of its fitted parameters over the training window, over the mean per-cell variance of ``x`` there."""
+    xg = x[modelled][:, train].to(torch.float64)
+    yg = sim[modelled][:, train].to(torch.float64)
+    scale = xg.var(dim=1).mean().clamp_min(1e-300)
+    return float((own.to(torch.float64) - yg).pow(2).mean() / scale)
+
+
+# --------------------------------------------------------------------------------------------------
+def diagnose(
+    x: Tensor,
+    t: Tensor,
+    sim: Tensor,
+    modelled: Tensor,
+    train: slice,
+    test: slice,
+    *,
+    k: float,
+    gamma: Tensor,
+    gamma_mode: str,
+    mse_test: float | None,
+    k_bounds: tuple[float, float] | None = None,
+    gamma_bounds: tuple[float, float] | None = None,
+    k_se: float | None = None,
+    interval_level: float | None = None,
+    own_trajectory: Tensor | None = None,
+    rule: DiagnosticRule | None = None,
+) -> dict[str, Any]:
+    """The ``diagnostics`` block (module docstring): every check's numbers, ``fit_ok`` and ``reasons``.
+
+    Args:
+        x, sim: (N, T) observed and simulated traces (host, any float dtype); t: (T,) frame times (s).
+        modelled: (N,) bool, the group G. train, test: the frame windows.
+        k, gamma (N,), gamma_mode: the fitted parameters. mse_test: the model's test MSE.
+        k_bounds, gamma_bounds: the fit's box (None: unconstrained).
+        k_se, interval_level: the standard error of ``k`` and the interval level, when the model has them.
+        own_trajectory: (G, |train|) the model's own trajectory on the training frames (the PINN's network).
+        rule: thresholds (default :class:`DiagnosticRule()`).
+    """
+    rule = rule if rule is not None else DiagnosticRule()
+    reasons: list[str] = []
+    bounds = on_bounds(k, gamma, modelled, gamma_mode, k_bounds, gamma_bounds, rule.bound_rtol)
+    if bounds["k_on_bound"] is not None:
+        value = bounds["k_bounds"][0 if bounds["k_on_bound"] == "lower" else 1]
+        reasons.append(f"k is on its {bounds['k_on_bound']} bound {value:g}: the box, not the data, set it")
+    n_on = (bounds["gamma_on_lower"] or 0) + (bounds["gamma_on_upper"] or 0)
+    if n_on:
+        reasons.append(
+            f"{n_on} of {bounds['n_gamma']} gamma_i on a bound ({bounds['gamma_on_lower']} lower, "
+            f"{bounds['gamma_on_upper']} upper)"
+        )
+
+    baselines = baseline_mse(x, t, modelled, train, test)
+    baseline_block: dict[str, Any] | None = None
+    if baselines is not None and mse_test is not None:
+        ratios = {name: (mse_test / value if value > 0 else None) for name, value in baselines.items()}
+        baseline_block = {"mse_test": mse_test, **{f"mse_{n}": v for n, v in baselines.items()},
+                          **{f"ratio_to_{n}": r for n, r in ratios.items()}}
+        lost = [n for n, r in ratios.items() if r is not None and r >= rule.baseline_ratio]
+        if lost:
+            words = {"constant": "a constant level", "uncoupled": "no coupling with fitted feeds"}
+            reasons.append(
+                "the model does not beat " + " nor ".join(words[n] for n in lost) + " on the test window "
+                "(MSE ratio " + ", ".join(f"{ratios[n]:.3g}" for n in lost) + ")"
+            )
+
+    residuals = residual_statistics(x, sim, modelled, train)
+    if residuals is not None:
+        structured = (
+            residuals["lag1_autocorrelation"] > rule.residual_autocorrelation
+            and residuals["rms_over_noise"] > rule.residual_excess
+            and residuals["rms_over_range"] > rule.residual_range_share
+        )
+        residuals["structured"] = bool(structured)
+        if structured:
+            reasons.append(
+                f"residuals are structured (lag-1 autocorrelation {residuals['lag1_autocorrelation']:.2f}, "
+                f"RMS {residuals['rms_over_noise']:.3g}x the noise estimate): the model misses part of "
+                "the data"
+            )
+
+    identification: dict[str, Any] | None = None
+    if k_se is not None and interval_level is not None:
+        identification = k_identification(k, k_se, interval_level, rule.identification_ratio)
+        if not identification["identified"]:
+            reasons.append("k is not identified: its interval is wider than k itself (intervals withheld)")
+
+    own: dict[str, Any] | None = None
+    if own_trajectory is not None:
+        value = trajectory_disagreement(x, sim, modelled, train, own_trajectory)
+        own = {"disagreement": value, "threshold": rule.trajectory_disagreement}
+        if not value <= rule.trajectory_disagreement:
+            reasons.append(
+                f"the network's trajectory disagrees with a simulation of its own fitted parameters "
+                f"({value:.3g} of the data variance): its k and gamma do not produce the curve it fits"
+            )
+
+    return {
+        "fit_ok": not reasons,
+        "reasons": reasons,
+        "bounds": bounds,
+        "baselines": baseline_block,
+        "residuals": residuals,
+        "identification": identification,
+        "own_trajectory": own,
+        "rule": asdict(rule),
+    }
+
+
+def withhold_intervals(results: dict[str, Any], reason: str) -> None:
+    """Replace reported intervals by None, saying why (``intervals_withheld``), in place."""
+    for key in ("k_interval", "gamma_interval"):
+        if key in results:
+            results[key] = None
+    results["intervals_withheld"] = reason

@@ -1,0 +1,171 @@
+"""Fits that say when they fail: each diagnostic on a case built to trigger it (grid culture, conftest.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from calcium_gnn.errors import ConfigError, FitError
+from calcium_gnn.evaluation.diagnostics import (
+    DiagnosticRule,
+    check_training_metrics,
+    diagnose,
+    noise_sigma,
+)
+from calcium_gnn.evaluation.report import evaluate_fit
+from calcium_gnn.evaluation.summary import run_summary
+from calcium_gnn.inference.uncertainty import ParameterIntervals
+from calcium_gnn.physics.interpolation import time_split
+from calcium_gnn.physics.parameters import FittedParameters
+from calcium_gnn.physics.setups import resolve_setup
+
+PAPER_BOX = {"k_bounds": (1e-3, 0.1), "gamma_bounds": (-3e-5, 0.1)}
+
+
+def _fitted(data, k=None, gamma=None, **box):
+    g = torch.nan_to_num(data.truth_gamma, nan=0.0) if gamma is None else gamma
+    return FittedParameters(k=data.truth_k if k is None else k, gamma=g,
+                            edge_weight_scale=data.truth_edge_weight_scale, gamma_mode="per_cell", **box)
+
+
+def _evaluate(data, fitted, **kwargs):
+    setup = resolve_setup(data, group="interior", gamma_mode="per_cell", name="setup1")
+    return evaluate_fit(data, setup, fitted, method_name="truth", fit_seconds=0.0, train_fraction=0.6, **kwargs)
+
+
+def test_the_true_parameters_pass_every_diagnostic(grid_graph):
+    res = _evaluate(grid_graph, _fitted(grid_graph, **PAPER_BOX))
+    diag = res["diagnostics"]
+    assert diag["fit_ok"] is True and diag["reasons"] == []
+    assert diag["bounds"]["k_on_bound"] is None and diag["bounds"]["gamma_on_lower"] == 0
+    # the model beats both baselines by far on the test window
+    assert diag["baselines"]["ratio_to_constant"] < 0.2 and diag["baselines"]["ratio_to_uncoupled"] < 0.2
+    # residuals of the truth are the observation noise (0.02): white, RMS ~ the noise estimate
+    res_stats = diag["residuals"]
+    assert abs(res_stats["lag1_autocorrelation"]) < 0.4
+    assert res_stats["noise_sigma"] == pytest.approx(0.02, rel=0.35)
+    assert res_stats["structured"] is False
+    assert "fit_ok: yes" in run_summary(res)
+
+
+def test_k_on_its_lower_bound_is_flagged_with_the_gamma_count(grid_graph):
+    box = {"k_bounds": (0.08, 0.1), "gamma_bounds": (0.0025, 0.1)}
+    gamma = torch.nan_to_num(grid_graph.truth_gamma, nan=0.0).clamp_min(0.0025)
+    res = _evaluate(grid_graph, _fitted(grid_graph, k=0.08, gamma=gamma, **box))
+    diag = res["diagnostics"]
+    assert diag["bounds"]["k_on_bound"] == "lower"
+    # the true gamma_i are 0.002 + 0.001 i / 16 for i = 5, 6, 9, 10: two of four are below 0.0025
+    assert diag["bounds"]["gamma_on_lower"] == 2 and diag["bounds"]["n_gamma"] == 4
+    assert diag["fit_ok"] is False
+    assert any("k is on its lower bound 0.08" in r for r in diag["reasons"])
+    assert any("2 of 4 gamma_i on a bound" in r for r in diag["reasons"])
+    summary = run_summary(res)
+    assert "fit_ok: NO" in summary and "lower bound" in summary
+
+
+def test_a_model_that_loses_to_a_constant_level_is_flagged(grid_graph):
+    # no coupling and a large feed: the simulation drifts away, worse than holding the level
+    gamma = torch.where(~grid_graph.touches_edge, 0.01, 0.0).double()
+    res = _evaluate(grid_graph, _fitted(grid_graph, k=1e-6, gamma=gamma))
+    base = res["diagnostics"]["baselines"]
+    assert base["ratio_to_constant"] > 1
+    assert base["mse_test"] == pytest.approx(res["mse_test"])
+    assert any("does not beat a constant level" in r for r in res["diagnostics"]["reasons"])
+
+
+def test_the_uncoupled_baseline_is_eq3_with_k_zero_and_least_squares_slopes(grid_graph):
+    x, t = grid_graph.x.double(), grid_graph.t.double()
+    modelled = ~grid_graph.touches_edge
+    train, test = time_split(x.shape[1], 0.6)
+    # a simulation equal to the uncoupled baseline has ratio 1 to it
+    s = t[train] - t[0]
+    slope = ((x[:, train] - x[:, :1]) * s).sum(1) / (s * s).sum()
+    sim = x.clone()
+    sim[:, test] = x[:, test.start, None] + slope[:, None] * (t[test] - t[test.start])
+    mse = float((sim - x)[modelled][:, test.start + 1:test.stop].pow(2).mean())
+    diag = diagnose(x, t, sim, modelled, train, test, k=0.05, gamma=torch.zeros(16), gamma_mode="per_cell",
+                    mse_test=mse)
+    assert diag["baselines"]["ratio_to_uncoupled"] == pytest.approx(1.0)
+    assert any("no coupling with fitted feeds" in r for r in diag["reasons"])
+
+
+def test_structured_residuals_are_flagged_and_white_ones_are_not():
+    torch.manual_seed(0)
+    t = torch.arange(200, dtype=torch.float64) * 10.0
+    signal = torch.sin(t / 300.0)[None].repeat(6, 1)
+    x = signal + 0.01 * torch.randn(6, 200, dtype=torch.float64)
+    modelled = torch.ones(6, dtype=torch.bool)
+    train, test = time_split(200, 0.6)
+    kwargs = {"k": 0.05, "gamma": torch.zeros(6), "gamma_mode": "per_cell", "mse_test": None}
+    good = diagnose(x, t, signal, modelled, train, test, **kwargs)
+    assert good["residuals"]["structured"] is False and good["fit_ok"]
+    assert good["residuals"]["noise_sigma"] == pytest.approx(0.01, rel=0.2)
+    missed = signal + 0.3 * torch.sin(t / 150.0)[None]  # a slow systematic miss
+    bad = diagnose(x, t, missed, modelled, train, test, **kwargs)
+    assert bad["residuals"]["structured"] is True
+    assert bad["residuals"]["lag1_autocorrelation"] > 0.9
+    assert any("residuals are structured" in r for r in bad["reasons"])
+
+
+def test_noise_sigma_reads_the_noise_of_a_smooth_trace():
+    torch.manual_seed(1)
+    t = torch.linspace(0, 20, 2000, dtype=torch.float64)
+    for sigma in (0.001, 0.05):
+        x = (torch.sin(t) + sigma * torch.randn(2000, dtype=torch.float64))[None]
+        assert float(noise_sigma(x)[0]) == pytest.approx(sigma, rel=0.15)
+
+
+def _intervals(n: int, k: float, k_se: float) -> ParameterIntervals:
+    nan = torch.full((n,), math.nan, dtype=torch.float64)
+    return ParameterIntervals(level=0.9, k=k, k_se=k_se, k_interval=(k - 1.645 * k_se, k + 1.645 * k_se),
+                              gamma=nan, gamma_se=nan, gamma_lower=nan, gamma_upper=nan, sigma2=1e-4,
+                              rho=0.0, inflation=1.0, method="test")
+
+
+def test_an_interval_wider_than_k_is_not_reported_as_an_interval(grid_graph):
+    k = grid_graph.truth_k
+    wide = _evaluate(grid_graph, _fitted(grid_graph), model_results={"intervals": _intervals(16, k, k)})
+    assert wide["diagnostics"]["identification"]["identified"] is False
+    assert wide["k_interval"] is None and wide["gamma_interval"] is None
+    assert "not identified" in wide["intervals_withheld"]
+    assert "no interval: k is not identified" in run_summary(wide)
+    narrow = _evaluate(grid_graph, _fitted(grid_graph), model_results={"intervals": _intervals(16, k, k / 100)})
+    assert narrow["diagnostics"]["identification"]["identified"] is True
+    assert narrow["k_interval"] == pytest.approx([k * (1 - 0.01645), k * (1 + 0.01645)], rel=1e-3)
+
+
+def test_a_network_that_disagrees_with_its_own_parameters_is_flagged(grid_graph):
+    data = grid_graph
+    modelled = ~data.touches_edge
+    train, _ = time_split(data.x.shape[1], 0.6)
+    # the network fits the data; its k is 5x too small: its own parameters do not produce the curve
+    own = data.x.double()[modelled][:, train]
+    res = _evaluate(data, _fitted(data, k=data.truth_k / 5), own_trajectory=own)
+    assert res["diagnostics"]["own_trajectory"]["disagreement"] > 0.1
+    assert any("network's trajectory disagrees" in r for r in res["diagnostics"]["reasons"])
+    ok = _evaluate(data, _fitted(data), own_trajectory=data.truth_x[modelled][:, train])
+    assert ok["diagnostics"]["own_trajectory"]["disagreement"] < 0.01
+
+
+def test_a_diverged_fit_is_an_error_and_writes_nothing(grid_graph, tmp_path):
+    # a negative k (an unconstrained LSM can return one) makes the consensus ODE blow up
+    with pytest.raises(FitError, match="the fit diverged: its simulation leaves the observed range"):
+        _evaluate(grid_graph, _fitted(grid_graph, k=-0.05), out_dir=tmp_path)
+    with pytest.raises(FitError, match="the simulation of the fitted parameters is not finite"):
+        _evaluate(grid_graph, _fitted(grid_graph, k=-3.0), out_dir=tmp_path)
+    with pytest.raises(FitError, match="k or gamma is not finite"):
+        _evaluate(grid_graph, _fitted(grid_graph, k=math.nan), out_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FitError, match=r"pinn: the fit diverged: train/loss = inf"):
+        check_training_metrics({"train/loss": math.inf, "fit/gamma_std": 0.0}, "pinn")
+    check_training_metrics({"fit/k_rel_err": math.inf}, "pinn")  # not a loss: a truth comparison
+
+
+def test_rule_values_are_checked_and_unknown_keys_named():
+    assert DiagnosticRule.from_config({"baseline_ratio": 2}).baseline_ratio == 2.0
+    with pytest.raises(ConfigError, match="evaluation.diagnostics.baseline_ratio"):
+        DiagnosticRule(baseline_ratio=-1.0)
+    with pytest.raises(ConfigError, match="evaluation.diagnostics.bogus: unknown key"):
+        DiagnosticRule.from_config({"bogus": 1})
