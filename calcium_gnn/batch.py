@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 #: The columns of ``summary.csv`` (and the keys of each ``summary.json`` row), in order.
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "culture", "movie", "status", "n_modelled", "k", "gamma_mean", "gamma_median", "mse_train",
-    "mse_test", "spike_f1", "fit_seconds", "out_dir", "error",
+    "mse_test", "spike_f1", "fit_ok", "fit_problems", "fit_seconds", "out_dir", "error",
 )
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
@@ -142,7 +142,7 @@ def summary_row(
 
     ``results`` is what the single-culture fit (:func:`calcium_gnn.train.train`) returned: the
     content of ``results.json`` (``k``, ``gamma`` per modelled cell, ``mse_train``, ``mse_test``,
-    ``spikes.f1``), or the training metrics (``fit/k``, ``fit/gamma_mean``, ``fit/gamma_median``)
+    ``spikes.f1``, ``diagnostics.fit_ok`` and its reasons), or the training metrics (``fit/k``, ``fit/gamma_mean``, ``fit/gamma_median``)
     when evaluation is off. Numbers that are missing or not finite are None.
     """
     row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
@@ -160,6 +160,10 @@ def summary_row(
         row["mse_test"] = _number(results.get("mse_test"))
         row["spike_f1"] = _number((results.get("spikes") or {}).get("f1"))
         row["fit_seconds"] = _number(results.get("fit_seconds", fit_seconds))
+        diagnostics = results.get("diagnostics")
+        if isinstance(diagnostics, Mapping):
+            row["fit_ok"] = bool(diagnostics.get("fit_ok"))
+            row["fit_problems"] = "; ".join(diagnostics.get("reasons") or []) or None
     else:  # training metrics only (evaluate=false)
         row["k"] = _number(results.get("fit/k"))
         row["gamma_mean"] = _number(results.get("fit/gamma_mean"))

@@ -76,6 +76,8 @@ def test_ten_cultures_with_one_truncated_give_nine_fits_and_one_failure(movie_fo
             assert row["gamma_mean"] == pytest.approx(sum(gammas) / len(gammas))
             assert row["n_modelled"] == len(results["modelled_cells"]) > 0
             assert row["error"] is None
+            assert row["fit_ok"] is results["diagnostics"]["fit_ok"]
+            assert row["fit_problems"] == ("; ".join(results["diagnostics"]["reasons"]) or None)
     # the summary on disk: the same table as CSV and JSON
     with open(run / "summary.csv", newline="") as fh:
         table = list(csv.DictReader(fh))
