@@ -142,7 +142,8 @@ def summary_row(
 
     ``results`` is what the single-culture fit (:func:`calcium_gnn.train.train`) returned: the
     content of ``results.json`` (``k``, ``gamma`` per modelled cell, ``mse_train``, ``mse_test``,
-    ``spikes.f1``, ``diagnostics.fit_ok`` and its reasons), or the training metrics (``fit/k``, ``fit/gamma_mean``, ``fit/gamma_median``)
+    ``spikes.f1``, ``diagnostics.fit_ok`` and its reasons), or the training metrics (``fit/k``,
+    ``fit/gamma_mean``, ``fit/gamma_median``)
     when evaluation is off. Numbers that are missing or not finite are None.
     """
     row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)

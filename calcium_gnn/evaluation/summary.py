@@ -97,7 +97,8 @@ def run_summary(results: dict[str, Any], results_path: str | Path | None = None)
         if diagnostics["fit_ok"]:
             lines.append("  fit_ok: yes (no diagnostic flagged)")
         else:
-            lines.append(f"  fit_ok: NO ({len(diagnostics['reasons'])} problem(s); do not trust these numbers)")
+            n = len(diagnostics["reasons"])
+            lines.append(f"  fit_ok: NO ({n} problem(s); do not trust these numbers)")
             lines.extend(f"    - {reason}" for reason in diagnostics["reasons"])
     if results_path is not None:
         lines.append(f"results: {results_path}")

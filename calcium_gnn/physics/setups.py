@@ -68,6 +68,19 @@ def _extent(data: Data) -> tuple[float, float, float, float]:
     return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
+def _cells(data: Data, cell_ids: list[int], key: str) -> Tensor:
+    """(N,) bool mask of the cells with these labels (``data.cell_id``); every label must exist."""
+    known = data.cell_id.long()
+    try:
+        wanted = torch.as_tensor(list(cell_ids), dtype=torch.long, device=known.device).reshape(-1)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"expected a list of integer cell ids, got {cell_ids!r}") from None
+    missing = wanted[~torch.isin(wanted, known)]
+    if missing.numel():
+        raise ConfigError(key, f"no cell with id {missing.tolist()} in the graph")
+    return torch.isin(known, wanted)
+
+
 def _group_mask(
     data: Data,
     group: str,
@@ -103,12 +116,7 @@ def _group_mask(
     if group == "cells":
         if not cell_ids:
             raise ConfigError("setup.cell_ids", "group 'cells' needs a non-empty list of cell ids")
-        known = data.cell_id.long()
-        wanted = torch.as_tensor(list(cell_ids), dtype=torch.long, device=known.device).reshape(-1)
-        missing = wanted[~torch.isin(wanted, known)]
-        if missing.numel():
-            raise ConfigError("setup.cell_ids", f"no cell with id {missing.tolist()} in the graph")
-        return torch.isin(known, wanted), "setup.cell_ids"
+        return _cells(data, cell_ids, "setup.cell_ids"), "setup.cell_ids"
     raise ConfigError("setup.group", f"unknown group '{group}' (use one of {GROUPS})")
 
 
@@ -120,6 +128,7 @@ def resolve_setup(
     disc_radius: float = 0.3,
     rect: tuple[float, float, float, float] = (0.25, 0.25, 0.75, 0.75),
     cell_ids: list[int] | None = None,
+    drivers: list[int] | None = None,
     name: str | None = None,
 ) -> Setup:
     """Choose the modelled cells G and their border cells on a cell graph.
@@ -132,6 +141,8 @@ def resolve_setup(
         disc_radius: disc radius as a fraction of the image's smaller side (default 0.3).
         rect: ``(x0, y0, x1, y1)`` as fractions of the image extent (default the central quarter).
         cell_ids: cell labels (values of ``data.cell_id``) for ``group="cells"``.
+        drivers: cell labels of cells driven from outside the model (a stimulated cell, a pacemaker):
+            never modelled, whatever the group; they follow their data like border cells.
         name: label of the setup; default ``group``.
 
     Returns:
@@ -145,6 +156,8 @@ def resolve_setup(
         raise ConfigError("setup.gamma_mode", f"unknown gamma_mode '{gamma_mode}' (use one of {GAMMA_MODES})")
     modelled, key = _group_mask(data, group, disc_radius, rect, cell_ids)
     modelled = modelled.reshape(-1).bool().clone()
+    if drivers:
+        modelled &= ~_cells(data, drivers, "setup.drivers")
     if not bool(modelled.any()):
         raise ConfigError(key, f"setup '{name or group}' selects no cell")
     src, dst = data.edge_index

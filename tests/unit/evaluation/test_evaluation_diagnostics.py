@@ -32,7 +32,8 @@ def _fitted(data, k=None, gamma=None, **box):
 
 def _evaluate(data, fitted, **kwargs):
     setup = resolve_setup(data, group="interior", gamma_mode="per_cell", name="setup1")
-    return evaluate_fit(data, setup, fitted, method_name="truth", fit_seconds=0.0, train_fraction=0.6, **kwargs)
+    return evaluate_fit(data, setup, fitted, method_name="truth", fit_seconds=0.0, train_fraction=0.6,
+                        **kwargs)
 
 
 def test_the_true_parameters_pass_every_diagnostic(grid_graph):
@@ -131,7 +132,8 @@ def test_an_interval_wider_than_k_is_not_reported_as_an_interval(grid_graph):
     assert wide["k_interval"] is None and wide["gamma_interval"] is None
     assert "not identified" in wide["intervals_withheld"]
     assert "no interval: k is not identified" in run_summary(wide)
-    narrow = _evaluate(grid_graph, _fitted(grid_graph), model_results={"intervals": _intervals(16, k, k / 100)})
+    narrow_intervals = _intervals(16, k, k / 100)
+    narrow = _evaluate(grid_graph, _fitted(grid_graph), model_results={"intervals": narrow_intervals})
     assert narrow["diagnostics"]["identification"]["identified"] is True
     assert narrow["k_interval"] == pytest.approx([k * (1 - 0.01645), k * (1 + 0.01645)], rel=1e-3)
 

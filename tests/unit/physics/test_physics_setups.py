@@ -80,6 +80,14 @@ def test_setup_rectangle_and_cells():
     assert _idx(single.modelled) == [5] and _idx(single.border) == [1, 4, 6, 9]
 
 
+def test_driver_cells_are_never_modelled_and_drive_their_neighbours():
+    data = grid_graph()
+    # the 4 x 4 interior group minus a stimulated cell (id 7 = node 6): it follows its data
+    setup = resolve_setup(data, "interior", drivers=[7])
+    assert 6 not in _idx(setup.modelled) and 6 in _idx(setup.border)
+    assert len(_idx(setup.modelled)) == len(_idx(resolve_setup(data, "interior").modelled)) - 1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
@@ -87,6 +95,8 @@ def test_setup_rectangle_and_cells():
         ({"gamma_mode": "double"}, "setup.gamma_mode"),
         ({"group": "cells", "cell_ids": [99]}, "setup.cell_ids"),
         ({"group": "cells", "cell_ids": []}, "setup.cell_ids"),
+        ({"drivers": [99]}, "setup.drivers"),
+        ({"drivers": ["a"]}, "setup.drivers"),
         ({"group": "disc", "disc_radius": 0.01}, "setup.disc_radius"),
         ({"group": "disc", "disc_radius": -1.0}, "setup.disc_radius"),
         ({"group": "rectangle", "rect": (0.6, 0.0, 0.5, 1.0)}, "setup.rect"),
