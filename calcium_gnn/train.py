@@ -31,6 +31,7 @@ from calcium_gnn.data.sources import load_cell_graph
 from calcium_gnn.errors import CalciumGNNError, ConfigError, OutputError
 from calcium_gnn.models.base import ConsensusModel
 from calcium_gnn.physics.setups import Setup, resolve_setup
+from calcium_gnn.utils.console import quiet_library_messages
 from calcium_gnn.utils.wandb_mode import ensure_offline_unless_configured, finish_wandb
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     _check_keys("setup", setup_cfg, resolve_setup)
     setup = resolve_setup(data, **setup_cfg)
     model = instantiate_model(cfg.model, data, setup)
+    quiet_library_messages(no_optimizer=not model.uses_optimizer)
 
     if cfg.get("logger"):
         ensure_offline_unless_configured()

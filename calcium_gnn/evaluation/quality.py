@@ -11,6 +11,11 @@ rule explicit (:class:`QualityRule`, recorded in results.json) from three per-ce
 * **peaks**: spike recall ``>= min_spike_recall`` (:mod:`calcium_gnn.evaluation.spikes`); a cell
   with no observed peak passes when the simulation has no peak either.
 
+The rule has no time scale of its own: the peak test inherits the
+:class:`~calcium_gnn.evaluation.spikes.SpikeRule` of the spike counts it is given, whose time rules
+are in frames (or in seconds checked against the frame interval), so the grouping means the same at
+0.5 s and at 20 s frames.
+
 Groups (each modelled cell lands in exactly one):
 
 * ``"1_good"``: behaviour, magnitude and peaks all pass;

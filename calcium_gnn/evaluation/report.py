@@ -53,7 +53,13 @@ from calcium_gnn.evaluation.results import (
     validate_results,
     write_results,
 )
-from calcium_gnn.evaluation.spikes import SpikeCounts, SpikeRule, pool, spike_counts_per_cell
+from calcium_gnn.evaluation.spikes import (
+    SpikeCounts,
+    SpikeRule,
+    frame_interval,
+    pool,
+    spike_counts_per_cell,
+)
 from calcium_gnn.inference.anomaly import AnomalyScores
 from calcium_gnn.inference.uncertainty import ParameterIntervals
 from calcium_gnn.io.graph_schema import validate_graph
@@ -275,6 +281,8 @@ def evaluate_fit(
     train, test = time_split(n_frames, train_fraction)
     x = data.x.detach().to(torch.float64)
     t = data.t.detach().to(torch.float64)
+    dt = frame_interval(t.numpy())
+    spike_rule.resolve(dt)  # a rule in seconds that does not fit the frames fails before the simulation
     check_finite_parameters(k, gamma, modelled, method_name)
     sim = simulate_windows(data, modelled, k, gamma, w, train, test, substeps=substeps, method=ode_method,
                            field=field, device=device)
@@ -325,7 +333,7 @@ def evaluate_fit(
             "window's frames after the first, modelled cells only",
         },
         "spikes": {
-            "rule": spike_rule.as_dict(),
+            "rule": spike_rule.as_dict(dt),
             **spikes_all.as_dict(),
             "train": pool(window_counts["train"].values()).as_dict(),
             "test": pool(window_counts["test"].values()).as_dict(),

@@ -55,6 +55,9 @@ class ConsensusModel(L.LightningModule):
     steps_per_epoch: int = 1
     #: whether ``trainer=ddp`` splits the work between processes (module docstring)
     data_parallel: bool = False
+    #: whether the fit uses a torch optimiser (False: a closed-form solve or its own solver, so
+    #: Lightning's notice that ``configure_optimizers`` returned None is expected and silenced)
+    uses_optimizer: bool = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -103,6 +103,9 @@ class CRLSMModule(ConsensusModel):
         self.register_buffer("gamma_fit", nan)
         self.register_buffer("scale_fit", nan[0].clone())
 
+    #: a closed-form solve: no torch optimiser
+    uses_optimizer = False
+
     def configure_optimizers(self) -> None:
         """No optimiser: the fit is a closed-form solve inside ``training_step``."""
         return None

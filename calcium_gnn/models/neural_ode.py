@@ -346,6 +346,7 @@ class OutputErrorODE(ConsensusModel):
                     "correction", self.fallback_reason,
                 )
         self.optimizer_name = optimizer
+        self.uses_optimizer = optimizer != "gauss_newton"
         self.automatic_optimization = optimizer != "gauss_newton"
         self.num_threads = None if num_threads is None else check_int("model.num_threads", num_threads, 1)
 
