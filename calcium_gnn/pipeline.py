@@ -7,9 +7,13 @@ Steps (each configurable by a keyword argument of :func:`movie_to_graph_full`):
 2. preprocess it: hot pixels (median filter of size 3), ``log(x + 1)``, IQR normalisation eq. (23)
    (:func:`calcium_gnn.imaging.preprocess.preprocess_lazy`, options ``preprocessing``);
 3. project it to a reference image (``reference``: ``"mean"``, ``"max"``, ``"std"``, ``"frame"``);
-4. segment the reference image (``segmentation``: ``"watershed"`` offline default, ``"cellpose"``,
+4. segment the reference image (``segmentation``: ``"watershed"`` offline default, whose default
+   ``preset="auto"`` reads the membrane polarity and the cell scale off the image; ``"cellpose"``;
    or ``"masks"`` to read a user's label image from ``masks``) and drop cells smaller than
-   ``min_area`` pixels (paper: 500);
+   ``min_area`` pixels: ``"auto"`` (default) is a tenth of the median segmented cell area
+   (:func:`calcium_gnn.imaging.segmentation.auto_min_area`), a number is pixels (paper: 500);
+   what was decided is kept in the graph's ``segmentation`` record (:func:`movie_to_graph_full`)
+   and logged;
 5. per-cell mean intensity traces (:mod:`calcium_gnn.graphs.traces`), from the preprocessed movie
    (``traces="preprocessed"``, as in the paper) or the raw one (``"raw"``);
 6. the graph (:func:`calcium_gnn.graphs.build.build_graph`: ``min_shared_border``, ``max_gap``).
@@ -32,13 +36,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -49,6 +54,9 @@ from calcium_gnn.graphs.build import build_graph
 from calcium_gnn.graphs.geometry import cell_polygons, validate_labels
 from calcium_gnn.graphs.traces import extract_traces
 from calcium_gnn.io.atomic import atomic_folder, atomic_write_text
+
+if TYPE_CHECKING:  # imaging is imported where it is used, so importing the pipeline stays light
+    from calcium_gnn.imaging.segmentation import Segmentation
 
 __all__ = [
     "GraphBuild",
@@ -68,7 +76,9 @@ __all__ = [
 ]
 
 #: Bumped whenever the pipeline's output for the same inputs changes (invalidates caches).
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
+
+log = logging.getLogger(__name__)
 
 #: Every option of :func:`movie_to_graph_full` and its default.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -81,7 +91,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "segmentation": "watershed",
     "segmentation_options": {},
     "masks": None,
-    "min_area": 500,
+    "min_area": "auto",
     "min_shared_border": 5.0,
     "max_gap": 2,
     "edge_margin": 0,
@@ -97,6 +107,8 @@ _BYTES_PER_PIXEL = 8
 
 _RUNTIME_ONLY = ("progress",)  # options that never change the graph (left out of the cache key)
 _SEGMENTATION_BACKENDS = ("watershed", "cellpose", "masks")
+#: ``min_area`` value meaning "a fraction of the median segmented cell area".
+AUTO_MIN_AREA = "auto"
 _HASH_BLOCK = 1 << 20
 
 
@@ -142,8 +154,9 @@ def resolve_options(options: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError("masks", "segmentation 'masks' needs the path of a label image in 'masks'")
     if out["traces"] not in ("preprocessed", "raw"):
         raise ConfigError("traces", f"must be 'preprocessed' or 'raw', got {out['traces']!r}")
-    if not (isinstance(out["min_area"], int | float) and out["min_area"] >= 0):
-        raise ConfigError("min_area", f"must be a number of pixels >= 0, got {out['min_area']!r}")
+    _check_min_area(out["min_area"], "min_area")
+    if out["segmentation"] == "watershed":
+        _check_preset(out["segmentation_options"].get("preset"), "segmentation.preset")
     if int(out["chunk_frames"]) < 1:
         raise ConfigError("chunk_frames", f"must be >= 1, got {out['chunk_frames']!r}")
     budget = out["memory_budget_mb"]
@@ -186,6 +199,24 @@ def chunk_frames_for_budget(
     return max(1, min(int(max_frames), fits))
 
 
+def _check_min_area(value: Any, key: str) -> None:
+    """``min_area`` is ``"auto"`` or a finite number of pixels >= 0; else a ConfigError naming ``key``."""
+    if isinstance(value, str) and value == AUTO_MIN_AREA:
+        return
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= 0):
+        raise ConfigError(key, f"must be '{AUTO_MIN_AREA}' (a tenth of the median cell area) or a number "
+                          f"of pixels >= 0 (paper: 500), got {value!r}")
+
+
+def _check_preset(preset: Any, key: str) -> None:
+    """A watershed ``preset`` is checked before the movie is read (None: the backend's default)."""
+    from calcium_gnn.imaging.segmentation import PRESET_NAMES
+
+    if preset is not None and preset not in PRESET_NAMES:
+        raise ConfigError(key, f"unknown preset {preset!r}; known: {list(PRESET_NAMES)}")
+
+
 def _as_dict(value: Any, key: str) -> dict[str, Any]:
     if value is None or value is True:
         return {}
@@ -196,19 +227,48 @@ def _as_dict(value: Any, key: str) -> dict[str, Any]:
     raise ConfigError(key, f"must be a mapping of options, got {type(value).__name__}")
 
 
-def _segment(reference: np.ndarray, opts: dict[str, Any], source: str) -> np.ndarray:
-    """Label image of the reference image by the chosen backend, or the user's masks file.
+def _segment(reference: np.ndarray, opts: dict[str, Any], source: str) -> Segmentation:
+    """Label image of the reference image by the chosen backend, or the user's masks file, with
+    the record of how it was made (:func:`calcium_gnn.imaging.segmentation.segment_with_info`).
 
     A backend that finds no cell raises a :class:`SegmentationError` naming the movie file.
     """
-    from calcium_gnn.imaging.segmentation import segment
+    from calcium_gnn.imaging.segmentation import segment_with_info
 
     if opts["segmentation"] == "masks":
-        return segment(reference, backend="masks", path=opts["masks"])
+        return segment_with_info(reference, backend="masks", path=opts["masks"])
     try:
-        return segment(reference, backend=opts["segmentation"], **opts["segmentation_options"])
+        return segment_with_info(reference, backend=opts["segmentation"], **opts["segmentation_options"])
     except SegmentationError as exc:
         raise SegmentationError(source, f"{exc.problem} ({exc.culprit})") from None
+
+
+def _min_area(labels: np.ndarray, setting: float | str, info: dict[str, Any]) -> float:
+    """The ``min_area`` threshold in px for these labels (``"auto"``: a tenth of their median cell
+    area), recorded in ``info`` as ``min_area``, ``min_area_rule``."""
+    from calcium_gnn.imaging.segmentation import MIN_AREA_FRACTION, auto_min_area
+
+    if setting == AUTO_MIN_AREA:
+        value = auto_min_area(labels)
+        info.update(min_area=value, min_area_rule=f"auto: {MIN_AREA_FRACTION:g} x median cell area")
+    else:
+        value = float(setting)
+        info.update(min_area=value, min_area_rule="option")
+    return value
+
+
+def _describe(info: Mapping[str, Any]) -> str:
+    """One log line of the segmentation record."""
+    parts = [f"segmentation {info.get('backend')}"]
+    if info.get("backend") == "watershed":
+        decided = ", ".join(info.get("auto_decided") or []) or "nothing"
+        parts.append(f"preset {info.get('preset')} (decided from the image: {decided}) -> "
+                     f"{info.get('membranes')} membranes, diameter {info.get('diameter'):.1f} px, "
+                     f"smoothing sigma {info.get('sigma'):.2f} px")
+    parts.append(f"{info.get('n_cells')} cells (median area {info.get('median_area'):.0f} px)")
+    parts.append(f"min_area {info.get('min_area'):.0f} px ({info.get('min_area_rule')}) keeps "
+                 f"{info.get('n_cells_kept')}")
+    return "; ".join(parts)
 
 
 def _filter_small(labels: np.ndarray, min_area: float, *, keep_ids: bool) -> np.ndarray:
@@ -242,7 +302,11 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
             ``progress`` (tqdm bars).
 
     Returns:
-        A :class:`GraphBuild`.
+        A :class:`GraphBuild`. Its graph's ``data.segmentation`` records how the cells were found
+        (:func:`calcium_gnn.imaging.segmentation.segment_with_info`: the backend, its options and,
+        for the watershed's ``preset="auto"``, the membrane polarity, diameter and smoothing it
+        decided, with their evidence) and ``min_area`` (px), ``min_area_rule`` (``"option"`` or the
+        auto rule), ``n_cells_kept``; the same line is logged (logger ``calcium_gnn.pipeline``).
 
     Raises:
         MovieError, MasksError: naming the file; SegmentationError: no cell found (naming the movie);
@@ -280,15 +344,19 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
     reference = reference_image(frames, opts["reference"], int(opts["reference_frame"]), chunk_frames=chunk,
                                 merge_frames=int(opts["chunk_frames"]))  # the mean: independent of the budget
     lap("reference")
-    labels = _segment(reference, opts, source)
+    segmented = _segment(reference, opts, source)
+    labels, seg_info = segmented.labels, dict(segmented.info)
     labels_source = str(opts["masks"]) if opts["segmentation"] == "masks" else source
-    if opts["min_area"] > 0:
-        labels = _filter_small(labels, opts["min_area"], keep_ids=opts["segmentation"] == "masks")
+    min_area = _min_area(labels, opts["min_area"], seg_info)
+    if min_area > 0:
+        labels = _filter_small(labels, min_area, keep_ids=opts["segmentation"] == "masks")
     labels = validate_labels(labels, labels_source)
     labels = labels.astype(np.int32 if int(labels.max(initial=0)) < 2**31 else np.int64, copy=False)
     if not labels.any():
         raise SegmentationError(source, f"no cells found (segmentation '{opts['segmentation']}', "
-                                f"min_area {opts['min_area']} px)")
+                                f"min_area {min_area:g} px)")
+    seg_info["n_cells_kept"] = int(np.count_nonzero(np.bincount(labels.ravel())[1:]))
+    log.info("%s: %s", source, _describe(seg_info))
     lap("segment")
     trace_frames = frames if opts["traces"] == "preprocessed" else movie.frames
     traces = extract_traces(trace_frames, labels, chunk_frames=chunk, source=source,
@@ -301,7 +369,7 @@ def movie_to_graph_full(movie_or_path: Any, **options: Any) -> GraphBuild:
     pixel_size = movie.pixel_size if movie.pixel_size is not None else math.nan
     data = build_graph(labels, traces, dt=movie.dt, pixel_size=pixel_size,
                        min_shared_border=float(opts["min_shared_border"]), max_gap=float(opts["max_gap"]),
-                       edge_margin=int(opts["edge_margin"]), source=labels_source)
+                       edge_margin=int(opts["edge_margin"]), source=labels_source, segmentation=seg_info)
     lap("graph")
     polygons = cell_polygons(labels)
     lap("polygons")
@@ -495,6 +563,10 @@ def options_from_config(
         if key not in DEFAULT_OPTIONS:
             raise ConfigError(f"graph.{key}", "unknown key")
         options[key] = value
+    if "min_area" in options:
+        _check_min_area(options["min_area"], "graph.min_area")
+    if options["segmentation"] == "watershed":
+        _check_preset(options["segmentation_options"].get("preset"), "segmentation.options.preset")
     for key in ("dt", "pixel_size", "z_projection"):
         if data is not None and data.get(key) is not None:
             options[key] = data[key]

@@ -10,12 +10,19 @@ pixels. Each edge carries the quantities of the consensus ODE (paper eqs. 1-3)
 
 ``u_ij = ||c_i - c_j||`` (centroid distance) and ``l_ij``, both stored in ``unit`` (pixels, or
 micrometres when ``pixel_size`` is known), and ``edge_attr = u_ij * l_ij``.
+
+A graph built from a movie also carries ``segmentation``: the plain record (str, int, float, bool
+and lists of them) of how its label image was made, e.g. the watershed's membrane polarity and cell
+diameter decided by ``preset="auto"`` and the ``min_area`` applied
+(:func:`calcium_gnn.pipeline.movie_to_graph_full`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,6 +66,7 @@ def build_graph(
     t0: float = 0.0,
     source: str | Path = "labels",
     traces_source: str | Path = "traces",
+    segmentation: Mapping[str, Any] | None = None,
 ) -> Data:
     """Build the cell graph of a label image and its traces.
 
@@ -75,17 +83,22 @@ def build_graph(
         t0: time of the first frame in seconds.
         source: the label image's name in error messages.
         traces_source: the traces' name in error messages.
+        segmentation: the record of how ``labels`` were made (plain values only: str, int, float,
+            bool, None and lists of them, so the graph file loads with ``weights_only=True``),
+            stored as ``data.segmentation``; None stores nothing.
 
     Returns:
         A ``Data`` with ``x`` (N, T) float32, ``t`` (T,), ``pos`` (N, 2) centroids ``(x, y)`` in px,
         ``edge_index`` (2, E) both directions sorted, ``edge_attr`` (E, 1) = ``u * l``, ``u`` (E,),
         ``l`` (E,), ``area`` (N,), ``touches_edge`` (N,), ``cell_id`` (N,), ``dt``, ``pixel_size``,
-        ``unit``; it passes :func:`calcium_gnn.io.graph_schema.validate_graph`.
+        ``unit``, and ``segmentation`` (a dict) when given; it passes
+        :func:`calcium_gnn.io.graph_schema.validate_graph`.
 
     Raises:
         MasksError: bad label image, or no cell in it.
         MovieError: traces of the wrong shape or with NaN/Inf.
-        ConfigError: bad ``dt``, ``pixel_size``, thresholds.
+        ConfigError: bad ``dt``, ``pixel_size``, thresholds, or a ``segmentation`` record holding
+            something else than plain values.
     """
     labels = validate_labels(labels, source)
     try:
@@ -136,4 +149,27 @@ def build_graph(
         unit=unit,
         image_shape=(int(labels.shape[0]), int(labels.shape[1])),
     )
+    if segmentation is not None:
+        data.segmentation = _plain_record(segmentation)
     return validate_graph(data, source)
+
+
+def _plain_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``record`` with only plain values (what ``torch.load(weights_only=True)`` reads back).
+
+    Raises:
+        ConfigError: naming the first key whose value is not plain (a numpy scalar, an array...).
+    """
+
+    def plain(value: Any) -> bool:
+        if value is None or type(value) in (str, int, float, bool):
+            return True
+        return type(value) in (list, tuple) and all(plain(v) for v in value)
+
+    out = {}
+    for key, value in record.items():
+        if not (isinstance(key, str) and plain(value)):
+            raise ConfigError(f"segmentation.{key}", f"record values must be plain str/int/float/bool/None "
+                              f"or lists of them, got {type(value).__name__}")
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out

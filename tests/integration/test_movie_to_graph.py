@@ -21,6 +21,7 @@ from calcium_gnn.io.graph_schema import validate_graph
 from calcium_gnn.pipeline import OUTPUT_FILES, cached_movie_to_graph, movie_to_graph, movie_to_graph_full
 
 ROOT = Path(__file__).resolve().parents[2]
+EPITOOLS = ROOT / "tests" / "data" / "epitools"
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +244,128 @@ def test_output_folder_with_a_previous_graph_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match="not a folder"):
         check_output_folder(tmp_path / "file")
+
+
+# ------------------------------------------------- defaults that adapt to the image (preset / min_area auto)
+def _config_options(*overrides: str) -> dict:
+    """The pipeline options of ``configs/build_graph.yaml`` with every default (plus ``overrides``),
+    flattened as ``scripts/build_graph.py`` and ``train.py`` do (``options_from_config``)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from calcium_gnn.pipeline import options_from_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="build_graph", overrides=["data.movie=m.tif", "out=o", *overrides])
+    groups = OmegaConf.to_container(cfg, resolve=False)
+    return options_from_config(groups["segmentation"], groups["preprocessing"], groups["graph"],
+                               groups["data"])
+
+
+def _matched(truth: np.ndarray, labels: np.ndarray) -> int:
+    """Number of true cells matched by a predicted cell at IoU >= 0.7 (one-to-one above 0.5)."""
+    return int((iou_matrix(truth, labels).max(axis=1) >= 0.7).sum())
+
+
+@pytest.fixture(scope="module")
+def epitools_movie(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """The EpiTools epithelium (bright membranes, 94 cells of 58-919 px) as an 8-frame uint16 movie
+    with shot noise (10 photons per grey level), and its true labels."""
+    image = tifffile.imread(EPITOOLS / "test_image-projected.tif")
+    truth = tifffile.imread(EPITOOLS / "test_image-projected-segmented.tif").astype(np.int32)
+    frames = np.random.default_rng(0).poisson(10.0 * np.repeat(image[None], 8, axis=0)).astype(np.uint16)
+    path = tmp_path_factory.mktemp("epitools") / "epitools_movie.tif"
+    tifffile.imwrite(path, frames)
+    return path, truth
+
+
+def test_epitools_movie_with_every_default_recovers_its_cells(epitools_movie) -> None:
+    """Issue 12 item 5: with the former defaults (dark membranes, 30 px, min_area 500) 0 of 94."""
+    path, truth = epitools_movie
+    build = movie_to_graph_full(path, **_config_options())
+    matched = _matched(truth, build.labels)
+    record = build.data.segmentation
+    print(f"EpiTools, every default: {matched}/94 cells at IoU >= 0.7; {record['membranes']} membranes, "
+          f"diameter {record['diameter']:.1f} px, sigma {record['sigma']} px, "
+          f"min_area {record['min_area']:.0f} px")
+    assert matched >= 90
+    assert record["backend"] == "watershed" and record["preset"] == "auto"
+    assert record["membranes"] == "bright" and 20.0 <= record["diameter"] <= 25.0
+    assert record["min_area_rule"].startswith("auto")
+    assert record["min_area"] == pytest.approx(0.1 * record["median_area"])
+    assert record["n_cells_kept"] == build.data.num_nodes
+
+
+#: (diameter of a disc of the tile's area in px, n_cells, image side in px, membrane width in px).
+#: At 15 px the membrane is 1.5 px: with make_culture's default 2 px the true labels (0 on the
+#: membrane) leave a perfect split of the membranes below IoU 0.7 for up to 17% of the cells.
+SYNTHETIC_SIZES = [(15, 52, 96, 1.5), (30, 32, 150, 2.0), (50, 24, 216, 2.0), (80, 13, 256, 2.0)]
+
+
+@pytest.mark.parametrize("membranes", ["dark", "bright"])
+@pytest.mark.parametrize(("diameter", "n_cells", "size", "membrane_width"), SYNTHETIC_SIZES)
+def test_synthetic_movies_of_both_polarities_and_any_cell_size_with_every_default(
+    tmp_path: Path, membranes: str, diameter: int, n_cells: int, size: int, membrane_width: float
+) -> None:
+    from calcium_gnn.imaging.segmentation.result import equivalent_diameter
+
+    assert equivalent_diameter(size**2 / n_cells) == pytest.approx(diameter, rel=0.02)
+    bright = {"f_membrane": 6000.0} if membranes == "bright" else {}  # cytoplasm: 300-3000 photons
+    culture = make_culture(n_cells=n_cells, size=size, n_frames=8, membrane_width=membrane_width, **bright)
+    path = tmp_path / "movie.tif"
+    tifffile.imwrite(path, culture.movie)
+    build = movie_to_graph_full(path, **_config_options())
+    share = _matched(culture.labels, build.labels) / culture.n_cells
+    record = build.data.segmentation
+    print(f"{membranes} membranes, {diameter} px cells: {share:.3f} matched; decided {record['membranes']}, "
+          f"diameter {record['diameter']:.1f} px, sigma {record['sigma']} px")
+    assert share >= 0.95
+    assert record["membranes"] == membranes
+    assert 0.75 * diameter <= record["diameter"] <= 1.1 * diameter  # labels exclude the membranes
+
+
+def test_explicit_options_and_the_papers_min_area_still_win(epitools_movie) -> None:
+    path, _ = epitools_movie
+    paper = movie_to_graph_full(path, **_config_options("graph.min_area=500"))
+    record = paper.data.segmentation
+    assert record["min_area"] == 500.0 and record["min_area_rule"] == "option"
+    assert int(np.bincount(paper.labels.ravel())[1:].min()) >= 500
+    assert 0 < paper.data.num_nodes < record["n_cells"]
+    preset = movie_to_graph_full(path, **_config_options("segmentation.options.preset=epitools"))
+    record = preset.data.segmentation
+    assert record["preset"] == "epitools" and record["auto_decided"] == [] and record["diameter"] == 22.0
+    dark = movie_to_graph_full(path, **_config_options("segmentation.options.membranes=dark"))
+    record = dark.data.segmentation
+    assert record["membranes"] == "dark" and "membranes" not in record["auto_decided"]
+
+
+@pytest.mark.parametrize("experiment", ["setup1_pinn_paper", "single_cell_pinn_paper"])
+def test_paper_experiments_keep_the_papers_min_area(experiment: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        paper = compose(config_name="train", overrides=[f"experiment={experiment}"])
+        default = compose(config_name="train")
+    assert paper.graph.min_area == 500 and default.graph.min_area == "auto"
+    assert default.segmentation.options.preset == "auto"
+
+
+def test_bad_preset_or_min_area_is_a_config_error_naming_the_key(tmp_path: Path) -> None:
+    from calcium_gnn.errors import ConfigError
+    from calcium_gnn.pipeline import options_from_config, resolve_options
+
+    with pytest.raises(ConfigError, match=r"^graph\.min_area: must be 'auto' .* got 'big'"):
+        _config_options("graph.min_area=big")
+    with pytest.raises(ConfigError, match=r"^graph\.min_area: .* got -1"):
+        _config_options("graph.min_area=-1")
+    with pytest.raises(ConfigError, match=r"^segmentation\.options\.preset: unknown preset 'calcum'"):
+        _config_options("segmentation.options.preset=calcum")
+    with pytest.raises(ConfigError, match=r"^min_area: must be 'auto'"):
+        resolve_options({"min_area": "Auto"})
+    with pytest.raises(ConfigError, match=r"^min_area: "):
+        resolve_options({"min_area": True})
+    with pytest.raises(ConfigError, match=r"^graph\.min_area: "):
+        options_from_config({"backend": "watershed"}, {}, {"min_area": float("nan")})
+    # refused before the movie is read: a missing file is not even looked at
+    with pytest.raises(ConfigError, match=r"^segmentation\.preset: unknown preset 'nope'"):
+        movie_to_graph(tmp_path / "missing.tif", segmentation_options={"preset": "nope"})

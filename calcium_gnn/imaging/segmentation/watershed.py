@@ -18,11 +18,17 @@ epithelia such as the EpiTools images (``membranes="bright"``). The pipeline:
 5. watershed of the smoothed membrane image from the seeds (``compactness`` > 0 gives the
    compact watershed), relabelled 1..N.
 
-:data:`PRESETS` holds tuned option sets: ``"calcium"`` (the defaults) and ``"epitools"``.
+Presets: ``"auto"`` (the default) reads the membrane polarity, the smoothing and the cell diameter
+off the image (:mod:`.auto`: polarity by the boundary contrast of the two candidate
+segmentations, smoothing by the stability of the cell count over a ladder of smoothings, diameter
+from the median cell area), with ``seeds="hminima", h=0.05`` as the named presets; :data:`PRESETS`
+holds fixed option sets, ``"calcium"`` and ``"epitools"``. Explicit options always win over a preset
+and over the automatic decision.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +36,8 @@ from scipy import ndimage as ndi
 from skimage import feature, filters, morphology, segmentation
 
 from calcium_gnn.errors import ConfigError, SegmentationError
+from calcium_gnn.imaging.segmentation.auto import choose_watershed
+from calcium_gnn.imaging.segmentation.result import Segmentation, describe_labels, plain_info
 
 PRESETS: dict[str, dict[str, Any]] = {
     # temporal mean of a calcium movie: bright cytoplasm, dim membranes, blur and noise
@@ -38,12 +46,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     # matches 92 of EpiTools' 94 cells (97.9%) at IoU >= 0.7 (tests/unit/imaging/test_imaging_watershed.py)
     "epitools": {"membranes": "bright", "diameter": 22.0, "smoothing": 0.05, "seeds": "hminima", "h": 0.05},
 }
+#: The preset that decides membranes, diameter and smoothing from the image (:mod:`.auto`).
+AUTO = "auto"
+#: Every accepted ``preset`` name.
+PRESET_NAMES: tuple[str, ...] = (AUTO, *PRESETS)
+#: What ``preset="auto"`` does not decide (the values the named presets share); ``smoothing`` is
+#: used only when the caller gives ``diameter`` (else the smoothing is chosen from the image).
+AUTO_DEFAULTS: dict[str, Any] = {"smoothing": 0.05, "seeds": "hminima", "h": 0.05}
 
 
 def segment_watershed(
     image: np.ndarray,
     *,
-    preset: str = "calcium",
+    preset: str = AUTO,
     membranes: Literal["dark", "bright"] | None = None,
     diameter: float | None = None,
     smoothing: float | None = None,
@@ -54,15 +69,49 @@ def segment_watershed(
     compactness: float = 0.0,
     percentiles: tuple[float, float] = (1.0, 99.0),
 ) -> np.ndarray:
-    """Segment cells in a reference image (Y, X) by seeded watershed.
+    """Segment cells in a reference image (Y, X) by seeded watershed; the labels of
+    :func:`watershed_segmentation` (same arguments), without its record."""
+    return watershed_segmentation(
+        image, preset=preset, membranes=membranes, diameter=diameter, smoothing=smoothing, seeds=seeds,
+        h=h, seed_spacing=seed_spacing, foreground=foreground, compactness=compactness,
+        percentiles=percentiles,
+    ).labels
 
-    Options left as ``None`` take their value from the ``preset`` (see :data:`PRESETS`; the
-    default ``"calcium"`` preset is ``membranes="dark", diameter=30, smoothing=0.05,
-    seeds="hminima", h=0.05``); explicit keywords win over the preset.
+
+def watershed_segmentation(
+    image: np.ndarray,
+    *,
+    preset: str = AUTO,
+    membranes: Literal["dark", "bright"] | None = None,
+    diameter: float | None = None,
+    smoothing: float | None = None,
+    seeds: Literal["hminima", "distance"] | None = None,
+    h: float | None = None,
+    seed_spacing: float = 0.5,
+    foreground: Literal["all", "otsu"] = "all",
+    compactness: float = 0.0,
+    percentiles: tuple[float, float] = (1.0, 99.0),
+) -> Segmentation:
+    """Segment cells in a reference image (Y, X) by seeded watershed, and record how.
+
+    Options left as ``None`` take their value from the ``preset``. With ``preset="auto"`` (the
+    default) ``seeds="hminima", h=0.05`` and, from the image (:mod:`.auto`):
+
+    - ``membranes``: the polarity whose segmentation's boundaries have the higher contrast;
+    - the smoothing ``sigma = smoothing * diameter`` (px): the most stable of a ladder of
+      smoothings (0.5 to 4 px); fixed to ``smoothing * diameter`` (``smoothing`` 0.05 unless
+      given) when ``diameter`` is given;
+    - ``diameter``: ``2 sqrt(A / pi)``, ``A`` the median cell area of the chosen segmentation;
+      ``smoothing = sigma / diameter`` unless given (then ``sigma = smoothing * diameter``).
+
+    The named presets (:data:`PRESETS`) fix every option: ``"calcium"`` is ``membranes="dark",
+    diameter=30, smoothing=0.05, seeds="hminima", h=0.05``; ``"epitools"`` the same with bright
+    membranes and ``diameter=22``. Explicit keywords win over the preset and over the automatic
+    decision.
 
     Args:
         image: (Y, X) reference image (e.g. the temporal mean of the movie).
-        preset: name in :data:`PRESETS` (``"calcium"`` or ``"epitools"``).
+        preset: ``"auto"`` or a name in :data:`PRESETS` (``"calcium"``, ``"epitools"``).
         membranes: ``"dark"`` (calcium movies) or ``"bright"`` (membrane stains).
         diameter: typical cell diameter in pixels; sets the smoothing and the seed spacing.
         smoothing: Gaussian sigma as a fraction of ``diameter``.
@@ -74,21 +123,72 @@ def segment_watershed(
         percentiles: (low, high) percentiles mapped to 0 and 1 for the contrast.
 
     Returns:
-        (Y, X) int32 labels, 0 = background, cells 1..N.
+        A :class:`~.result.Segmentation`: (Y, X) int32 labels (0 = background, cells 1..N) and
+        ``info``: ``backend="watershed"``, ``preset``, every option used (``membranes``,
+        ``diameter``, ``smoothing``, ``sigma`` = smoothing x diameter in px, ``seeds``, ``h``,
+        ``seed_spacing``, ``foreground``, ``compactness``, ``percentiles``), ``auto_decided``
+        (the options the image decided, ``[]`` for a named preset or when every one was given),
+        the evidence of the decision (``boundary_contrast_dark``/``_bright``, ``trial_sigmas``,
+        ``trial_cells``) and ``n_cells``, ``median_area``, ``median_diameter`` of the labels.
 
     Raises:
         SegmentationError: the image is not 2-D, not finite, constant, or no cell was found.
-        ConfigError: an option is out of range (key ``segmentation.<option>``).
+        ConfigError: an unknown preset or an option out of range (key ``segmentation.<option>``).
     """
-    if preset not in PRESETS:
-        raise ConfigError("segmentation.preset", f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+    if preset not in PRESET_NAMES:
+        raise ConfigError("segmentation.preset", f"unknown preset {preset!r}; known: {list(PRESET_NAMES)}")
     given = {"membranes": membranes, "diameter": diameter, "smoothing": smoothing, "seeds": seeds, "h": h}
-    opts = {**PRESETS[preset], **{k: v for k, v in given.items() if v is not None}}
+    given = {k: v for k, v in given.items() if v is not None}
+    base = AUTO_DEFAULTS if preset == AUTO else PRESETS[preset]
+    opts: dict[str, Any] = {"membranes": None, "diameter": None, **base, **given}
     opts.update(seed_spacing=seed_spacing, foreground=foreground, compactness=compactness,
                 percentiles=tuple(percentiles))
     _check_options(opts)
-    diameter, smoothing, h = float(opts["diameter"]), float(opts["smoothing"]), float(opts["h"])
+    normalised = _normalise(image, opts["percentiles"])
 
+    decided: list[str] = []
+    evidence: dict[str, Any] = {}
+    labels: np.ndarray | None = None
+    sigma: float | None = None
+    if preset == AUTO and (opts["membranes"] is None or opts["diameter"] is None):
+        fixed_sigma = float(opts["smoothing"]) * float(opts["diameter"]) if "diameter" in given else None
+
+        def trial(p: str, s: float) -> np.ndarray | None:
+            try:
+                return _watershed(_membrane_image(normalised, p), sigma=s, seeds="hminima",
+                                  h=float(opts["h"]), compactness=compactness)
+            except SegmentationError:
+                return None
+
+        choice = choose_watershed(normalised, trial, membranes=opts["membranes"], sigma=fixed_sigma)
+        evidence = choice.evidence
+        if opts["membranes"] is None:
+            opts["membranes"] = choice.membranes
+            decided.append("membranes")
+        if opts["diameter"] is None:
+            opts["diameter"] = choice.diameter
+            decided.append("diameter")
+            if "smoothing" not in given:
+                opts["smoothing"] = choice.sigma / choice.diameter
+                decided.append("smoothing")
+                sigma = choice.sigma
+        if sigma is None:
+            sigma = float(opts["smoothing"]) * float(opts["diameter"])
+        if math.isclose(sigma, choice.sigma) and opts["seeds"] == "hminima" and foreground == "all":
+            labels = choice.labels  # the final options are the chosen trial's
+    if sigma is None:
+        sigma = float(opts["smoothing"]) * float(opts["diameter"])
+    if labels is None:
+        labels = _watershed(_membrane_image(normalised, opts["membranes"]), sigma=sigma, seeds=opts["seeds"],
+                            h=float(opts["h"]), diameter=float(opts["diameter"]), seed_spacing=seed_spacing,
+                            foreground=foreground, compactness=compactness)
+    info = plain_info({"backend": "watershed", "preset": preset, **opts, "sigma": sigma,
+                       "auto_decided": decided, **evidence, **describe_labels(labels)})
+    return Segmentation(labels=labels, info=info)
+
+
+def _normalise(image: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    """Step 1: the robust contrast ``clip((I - p_lo) / (p_hi - p_lo), 0, 1)`` (bright = 1), float64."""
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2:
         raise SegmentationError("segmentation.image", f"expected a 2-D image (Y, X), got shape {img.shape}")
@@ -99,17 +199,38 @@ def segment_watershed(
         p_lo, p_hi = float(img.min()), float(img.max())
         if not p_hi > p_lo:
             raise SegmentationError("segmentation.image", "the reference image is constant: no cells")
-    m = np.clip((img - p_lo) / (p_hi - p_lo), 0.0, 1.0)
-    if opts["membranes"] == "dark":
-        m = 1.0 - m
-    m = filters.gaussian(m, sigma=smoothing * diameter, preserve_range=True)
+    return np.clip((img - p_lo) / (p_hi - p_lo), 0.0, 1.0)
 
+
+def _membrane_image(normalised: np.ndarray, membranes: str) -> np.ndarray:
+    """Step 1, polarity: membranes high (``1 - m`` for dark membranes)."""
+    return 1.0 - normalised if membranes == "dark" else normalised
+
+
+def _watershed(
+    membrane: np.ndarray,
+    *,
+    sigma: float,
+    seeds: str,
+    h: float,
+    diameter: float = math.nan,
+    seed_spacing: float = 0.5,
+    foreground: str = "all",
+    compactness: float = 0.0,
+) -> np.ndarray:
+    """Steps 2-5 on the membrane image (membranes high, in [0, 1]); ``diameter`` is used by the
+    distance seeds and the Otsu foreground only. Returns int32 labels 1..N.
+
+    Raises:
+        SegmentationError: no seed was found.
+    """
+    m = filters.gaussian(membrane, sigma=sigma, preserve_range=True)
     mask = None
     if foreground == "otsu":
         cyto = filters.gaussian(1.0 - m, sigma=diameter / 4, preserve_range=True)
         mask = cyto > filters.threshold_otsu(cyto)
 
-    if opts["seeds"] == "hminima":
+    if seeds == "hminima":
         markers, _ = ndi.label(morphology.h_minima(m, h))
     else:
         block = int(diameter) // 2 * 2 + 1  # odd window about one cell across
@@ -130,19 +251,31 @@ def segment_watershed(
 
 
 def _check_options(opts: dict[str, Any]) -> None:
+    """ConfigError naming ``segmentation.<option>`` for the first value out of range; options
+    still ``None`` (left to ``preset="auto"``) are not checked."""
     lo_hi = opts["percentiles"]
+
+    def positive(v: Any) -> bool:
+        return _is_number(v) and math.isfinite(v) and v > 0
+
     checks = [
         ("membranes", opts["membranes"] in ("dark", "bright"), "must be 'dark' or 'bright'"),
-        ("diameter", np.isfinite(opts["diameter"]) and opts["diameter"] > 0, "must be > 0 (pixels)"),
-        ("smoothing", np.isfinite(opts["smoothing"]) and opts["smoothing"] >= 0, "must be >= 0"),
+        ("diameter", positive(opts["diameter"]), "must be > 0 (pixels)"),
+        ("smoothing", _is_number(opts["smoothing"]) and math.isfinite(opts["smoothing"])
+         and opts["smoothing"] >= 0, "must be >= 0"),
         ("seeds", opts["seeds"] in ("hminima", "distance"), "must be 'hminima' or 'distance'"),
-        ("h", np.isfinite(opts["h"]) and 0 < opts["h"] < 1, "must be in (0, 1)"),
-        ("seed_spacing", np.isfinite(opts["seed_spacing"]) and opts["seed_spacing"] > 0, "must be > 0"),
+        ("h", _is_number(opts["h"]) and 0 < opts["h"] < 1, "must be in (0, 1)"),
+        ("seed_spacing", positive(opts["seed_spacing"]), "must be > 0"),
         ("foreground", opts["foreground"] in ("all", "otsu"), "must be 'all' or 'otsu'"),
-        ("compactness", np.isfinite(opts["compactness"]) and opts["compactness"] >= 0, "must be >= 0"),
+        ("compactness", _is_number(opts["compactness"]) and math.isfinite(opts["compactness"])
+         and opts["compactness"] >= 0, "must be >= 0"),
         ("percentiles", len(lo_hi) == 2 and 0 <= lo_hi[0] < lo_hi[1] <= 100,
          "must be (low, high) with 0 <= low < high <= 100"),
     ]
     for key, ok, problem in checks:
-        if not ok:
+        if opts[key] is not None and not ok:
             raise ConfigError(f"segmentation.{key}", f"{problem}, got {opts[key]!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)

@@ -71,6 +71,21 @@ def test_errors_name_their_culprit() -> None:
         build_graph(labels, np.zeros((3, 3)), dt=1.0, pixel_size=-1.0)
 
 
+def test_segmentation_record_is_kept_and_survives_the_graph_file(tmp_path) -> None:
+    from calcium_gnn.io.graph_files import load_graph, save_graph
+
+    record = {"backend": "watershed", "preset": "auto", "membranes": "bright", "diameter": 22.1,
+              "auto_decided": ("membranes", "diameter"), "trial_cells": [108, 102], "min_area": 38.5,
+              "boundary_contrast_dark": None, "n_cells_kept": 97}
+    data = build_graph(_three_in_a_row(), np.zeros((3, 2)), dt=1.0, segmentation=record)
+    assert data.segmentation == {**record, "auto_decided": ["membranes", "diameter"]}
+    loaded = load_graph(save_graph(data, tmp_path / "graph.pt"))  # torch.load(weights_only=True)
+    assert loaded.segmentation == data.segmentation
+    assert "segmentation" not in build_graph(_three_in_a_row(), np.zeros((3, 2)), dt=1.0)
+    with pytest.raises(ConfigError, match=r"^segmentation\.diameter: record values must be plain"):
+        build_graph(_three_in_a_row(), np.zeros((3, 2)), dt=1.0, segmentation={"diameter": np.float32(2)})
+
+
 label_images = arrays(np.int32, st.tuples(st.integers(3, 14), st.integers(3, 14)), elements=st.integers(0, 6))
 
 

@@ -29,7 +29,7 @@ def test_epitools_preset_matches_90_percent_of_epitools_cells():
                                                           ((128, 128), 18, 2), ((300, 300), 50, 3)])
 def test_default_watershed_on_synthetic_calcium_mean(culture, shape, spacing, seed):
     movie, truth = culture(shape, spacing, seed=seed, noise=0.15)
-    labels = segment(reference_image(movie, "mean"))  # the defaults: dark membranes
+    labels = segment(reference_image(movie, "mean"))  # the defaults: preset "auto" finds the dark membranes
     assert matched_fraction(truth, labels, iou_threshold=0.7) >= 0.95
 
 
@@ -50,6 +50,13 @@ def test_otsu_foreground_leaves_background_unlabelled(culture):
     labels = segment(image, foreground="otsu")
     assert (labels[:, :25] == 0).all()
     assert labels.max() > 10
+
+
+@pytest.mark.parametrize(("shape", "spacing", "seed"), [((160, 160), 26, 0), ((300, 300), 50, 3)])
+def test_calcium_preset_still_segments_synthetic_calcium_mean(culture, shape, spacing, seed):
+    movie, truth = culture(shape, spacing, seed=seed, noise=0.15)
+    labels = segment(reference_image(movie, "mean"), preset="calcium")  # the former default
+    assert matched_fraction(truth, labels, iou_threshold=0.7) >= 0.95
 
 
 def test_explicit_options_override_preset():

@@ -1,0 +1,178 @@
+"""``preset="auto"`` of the watershed (calcium_gnn.imaging.segmentation.auto): the rules by hand, the
+decision on the EpiTools epithelium and on synthetic cultures, and explicit options winning."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from calcium_gnn.errors import ConfigError
+from calcium_gnn.imaging.segmentation import (
+    MIN_AREA_FRACTION,
+    auto_min_area,
+    matched_fraction,
+    segment,
+    segment_with_info,
+    watershed_segmentation,
+)
+from calcium_gnn.imaging.segmentation.auto import (
+    SIGMA_LADDER_PX,
+    boundary_contrast,
+    choose_watershed,
+    most_stable_index,
+)
+from calcium_gnn.imaging.segmentation.result import equivalent_diameter, plain_info
+
+EPITOOLS = Path(__file__).resolve().parents[2] / "data" / "epitools"
+
+
+@pytest.fixture(scope="module")
+def epitools() -> tuple[np.ndarray, np.ndarray]:
+    image = tifffile.imread(EPITOOLS / "test_image-projected.tif")
+    truth = tifffile.imread(EPITOOLS / "test_image-projected-segmented.tif").astype(np.int32)
+    return image, truth
+
+
+# ----------------------------------------------------------------------------------- rules by hand
+def test_boundary_contrast_by_hand() -> None:
+    # two 6 x 3 cells side by side; their inner boundaries are columns 2 and 3
+    labels = np.zeros((6, 6), dtype=np.int32)
+    labels[:, :3], labels[:, 3:] = 1, 2
+    membrane = np.zeros((6, 6))
+    membrane[:, 2:4] = 1.0  # membranes high exactly on the boundary
+    assert boundary_contrast(membrane, labels) == 1.0  # median 1 on the boundary - median 0 inside
+    assert boundary_contrast(1.0 - membrane, labels) == -1.0  # the other polarity
+    assert boundary_contrast(membrane, np.ones((6, 6), dtype=np.int32)) == -math.inf  # no boundary
+
+
+def test_most_stable_index_by_hand() -> None:
+    # steps of ln 2: s_k = |ln N_{k+1} - ln N_{k-1}| / (2 ln 2) for the inner k = 1, 2, 3
+    sigmas = (0.5, 1.0, 2.0, 4.0, 8.0)
+    # a flat count: s = 0 everywhere, the plateau runs to the last inner sigma
+    assert most_stable_index([10, 10, 10, 10, 10], sigmas) == 3
+    # noise splits at small sigma, merges at large: s = [0.53, 0.060, 0.63] -> k = 2 alone
+    assert most_stable_index([100, 50, 48, 46, 20], sigmas) == 2
+    # s = [0.53, 0.045, 0.063]: the minimum at k = 2, and k = 3 is within the tolerance 0.08
+    assert most_stable_index([100, 50, 48, 47, 44], sigmas) == 3
+    assert most_stable_index([100, 50, 48, 47, 44], sigmas, tolerance=0.0) == 2
+    # a failed segmentation (0 cells) breaks every window it is in: s = [inf, 0, 0] and [0, 0, inf]
+    assert most_stable_index([0, 10, 10, 10, 10], sigmas) == 3
+    assert most_stable_index([10, 10, 10, 10, 0], sigmas) == 2
+    assert most_stable_index([0, 5, 0, 0, 0], sigmas) == 1  # every window broken: the most cells
+    with pytest.raises(ValueError, match="K >= 3"):
+        most_stable_index([10, 10], (1.0, 2.0))
+
+
+def test_auto_min_area_by_hand() -> None:
+    labels = np.zeros((10, 10), dtype=np.int32)
+    labels.flat[:10], labels.flat[10:30], labels.flat[30:60] = 1, 2, 3  # areas 10, 20, 30
+    assert auto_min_area(labels) == MIN_AREA_FRACTION * 20 == 2.0
+    assert auto_min_area(labels, fraction=0.5) == 10.0
+    assert auto_min_area(np.zeros((4, 4), dtype=np.int32)) == 0.0
+
+
+def test_equivalent_diameter_and_plain_info() -> None:
+    assert equivalent_diameter(math.pi * 11**2) == pytest.approx(22.0)
+    info = plain_info({"a": np.float64(1.5), "b": np.int32(3), "c": np.array([1, 2]), "d": Path("x"),
+                       "e": (np.bool_(True), None)})
+    assert info == {"a": 1.5, "b": 3, "c": [1, 2], "d": "x", "e": [True, None]}
+    assert [type(v) for v in info.values()] == [float, int, list, str, list]
+
+
+# ---------------------------------------------------------------------------------- the decision
+def test_auto_reads_bright_membranes_and_the_cell_size_off_epitools(epitools) -> None:
+    image, truth = epitools
+    result = segment_with_info(image)  # every default: preset="auto"
+    info = result.info
+    assert info["preset"] == "auto" and info["auto_decided"] == ["membranes", "diameter", "smoothing"]
+    assert info["membranes"] == "bright"
+    assert info["boundary_contrast_bright"] > info["boundary_contrast_dark"]
+    # the true cells' median area is 395 px: a disc of 22.4 px
+    assert 20.0 <= info["diameter"] <= 25.0
+    assert info["sigma"] == pytest.approx(info["smoothing"] * info["diameter"])
+    assert info["sigma"] in SIGMA_LADDER_PX and len(info["trial_cells"]) == len(SIGMA_LADDER_PX)
+    assert matched_fraction(truth, result.labels, iou_threshold=0.7) >= 0.95
+
+
+def test_auto_reads_dark_membranes_off_the_inverted_epitools(epitools) -> None:
+    image, truth = epitools
+    result = segment_with_info(image.max() - image)
+    assert result.info["membranes"] == "dark"
+    assert matched_fraction(truth, result.labels, iou_threshold=0.7) >= 0.95
+
+
+@pytest.mark.parametrize("bright", [False, True])
+@pytest.mark.parametrize(("n_cells", "size", "membrane_width"), [(52, 96, 1.5), (13, 256, 2.0)])
+def test_auto_on_synthetic_cultures_of_both_polarities(bright, n_cells, size, membrane_width) -> None:
+    """~15 px and ~80 px cells (a disc of the tile's area), dark or bright membranes."""
+    from calcium_gnn.data.synthetic import make_culture
+    from calcium_gnn.imaging.reference import reference_image
+
+    brightness = {"f_membrane": 6000.0} if bright else {}  # cytoplasm 300-3000 (f_min..f_max)
+    culture = make_culture(n_cells=n_cells, size=size, n_frames=8, membrane_width=membrane_width,
+                           **brightness)
+    result = segment_with_info(reference_image(culture.movie, "mean"))
+    assert result.info["membranes"] == ("bright" if bright else "dark")
+    tile_diameter = equivalent_diameter(size**2 / n_cells)
+    assert 0.75 * tile_diameter <= result.info["diameter"] <= 1.1 * tile_diameter
+    assert matched_fraction(culture.labels, result.labels, iou_threshold=0.7) >= 0.95
+
+
+def test_choose_watershed_asks_only_what_is_open() -> None:
+    calls: list[tuple[str, float]] = []
+    labels = np.repeat(np.arange(1, 5, dtype=np.int32), 4)[None, :].repeat(4, axis=0)  # 4 strips
+
+    def trial(p: str, s: float) -> np.ndarray:
+        calls.append((p, s))
+        return labels
+
+    image = np.zeros((4, 16))
+    choice = choose_watershed(image, trial, membranes="dark", sigma=1.0)
+    assert calls == [("dark", 1.0)] and choice.evidence == {}
+    calls.clear()
+    # a flat count: the plateau ends at the last inner sigma, run again (only the last labels are kept)
+    choice = choose_watershed(image, trial, membranes="bright")
+    assert calls == [("bright", s) for s in SIGMA_LADDER_PX] + [("bright", SIGMA_LADDER_PX[-2])]
+    assert choice.sigma == SIGMA_LADDER_PX[-2] and choice.evidence["trial_cells"] == [4] * 7
+    calls.clear()
+    # equal contrasts: the first polarity ("dark") wins and is run again
+    choice = choose_watershed(image, trial, sigma=2.0)
+    assert calls == [("dark", 2.0), ("bright", 2.0), ("dark", 2.0)] and choice.membranes == "dark"
+    assert choice.diameter == pytest.approx(2 * math.sqrt(16 / math.pi))  # four 16 px strips
+
+
+# ----------------------------------------------------------------------------- explicit options win
+def test_explicit_options_win_over_auto(epitools) -> None:
+    image, _ = epitools
+    dark = watershed_segmentation(image, membranes="dark").info
+    assert dark["membranes"] == "dark" and "membranes" not in dark["auto_decided"]
+    assert "boundary_contrast_dark" not in dark
+    sized = watershed_segmentation(image, diameter=40.0).info
+    assert sized["diameter"] == 40.0 and sized["smoothing"] == 0.05 and sized["sigma"] == pytest.approx(2.0)
+    assert sized["auto_decided"] == ["membranes"] and "trial_cells" not in sized
+    smooth = watershed_segmentation(image, smoothing=0.1).info
+    assert smooth["smoothing"] == 0.1 and smooth["auto_decided"] == ["membranes", "diameter"]
+    assert smooth["sigma"] == pytest.approx(0.1 * smooth["diameter"])
+    assert watershed_segmentation(image, seeds="distance").info["seeds"] == "distance"
+
+
+def test_named_presets_stay_available(epitools) -> None:
+    image, truth = epitools
+    calcium = watershed_segmentation(image, preset="calcium").info
+    assert (calcium["membranes"], calcium["diameter"], calcium["auto_decided"]) == ("dark", 30.0, [])
+    labels = segment(image, preset="epitools")
+    assert matched_fraction(truth, labels, iou_threshold=0.7) >= 0.95
+
+
+def test_bad_preset_and_options_name_their_key() -> None:
+    image = np.random.default_rng(0).random((20, 20))
+    with pytest.raises(ConfigError, match=r"^segmentation\.preset: unknown preset 'Auto'.*'auto'"):
+        segment(image, preset="Auto")
+    with pytest.raises(ConfigError, match=r"^segmentation\.diameter: must be > 0"):
+        segment(image, diameter=-3.0)  # checked before any automatic work
+    with pytest.raises(ConfigError, match=r"^segmentation\.smoothing"):
+        segment(image, smoothing="a lot")
