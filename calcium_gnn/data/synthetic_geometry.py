@@ -165,6 +165,23 @@ def make_tiling(
             f"{n_cells} cells in {size}x{size} px leaves a cell with {counts.min()} pixels "
             f"(< {min_cell_pixels}); use fewer cells or a larger image",
         )
+    geometry = polygon_geometry(polygons, size, min_shared_border, geometry_tolerance)
+    return Tiling(seeds, polygons, labels, *geometry)
+
+
+def polygon_geometry(
+    polygons: np.ndarray, size: int, min_shared_border: float, geometry_tolerance: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The exact geometry of a tiling of the ``size`` x ``size`` image by ``polygons`` (N,).
+
+    A cell touches the image edge when more than ``4 * geometry_tolerance`` px of its boundary lies
+    on the border (a corner contact alone gives about 2x); two cells are adjacent when they share at
+    least ``min_shared_border`` px of border (:func:`shared_borders`).
+
+    Returns:
+        ``(centroids (N, 2), areas (N,), touches_edge (N,) bool, edge_index (2, E), l (E,), u (E,))``
+        as the fields of :class:`Tiling`.
+    """
     centroids = shapely.get_coordinates(shapely.centroid(polygons))
     areas = shapely.area(polygons)
     border = shapely.buffer(shapely.boundary(image_box(size)), geometry_tolerance)
@@ -174,4 +191,4 @@ def make_tiling(
     adjacent = lengths >= min_shared_border
     edge_index, l = pairs[:, adjacent], lengths[adjacent]
     u = np.linalg.norm(centroids[edge_index[0]] - centroids[edge_index[1]], axis=1)
-    return Tiling(seeds, polygons, labels, centroids, areas, touches_edge, edge_index, l, u)
+    return centroids, areas, touches_edge, edge_index, l, u

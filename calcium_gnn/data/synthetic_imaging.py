@@ -159,6 +159,49 @@ def render_movie(
     cell_f = dye_response(traces, f_min, f_max, k_d)
     lut = np.vstack([np.full((1, n_frames), f_membrane), cell_f]).astype(np.float32)  # (N+1, T)
     lut *= bleach[None, :].astype(np.float32)
+    movie = render_levels(
+        labels,
+        lut,
+        rng,
+        blur_sigma=blur_sigma,
+        noise=noise,
+        read_noise=read_noise,
+        gain=gain,
+        offset=offset,
+        poisson_normal_above=poisson_normal_above,
+        chunk_frames=chunk_frames,
+    )
+    if hot_pixels is not None and len(hot_pixels):
+        movie[hot_pixels[:, 0], hot_pixels[:, 1], hot_pixels[:, 2]] = hot_value
+    return movie
+
+
+def render_levels(
+    labels: np.ndarray,
+    lut: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    blur_sigma: float,
+    noise: float,
+    read_noise: float,
+    gain: float,
+    offset: float,
+    poisson_normal_above: float,
+    chunk_frames: int = 16,
+) -> np.ndarray:
+    """Steps 2, 4 and 5 of the module docstring for given noiseless per-label levels.
+
+    Frame ``n`` is ``camera(noise(blur(lut[labels, n])))``: the label image ``labels`` (Y, X) with
+    values ``0..L-1`` is painted with the photon levels ``lut`` (L, T) (bleaching already applied),
+    blurred (:func:`blur_operator`), given shot and read noise and turned into ADU (arguments as in
+    :func:`render_movie`).
+
+    Returns:
+        (T, Y, X) uint16 movie.
+    """
+    if chunk_frames < 1:
+        raise ConfigError("chunk_frames", f"must be >= 1, got {chunk_frames}")
+    n_frames = lut.shape[1]
     psf = blur_operator(labels, blur_sigma)
     movie = np.empty((n_frames,) + labels.shape, dtype=np.uint16)
     for start in range(0, n_frames, chunk_frames):
@@ -169,8 +212,6 @@ def render_movie(
         adu = photons * np.float32(gain) + np.float32(offset)
         np.clip(np.rint(adu, out=adu), 0, UINT16_MAX, out=adu)
         movie[start:stop] = adu
-    if hot_pixels is not None and len(hot_pixels):
-        movie[hot_pixels[:, 0], hot_pixels[:, 1], hot_pixels[:, 2]] = hot_value
     return movie
 
 
