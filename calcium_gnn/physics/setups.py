@@ -68,6 +68,14 @@ def _extent(data: Data) -> tuple[float, float, float, float]:
     return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
+def _driver_attribute(data: Data, name: str) -> Tensor:
+    """The graph's (N,) bool attribute ``name`` marking driver cells."""
+    value = getattr(data, name, None)
+    if not isinstance(value, Tensor) or value.shape != (data.num_nodes,) or value.dtype != torch.bool:
+        raise ConfigError("setup.drivers", f"the graph has no ({data.num_nodes},) bool attribute '{name}'")
+    return value.to(data.cell_id.device)
+
+
 def _cells(data: Data, cell_ids: list[int], key: str) -> Tensor:
     """(N,) bool mask of the cells with these labels (``data.cell_id``); every label must exist."""
     known = data.cell_id.long()
@@ -128,7 +136,7 @@ def resolve_setup(
     disc_radius: float = 0.3,
     rect: tuple[float, float, float, float] = (0.25, 0.25, 0.75, 0.75),
     cell_ids: list[int] | None = None,
-    drivers: list[int] | None = None,
+    drivers: list[int] | str | None = None,
     name: str | None = None,
 ) -> Setup:
     """Choose the modelled cells G and their border cells on a cell graph.
@@ -141,8 +149,9 @@ def resolve_setup(
         disc_radius: disc radius as a fraction of the image's smaller side (default 0.3).
         rect: ``(x0, y0, x1, y1)`` as fractions of the image extent (default the central quarter).
         cell_ids: cell labels (values of ``data.cell_id``) for ``group="cells"``.
-        drivers: cell labels of cells driven from outside the model (a stimulated cell, a pacemaker):
-            never modelled, whatever the group; they follow their data like border cells.
+        drivers: cells driven from outside the model (a stimulated cell, a pacemaker): never
+            modelled, whatever the group; they follow their data like border cells. A list of cell
+            labels, or the name of an (N,) bool attribute of the graph (e.g. ``"is_driver"``).
         name: label of the setup; default ``group``.
 
     Returns:
@@ -156,7 +165,9 @@ def resolve_setup(
         raise ConfigError("setup.gamma_mode", f"unknown gamma_mode '{gamma_mode}' (use one of {GAMMA_MODES})")
     modelled, key = _group_mask(data, group, disc_radius, rect, cell_ids)
     modelled = modelled.reshape(-1).bool().clone()
-    if drivers:
+    if isinstance(drivers, str):
+        modelled &= ~_driver_attribute(data, drivers)
+    elif drivers:
         modelled &= ~_cells(data, drivers, "setup.drivers")
     if not bool(modelled.any()):
         raise ConfigError(key, f"setup '{name or group}' selects no cell")

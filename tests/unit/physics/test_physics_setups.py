@@ -86,6 +86,11 @@ def test_driver_cells_are_never_modelled_and_drive_their_neighbours():
     setup = resolve_setup(data, "interior", drivers=[7])
     assert 6 not in _idx(setup.modelled) and 6 in _idx(setup.border)
     assert len(_idx(setup.modelled)) == len(_idx(resolve_setup(data, "interior").modelled)) - 1
+    # or named by a bool attribute of the graph (the zoo's is_driver)
+    data.is_driver = torch.zeros(data.num_nodes, dtype=torch.bool)
+    data.is_driver[6] = True
+    by_attribute = resolve_setup(data, "interior", drivers="is_driver")
+    assert torch.equal(by_attribute.modelled, setup.modelled)
 
 
 @pytest.mark.parametrize(
@@ -97,6 +102,7 @@ def test_driver_cells_are_never_modelled_and_drive_their_neighbours():
         ({"group": "cells", "cell_ids": []}, "setup.cell_ids"),
         ({"drivers": [99]}, "setup.drivers"),
         ({"drivers": ["a"]}, "setup.drivers"),
+        ({"drivers": "is_driver"}, "setup.drivers"),
         ({"group": "disc", "disc_radius": 0.01}, "setup.disc_radius"),
         ({"group": "disc", "disc_radius": -1.0}, "setup.disc_radius"),
         ({"group": "rectangle", "rect": (0.6, 0.0, 0.5, 1.0)}, "setup.rect"),
