@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Bytes per frame pixel the pipeline holds besides the chunks in flight (frame-sized images: the
 #: reference and its float64 accumulators, the watershed's arrays, the label image, the averaging
-#: matrix). Measured at 1024 x 1024 with a 64 MB budget: the run peaks 146 MB above its baseline
-#: (about 80 B/px on top of the budget); the code before streaming went 1.31 GB above.
+#: matrix). Measured at 1024 x 1024 with a 64 MB budget: the run peaks 181 MB above its baseline
+#: (about 110 B/px on top of the budget; 146 MB before preset=auto's trial segmentations); the code
+#: before streaming went 1.31 GB above.
 FRAME_OVERHEAD = 200
 
 RUNNER = """
