@@ -179,6 +179,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     from calcium_gnn.evaluation.summary import run_summary
 
     check_training_metrics(metrics, model.method_name)
+    reference = _reference_fit(cfg, model, data, setup)
 
     # the model's own results (intervals, anomaly scores, ...) and, for a learned law, its right-hand
     # side; the simulation runs where the model is, the results come back to the host
@@ -198,6 +199,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
         field=model.simulator(),
         device=model.device,
         own_trajectory=model.own_trajectory(),
+        reference=reference,
         diagnostic_rule=DiagnosticRule.from_config(cfg.evaluation.get("diagnostics")),
     )
     figures = [Path(p) for p in results.get("figure_paths", [])]
@@ -206,6 +208,24 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
         log.warning("%s fit: %s", model.method_name, reason)
     print(run_summary(results, output_dir / "results.json"))
     return results
+
+
+def _reference_fit(cfg: DictConfig, model: ConsensusModel, data: Data, setup: Setup) -> Any:
+    """The output-error reference for ``k`` (:mod:`calcium_gnn.evaluation.reference_fit`) for models of
+    the paper's law that do not fit the simulation themselves; None when off or not applicable."""
+    options = cfg.evaluation.get("reference_fit")
+    applies = not model.simulation_fit and model.simulator() is None
+    if not options or not options.get("enabled", False) or not applies:
+        return None
+    from calcium_gnn.evaluation.reference_fit import reference_fit
+
+    fitted = model.fitted_parameters()
+    return reference_fit(
+        data, setup, train_fraction=model.train_fraction, edge_weight_scale=fitted.edge_weight_scale,
+        k_bounds=tuple(cfg.physics.k_bounds), gamma_bounds=tuple(cfg.physics.gamma_bounds),
+        level=float(options.level), max_iterations=int(options.max_iterations),
+        max_modelled_cells=int(options.max_modelled_cells),
+    )
 
 
 def _log_results(loggers: list[Logger], results: dict[str, Any], figures: list[Path]) -> None:

@@ -17,17 +17,25 @@ the simulation ``y`` (N, T) of the fitted parameters (each window from its own f
 
    the model's test MSE over each baseline's is reported; a ratio of at least ``baseline_ratio`` is
    flagged (the model loses to a model without coupling);
-3. **residuals** ``r = x - y`` on the training window: the median over G of the per-cell lag-1
-   autocorrelation and of ``rms(r_i) / sigma_i``, with the observation noise ``sigma_i`` estimated
-   from the data alone by the robust second difference
+3. **residuals** ``r = x - y`` on the training window: per cell the lag-1 autocorrelation, the RMS, the
+   observation noise ``sigma_i`` estimated from the data alone by the robust second difference
    ``sigma_i = 1.4826 MAD(x_i(t+1) - 2 x_i(t) + x_i(t-1)) / sqrt(6)`` (the noise of a smooth signal
-   sampled densely; an over-estimate for transients shorter than a frame). Residuals that are both
-   strongly correlated (``> residual_autocorrelation``) and well above the noise and a share of the
-   signal range (``> residual_excess * sigma`` and ``> residual_range_share * range``) mean the
-   model misses structure: flagged;
+   sampled densely; an over-estimate for transients shorter than a frame), and the **model error**
+   ``e_i = sqrt(max(rms_i^2 - sigma_i^2, 0))``, the part of the residual that noise does not
+   explain, over the trace's robust range ``P95 - P5`` (medians over G). Residuals that are
+   correlated from frame to frame (lag-1 autocorrelation of the centred residuals above
+   ``residual_autocorrelation``) *and* a model error above ``model_error_share`` of the range are
+   flagged: the model misses part of the data. (The magnitude alone is not enough: a correct model
+   simulated from a noisy first frame and noisy border inputs also leaves residuals beyond the
+   observation noise, but they are not correlated in time once centred.)
 4. **identification**: with intervals, ``k`` is not identified when the unclipped interval
    ``2 z se_k`` is wider than ``k`` itself (``identification_ratio``); the intervals are then not
-   reported as intervals (:func:`withhold_intervals`);
+   reported as intervals (:func:`withhold_intervals`); ``k`` is uncertain (flagged too) when the
+   interval's half-width exceeds ``uncertainty_share`` of ``k``;
+4b. **reference**: for estimators that do not fit the simulation itself (PINN, least squares), the
+   output-error fit of the same data (:mod:`calcium_gnn.evaluation.reference_fit`): the estimator's
+   ``k`` outside the reference's interval widened by ``reference_tolerance * k_ref`` is flagged, and
+   so is a reference whose own interval is wider than its ``k`` (the data do not identify ``k``);
 5. **the model's own trajectory** (the PINN's network ``y_hat``, when the model has one): its mean
    square distance to the simulation of its own fitted parameters over the training window, over the
    mean per-cell variance of ``x`` there; above ``trajectory_disagreement`` the network fits the data
@@ -45,12 +53,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from calcium_gnn.errors import ConfigError, FitError
+
+if TYPE_CHECKING:
+    from calcium_gnn.evaluation.reference_fit import ReferenceFit
 
 #: MAD to standard deviation for Gaussian noise
 MAD_TO_SIGMA = 1.4826
@@ -65,10 +76,13 @@ class DiagnosticRule:
     Attributes:
         bound_rtol: an estimate within ``bound_rtol * (hi - lo)`` of a bound is on it.
         baseline_ratio: flag when the test MSE is at least this multiple of a baseline's.
-        residual_autocorrelation: median lag-1 autocorrelation of the residuals above which they are
-            structured...
-        residual_excess: ... when their median RMS also exceeds this multiple of the noise estimate
-        residual_range_share: ... and this share of the median robust range (P95 - P5) of the traces.
+        residual_autocorrelation: residuals are correlated in time above this median lag-1
+            autocorrelation (of the centred residuals) ...
+        model_error_share: ... and flagged when the median model error (residual beyond the noise
+            estimate) also exceeds this share of the traces' robust range (P95 - P5).
+        uncertainty_share: flag when the half-width of the interval of ``k`` exceeds this share of ``k``.
+        reference_tolerance: flag when ``k`` lies further than this share of the reference's ``k``
+            outside the reference's interval.
         identification_ratio: ``k`` is not identified when its interval is wider than this times ``k``.
         trajectory_disagreement: flag when the model's own trajectory is further from the simulation of
             its parameters than this share of the data's variance.
@@ -78,9 +92,10 @@ class DiagnosticRule:
 
     bound_rtol: float = 1e-4
     baseline_ratio: float = 1.0
-    residual_autocorrelation: float = 0.8
-    residual_excess: float = 3.0
-    residual_range_share: float = 0.05
+    residual_autocorrelation: float = 0.5
+    model_error_share: float = 0.03
+    uncertainty_share: float = 0.25
+    reference_tolerance: float = 0.1
     identification_ratio: float = 1.0
     trajectory_disagreement: float = 0.1
     divergence_factor: float = 100.0
@@ -229,7 +244,8 @@ def residual_statistics(x: Tensor, sim: Tensor, modelled: Tensor, window: slice)
 
     Returns:
         ``{"lag1_autocorrelation", "rms", "noise_sigma", "rms_over_noise", "noise_over_range",
-        "rms_over_range"}`` (medians over G), or None when the window has fewer than 3 scored frames.
+        "rms_over_range", "model_error_over_range"}`` (medians over G), or None when the window has
+        fewer than 3 scored frames.
     """
     frames = _scored(window)
     if frames is None or frames.stop - frames.start < 3:
@@ -250,6 +266,7 @@ def residual_statistics(x: Tensor, sim: Tensor, modelled: Tensor, window: slice)
         "rms_over_noise": float((rms / sigma.clamp_min(1e-300)).median()),
         "noise_over_range": float((sigma / spread).median()),
         "rms_over_range": float((rms / spread).median()),
+        "model_error_over_range": float(((rms.pow(2) - sigma.pow(2)).clamp_min(0).sqrt() / spread).median()),
     }
 
 
@@ -290,6 +307,7 @@ def diagnose(
     k_se: float | None = None,
     interval_level: float | None = None,
     own_trajectory: Tensor | None = None,
+    reference: ReferenceFit | str | None = None,
     rule: DiagnosticRule | None = None,
 ) -> dict[str, Any]:
     """The ``diagnostics`` block (module docstring): every check's numbers, ``fit_ok`` and ``reasons``.
@@ -301,6 +319,7 @@ def diagnose(
         k_bounds, gamma_bounds: the fit's box (None: unconstrained).
         k_se, interval_level: the standard error of ``k`` and the interval level, when the model has them.
         own_trajectory: (G, |train|) the model's own trajectory on the training frames (the PINN's network).
+        reference: the output-error reference fit (:mod:`~.reference_fit`), or why there is none.
         rule: thresholds (default :class:`DiagnosticRule()`).
     """
     rule = rule if rule is not None else DiagnosticRule()
@@ -334,22 +353,28 @@ def diagnose(
     if residuals is not None:
         structured = (
             residuals["lag1_autocorrelation"] > rule.residual_autocorrelation
-            and residuals["rms_over_noise"] > rule.residual_excess
-            and residuals["rms_over_range"] > rule.residual_range_share
+            and residuals["model_error_over_range"] > rule.model_error_share
         )
         residuals["structured"] = bool(structured)
         if structured:
             reasons.append(
-                f"residuals are structured (lag-1 autocorrelation {residuals['lag1_autocorrelation']:.2f}, "
-                f"RMS {residuals['rms_over_noise']:.3g}x the noise estimate): the model misses part of "
-                "the data"
+                f"the model misses part of the data: residuals beyond the noise estimate are "
+                f"{100 * residuals['model_error_over_range']:.1f}% of the signal range (lag-1 "
+                f"autocorrelation {residuals['lag1_autocorrelation']:.2f})"
             )
 
     identification: dict[str, Any] | None = None
     if k_se is not None and interval_level is not None:
         identification = k_identification(k, k_se, interval_level, rule.identification_ratio)
+        half = identification["width_over_k"]
         if not identification["identified"]:
             reasons.append("k is not identified: its interval is wider than k itself (intervals withheld)")
+        elif half is not None and half / 2 > rule.uncertainty_share:
+            reasons.append(
+                f"k is uncertain: its {100 * interval_level:.0f}% interval is +-{50 * half:.0f}% of k"
+            )
+
+    reference_block = compare_with_reference(k, reference, rule, reasons)
 
     own: dict[str, Any] | None = None
     if own_trajectory is not None:
@@ -368,9 +393,41 @@ def diagnose(
         "baselines": baseline_block,
         "residuals": residuals,
         "identification": identification,
+        "reference": reference_block,
         "own_trajectory": own,
         "rule": asdict(rule),
     }
+
+
+def compare_with_reference(
+    k: float, reference: ReferenceFit | str | None, rule: DiagnosticRule, reasons: list[str]
+) -> dict[str, Any] | None:
+    """The ``reference`` block (module docstring, item 4b); appends its reasons to ``reasons``."""
+    if reference is None:
+        return None
+    if isinstance(reference, str):
+        return {"unavailable": reference}
+    lo, hi = reference.k_interval
+    z = NormalDist().inv_cdf(0.5 + 0.5 * reference.level)
+    identified = 2 * z * reference.k_se <= rule.identification_ratio * abs(reference.k)
+    slack = rule.reference_tolerance * abs(reference.k)
+    agrees = lo - slack <= k <= hi + slack
+    block = {
+        "method": "output_error", "k": reference.k, "k_interval": [lo, hi], "level": reference.level,
+        "relative_difference": (k - reference.k) / reference.k if reference.k else None,
+        "identified": bool(identified), "agrees": bool(agrees), "seconds": reference.seconds,
+    }
+    if not identified:
+        reasons.append(
+            f"the data do not identify k: the output-error reference's {100 * reference.level:.0f}% interval "
+            f"[{lo:.3g}, {hi:.3g}] is wider than its k = {reference.k:.3g}"
+        )
+    elif not agrees:
+        reasons.append(
+            f"k = {k:.4g} disagrees with the output-error fit of the same data: {reference.k:.4g} "
+            f"[{lo:.4g}, {hi:.4g}] ({100 * (k - reference.k) / reference.k:+.0f}%)"
+        )
+    return block
 
 
 def withhold_intervals(results: dict[str, Any], reason: str) -> None:

@@ -68,6 +68,7 @@ from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
 from calcium_gnn.physics.simulate import integrate
 
 if TYPE_CHECKING:
+    from calcium_gnn.evaluation.reference_fit import ReferenceFit
     from calcium_gnn.physics.parameters import FittedParameters
     from calcium_gnn.physics.setups import Setup
 
@@ -211,6 +212,7 @@ def evaluate_fit(
     field: torch.nn.Module | None = None,
     device: torch.device | str | None = None,
     own_trajectory: Tensor | None = None,
+    reference: ReferenceFit | str | None = None,
     diagnostic_rule: DiagnosticRule | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
@@ -243,6 +245,7 @@ def evaluate_fit(
         device: where the simulation runs (default: ``field``'s device, else the CPU).
         own_trajectory: (G, |train|) the model's own trajectory on the training frames
             (:meth:`calcium_gnn.models.base.ConsensusModel.own_trajectory`), compared with the simulation.
+        reference: the output-error reference fit of ``k`` (:mod:`~.reference_fit`) or why there is none.
         diagnostic_rule: thresholds of the ``diagnostics`` block (:mod:`calcium_gnn.evaluation.diagnostics`).
         overwrite: allow replacing an existing results.json in ``out_dir``.
 
@@ -368,7 +371,7 @@ def evaluate_fit(
         k_bounds=fitted.k_bounds, gamma_bounds=fitted.gamma_bounds,
         k_se=intervals.k_se if has_intervals else None,
         interval_level=intervals.level if has_intervals else None,
-        own_trajectory=own_trajectory, rule=rule,
+        own_trajectory=own_trajectory, reference=reference, rule=rule,
     )
     results["diagnostics"] = diagnostics
     if diagnostics["identification"] is not None and not diagnostics["identification"]["identified"]:

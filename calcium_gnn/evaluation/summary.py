@@ -42,6 +42,13 @@ def _k_line(results: dict[str, Any]) -> str:
     truth = results.get("truth") or {}
     if truth.get("k") is not None and truth.get("k_rel_err") is not None:
         line += f"   truth {truth['k']:.6g} ({100 * truth['k_rel_err']:.1f}% off)"
+    reference = (results.get("diagnostics") or {}).get("reference")
+    if reference and "k" in reference:
+        lo, hi = reference["k_interval"]
+        line += (f"\n  reference (output-error fit of the same data): k = {reference['k']:.6g} "
+                 f"[{lo:.6g}, {hi:.6g}]")
+    elif reference:
+        line += f"\n  reference: none ({reference['unavailable']})"
     return line
 
 

@@ -58,6 +58,9 @@ class ConsensusModel(L.LightningModule):
     #: whether the fit uses a torch optimiser (False: a closed-form solve or its own solver, so
     #: Lightning's notice that ``configure_optimizers`` returned None is expected and silenced)
     uses_optimizer: bool = True
+    #: whether the fit chooses the parameters whose simulation matches the data (output error): its
+    #: ``k`` is then its own reference, and the evaluation fits no output-error reference for it
+    simulation_fit: bool = False
 
     def __init__(self) -> None:
         super().__init__()

@@ -83,6 +83,9 @@ class GNNODEModule(ConsensusModel):
         num_threads: torch threads during ``trainer.fit`` (restored after); None leaves them alone.
     """
 
+    #: the fit matches the simulation to the data: no output-error reference is fitted for it
+    simulation_fit = True
+
     method_name = "gnn_ode"
 
     def __init__(

@@ -241,6 +241,9 @@ class OutputErrorODE(ConsensusModel):
             leaves them alone. Small graphs run faster on 1 thread (thread overhead dominates).
     """
 
+    #: the fit matches the simulation to the data: no output-error reference is fitted for it
+    simulation_fit = True
+
     method_name = "neural_ode"
 
     def __init__(

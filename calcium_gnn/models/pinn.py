@@ -66,7 +66,7 @@ from calcium_gnn.physics.parameters import FittedParameters
 from calcium_gnn.physics.pinn_residual import consensus_residual, interpolate_at, mean_square
 from calcium_gnn.physics.setups import Setup
 
-PARAMETRIZATIONS: tuple[str, ...] = ("bounded", "raw")
+PARAMETRIZATIONS: tuple[str, ...] = ("bounded", "scaled", "raw")
 DATA_POINTS: tuple[str, ...] = ("frames", "collocation")
 INITS: tuple[str | None, ...] = (None, "crlsm")
 
@@ -135,7 +135,10 @@ class PINNModule(ConsensusModel):
         scale_output: ``y_hat_i = mu_i + sigma_i * net_i`` with the window's mean / std of each
             cell (default True; paper: False).
         parametrization: ``"bounded"`` (default): ``k`` and ``gamma`` are the sigmoid maps of O(1)
-            raw values inside ``k_bounds`` / ``gamma_bounds`` (ConsensusConv); ``"raw"`` (paper):
+            raw values inside ``k_bounds`` / ``gamma_bounds`` (ConsensusConv); ``"scaled"``: ``k`` as
+            in ``"bounded"``, ``gamma_i = g * rho_i`` with ``g`` the RMS of the observed ``dx/dt`` of G
+            (the feed's natural scale, whatever the box) and ``rho_i`` O(1), projected onto the box after
+            each step (a wide box, e.g. for feeds of both signs, then costs nothing); ``"raw"`` (paper):
             plain parameters, projected onto the bounds after each optimiser step.
         k_bounds, gamma_bounds: boxes for ``k`` (1/s) and ``gamma`` (default the paper's
             ``[1e-3, 0.1]`` and ``[-3e-5, 0.1]``).
@@ -308,11 +311,15 @@ class PINNModule(ConsensusModel):
         )
         if self.init_from == "crlsm":
             self._init_from_crlsm(data)
+        n_gamma = self.conv.raw_gamma.numel()
         if self.parametrization == "raw":
-            n_gamma = self.conv.raw_gamma.numel()
             self.k_value = nn.Parameter(self.conv.k.detach().clone())
             self.gamma_value = nn.Parameter(self.conv.gamma.detach()[:n_gamma].clone())
             self.conv.requires_grad_(False)
+        elif self.parametrization == "scaled":
+            self.register_buffer("gamma_scale", rate_rms.detach().clone())
+            self.gamma_value = nn.Parameter(self.conv.gamma.detach()[:n_gamma].clone() / self.gamma_scale)
+            self.conv.raw_gamma.requires_grad_(False)
         self._truth = self._read_truth(data)
 
     # ----------------------------------------------------------------------------------------------
@@ -366,18 +373,23 @@ class PINNModule(ConsensusModel):
     @property
     def gamma(self) -> Tensor:
         """The feed terms gamma_i broadcast to all N nodes, shape (N,) (zeros for gamma_mode "none")."""
-        if self.parametrization != "raw":
+        if self.parametrization == "bounded":
             return self.conv.gamma
         if self.gamma_mode == "none":
             return torch.zeros_like(self.conv.gamma)
-        return self.gamma_value.expand(self.conv.num_nodes)
+        value = self.gamma_value if self.parametrization == "raw" else self.gamma_scale * self.gamma_value
+        return value.expand(self.conv.num_nodes)
 
     @torch.no_grad()
     def _project(self) -> None:
-        """Projection of the raw parameters onto their boxes (``parametrization="raw"``)."""
+        """Projection of the plain parameters onto their boxes (``parametrization="raw"`` / ``"scaled"``)."""
         if self.parametrization == "raw":
             self.k_value.clamp_(*self.conv.k_bounds)
             self.gamma_value.clamp_(*self.conv.gamma_bounds)
+        elif self.parametrization == "scaled":
+            lo, hi = self.conv.gamma_bounds
+            scale = float(self.gamma_scale)
+            self.gamma_value.clamp_(lo / scale, hi / scale)
 
     def fitted_parameters(self) -> FittedParameters:
         """The fitted ``k`` and ``gamma`` (N,) float64 on the CPU (0 for cells not modelled), with the
@@ -442,7 +454,7 @@ class PINNModule(ConsensusModel):
         residual = consensus_residual(
             self.conv, y_hat, dy_hat, x_col, self.edge_index, self.edge_weight, self.modelled,
             k=self.k if self.parametrization == "raw" else None,
-            gamma=self.gamma if self.parametrization == "raw" else None,
+            gamma=None if self.parametrization == "bounded" else self.gamma,
         )
         physics = mean_square(residual, self.physics_scale, self.cell_reduction)
         if self.data_points == "collocation":
@@ -555,8 +567,11 @@ class PINNModule(ConsensusModel):
         return out
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        raw = self.parametrization == "raw"
-        physics = [self.k_value, self.gamma_value] if raw else list(self.conv.parameters())
+        physics = {
+            "bounded": lambda: list(self.conv.parameters()),
+            "scaled": lambda: [self.conv.raw_k, self.gamma_value],
+            "raw": lambda: [self.k_value, self.gamma_value],
+        }[self.parametrization]()
         physics = [p for p in physics if p.numel()]
         adam = torch.optim.Adam(
             [{"params": list(self.net.parameters()), "lr": self.adam_lr},

@@ -61,6 +61,9 @@ def test_a_fit_held_by_its_box_says_so_in_results_console_and_log(compose_train,
     assert results["k"] == pytest.approx(0.05)
     assert diagnostics["fit_ok"] is False and diagnostics["bounds"]["k_on_bound"] == "lower"
     assert any("k is on its lower bound 0.05" in r for r in diagnostics["reasons"])
+    # the output-error reference of the same data finds the true k, and says the fit disagrees
+    assert diagnostics["reference"]["k"] == pytest.approx(0.02, rel=0.05)
+    assert diagnostics["reference"]["agrees"] is False
     printed = capsys.readouterr().out
     assert "fit_ok: NO" in printed and "k is on its lower bound" in printed
     assert "results: " in printed and "quality groups:" in printed and "test MSE" in printed

@@ -107,7 +107,9 @@ def test_structured_residuals_are_flagged_and_white_ones_are_not():
     bad = diagnose(x, t, missed, modelled, train, test, **kwargs)
     assert bad["residuals"]["structured"] is True
     assert bad["residuals"]["lag1_autocorrelation"] > 0.9
-    assert any("residuals are structured" in r for r in bad["reasons"])
+    # sin(t / 150) of amplitude 0.3 against a signal range of ~2: RMS 0.21, ~10% of the range
+    assert bad["residuals"]["model_error_over_range"] == pytest.approx(0.3 / 2**0.5 / 1.98, rel=0.15)
+    assert any("the model misses part of the data" in r for r in bad["reasons"])
 
 
 def test_noise_sigma_reads_the_noise_of_a_smooth_trace():
@@ -171,3 +173,31 @@ def test_rule_values_are_checked_and_unknown_keys_named():
         DiagnosticRule(baseline_ratio=-1.0)
     with pytest.raises(ConfigError, match="evaluation.diagnostics.bogus: unknown key"):
         DiagnosticRule.from_config({"bogus": 1})
+
+
+def test_a_k_away_from_the_output_error_reference_is_flagged(grid_graph):
+    from calcium_gnn.evaluation.reference_fit import ReferenceFit
+
+    k = grid_graph.truth_k
+    ref = ReferenceFit(k=k, k_se=k / 100, k_interval=(0.98 * k, 1.02 * k), level=0.9, seconds=0.1)
+    near = _evaluate(grid_graph, _fitted(grid_graph, k=1.05 * k), reference=ref)
+    assert near["diagnostics"]["reference"]["agrees"] is True  # within the interval + 10% of k
+    far = _evaluate(grid_graph, _fitted(grid_graph, k=0.7 * k), reference=ref)
+    assert far["diagnostics"]["reference"]["relative_difference"] == pytest.approx(-0.3)
+    reasons = far["diagnostics"]["reasons"]
+    assert any("disagrees with the output-error fit" in r and "(-30%)" in r for r in reasons)
+    assert "reference (output-error fit of the same data)" in run_summary(far)
+    vague = ReferenceFit(k=k, k_se=k, k_interval=(0.0, 2.6 * k), level=0.9, seconds=0.1)
+    res = _evaluate(grid_graph, _fitted(grid_graph), reference=vague)
+    assert any("the data do not identify k" in r for r in res["diagnostics"]["reasons"])
+    none = _evaluate(grid_graph, _fitted(grid_graph), reference="5000 modelled cells > the limit")
+    assert none["diagnostics"]["reference"] == {"unavailable": "5000 modelled cells > the limit"}
+    assert none["diagnostics"]["fit_ok"] is True
+
+
+def test_an_interval_wider_than_half_k_says_k_is_uncertain(grid_graph):
+    k = grid_graph.truth_k
+    res = _evaluate(grid_graph, _fitted(grid_graph), model_results={"intervals": _intervals(16, k, 0.2 * k)})
+    assert res["diagnostics"]["identification"]["identified"] is True
+    assert res["k_interval"] is not None
+    assert any("k is uncertain: its 90% interval is +-33% of k" in r for r in res["diagnostics"]["reasons"])
