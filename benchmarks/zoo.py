@@ -34,10 +34,13 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
 ESTIMATORS = ("crlsm", "pinn", "neural_ode", "gnn_ode")
+#: tries per run when its worker process is killed from outside
+MAX_ATTEMPTS = 3
 #: an estimator more than this far off must have flagged its run
 FLAG_ERROR = 0.25
 TARGETS = {
@@ -256,6 +259,16 @@ def print_table(rows: list[dict[str, Any]], estimators: list[str]) -> None:
     print("targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()))
 
 
+def _print_row(row: dict[str, Any]) -> None:
+    print(
+        f"{row['member']:<9} {row['estimator']:<10} {row['family']:<9} {row['law']:<6} "
+        f"N={row['n_cells']:<5} T={row['n_frames']:<5} dt={row['dt']:<5g} noise={row['noise']:<6g} "
+        f"err={_pct(_error(row))} fit_ok={row['fit_ok']!s:<5} {row['seconds']:6.1f}s "
+        + ("; ".join(row["reasons"])[:140]),
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -287,20 +300,25 @@ def main() -> None:
         jobs = [(m, e) for m in ids for e in args.estimators]
         start = time.perf_counter()
         rows: list[dict[str, Any]] = []
-        with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=8) as pool:
-            futures = [pool.submit(run_one, m, e, str(cache), str(out)) for m, e in jobs]
-            for future in futures:
-                row = future.result()
-                rows.append(row)
-                err = _error(row)
-                print(
-                    f"{row['member']:<9} {row['estimator']:<10} {row['family']:<9} {row['law']:<6} "
-                    f"N={row['n_cells']:<5} T={row['n_frames']:<5} dt={row['dt']:<5g} "
-                    f"noise={row['noise']:<6g} "
-                    f"err={_pct(err)} fit_ok={row['fit_ok']!s:<5} {row['seconds']:6.1f}s "
-                    + ("; ".join(row["reasons"])[:140]),
-                    flush=True,
-                )
+        pending = list(jobs)
+        for _attempt in range(MAX_ATTEMPTS):
+            # a worker that dies (killed from outside) breaks the pool: the unfinished jobs go to a new one
+            broken = []
+            with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=8) as pool:
+                futures = {pool.submit(run_one, m, e, str(cache), str(out)): (m, e) for m, e in pending}
+                for future, job in futures.items():
+                    try:
+                        row = future.result()
+                    except BrokenProcessPool:
+                        broken.append(job)
+                        continue
+                    rows.append(row)
+                    _print_row(row)
+            pending = broken
+            if not pending:
+                break
+        for m, e in pending:
+            print(f"{m} {e}: its worker process was killed {MAX_ATTEMPTS} times; left out", flush=True)
     print(
         f"\n{len(ids)} members x {len(args.estimators)} estimators in {time.perf_counter() - start:.0f} s "
         f"({args.split} split, {args.jobs} processes)\n"
