@@ -304,7 +304,7 @@ def main() -> None:
         for _attempt in range(MAX_ATTEMPTS):
             # a worker that dies (killed from outside) breaks the pool: the unfinished jobs go to a new one
             broken = []
-            with ProcessPoolExecutor(max_workers=args.jobs, max_tasks_per_child=8) as pool:
+            with ProcessPoolExecutor(max_workers=args.jobs) as pool:
                 futures = {pool.submit(run_one, m, e, str(cache), str(out)): (m, e) for m, e in pending}
                 for future, job in futures.items():
                     try:
