@@ -326,7 +326,6 @@ def truth_graph(
         ``is_driver`` (N,).
     """
     import torch
-    from torch_geometric.data import Data
 
     from calcium_gnn.io.graph_schema import validate_graph
 
@@ -336,38 +335,77 @@ def truth_graph(
     clean = culture.traces
     sigma = float(noise) * float(clean.max() - clean.min())
     observed = clean + sigma * np.random.default_rng(seed).standard_normal(clean.shape)
-    src = np.concatenate([culture.edge_index[0], culture.edge_index[1]])
-    dst = np.concatenate([culture.edge_index[1], culture.edge_index[0]])
+    data = true_geometry_graph(
+        observed, clean, culture.t, culture.centroids, culture.areas, culture.touches_edge,
+        culture.edge_index, culture.u, culture.l, culture.cell_ids, dt=float(culture.dt),
+        image_shape=(int(culture.labels.shape[0]), int(culture.labels.shape[1])), k=float(culture.k),
+        gamma=culture.gamma, edge_weight_scale=float(culture.edge_weight_scale),
+        is_driver=culture.is_driver, dtype=dtype,
+    )
+    return validate_graph(data, "synthetic culture")
+
+
+def true_geometry_graph(
+    observed: np.ndarray,
+    clean: np.ndarray,
+    t: np.ndarray,
+    centroids: np.ndarray,
+    areas: np.ndarray,
+    touches_edge: np.ndarray,
+    edge_index: np.ndarray,
+    u: np.ndarray,
+    l: np.ndarray,
+    cell_ids: np.ndarray,
+    *,
+    dt: float,
+    image_shape: tuple[int, int],
+    k: float,
+    gamma: np.ndarray,
+    edge_weight_scale: float,
+    is_driver: np.ndarray,
+    dtype: torch.dtype,
+) -> Data:
+    """The (unvalidated) cell graph of a synthetic culture from its exact geometry and traces.
+
+    Both directions of every adjacent pair (``edge_index`` (2, P) holds each pair once, ``u``, ``l``
+    (P,)), sorted by (source, target); ``edge_attr = u * l`` (E, 1); float tensors of ``dtype``; px
+    units. ``observed`` / ``clean`` (N, T) become ``x`` / ``truth_x``; ``truth_k``, ``truth_gamma``,
+    ``truth_edge_weight_scale`` and ``is_driver`` carry the truth.
+    """
+    import torch
+    from torch_geometric.data import Data
+
+    src = np.concatenate([edge_index[0], edge_index[1]])
+    dst = np.concatenate([edge_index[1], edge_index[0]])
     order = np.lexsort((dst, src))
     src, dst = src[order], dst[order]
-    u = np.concatenate([culture.u, culture.u])[order]
-    l = np.concatenate([culture.l, culture.l])[order]
+    u = np.concatenate([u, u])[order]
+    l = np.concatenate([l, l])[order]
 
     def f(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype)
 
-    data = Data(
+    return Data(
         x=f(observed),
-        t=f(culture.t),
-        pos=f(culture.centroids),
+        t=f(t),
+        pos=f(centroids),
         edge_index=torch.as_tensor(np.vstack([src, dst]), dtype=torch.long),
         edge_attr=f(u * l)[:, None],
         u=f(u),
         l=f(l),
-        area=f(culture.areas),
-        touches_edge=torch.as_tensor(culture.touches_edge, dtype=torch.bool),
-        cell_id=torch.as_tensor(culture.cell_ids, dtype=torch.long),
-        dt=float(culture.dt),
+        area=f(areas),
+        touches_edge=torch.as_tensor(touches_edge, dtype=torch.bool),
+        cell_id=torch.as_tensor(cell_ids, dtype=torch.long),
+        dt=float(dt),
         pixel_size=float("nan"),
         unit="px",
-        image_shape=(int(culture.labels.shape[0]), int(culture.labels.shape[1])),
-        truth_k=float(culture.k),
-        truth_gamma=f(culture.gamma),
-        truth_edge_weight_scale=float(culture.edge_weight_scale),
+        image_shape=image_shape,
+        truth_k=float(k),
+        truth_gamma=f(gamma),
+        truth_edge_weight_scale=float(edge_weight_scale),
         truth_x=f(clean),
-        is_driver=torch.as_tensor(culture.is_driver, dtype=torch.bool),
+        is_driver=torch.as_tensor(is_driver, dtype=torch.bool),
     )
-    return validate_graph(data, "synthetic culture")
 
 
 def _plain(value: Any) -> Any:

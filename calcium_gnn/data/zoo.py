@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from calcium_gnn.data import zoo_params as zp
+from calcium_gnn.data.synthetic import true_geometry_graph
 from calcium_gnn.data.zoo_culture import ZOO_ENTROPY, ZooCulture, make_zoo_culture, member_streams
 from calcium_gnn.data.zoo_render import ZooMovie, render_zoo_movie
 from calcium_gnn.data.zoo_split import (
@@ -254,7 +255,6 @@ def member_graph(zoo_member: ZooMember, dtype: torch.dtype | None = None) -> Dat
         ``truth_leak_baseline`` (``b``), ``truth_noise``, ``zoo_id``, ``zoo_family``, ``zoo_signal``.
     """
     import torch
-    from torch_geometric.data import Data
 
     from calcium_gnn.io.graph_schema import validate_graph
 
@@ -263,44 +263,20 @@ def member_graph(zoo_member: ZooMember, dtype: torch.dtype | None = None) -> Dat
     clean = c.traces
     sigma = zoo_member.noise * float(clean.max() - clean.min())
     observed = clean + sigma * member_streams(zoo_member.key)["observation"].standard_normal(clean.shape)
-    src = np.concatenate([c.edge_index[0], c.edge_index[1]])
-    dst = np.concatenate([c.edge_index[1], c.edge_index[0]])
-    order = np.lexsort((dst, src))
-    u = np.concatenate([c.u, c.u])[order]
-    l = np.concatenate([c.l, c.l])[order]
-
-    def f(a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(a, dtype=float), dtype=dtype)
-
-    data = Data(
-        x=f(observed),
-        t=f(c.t),
-        pos=f(c.centroids),
-        edge_index=torch.as_tensor(np.vstack([src[order], dst[order]]), dtype=torch.long),
-        edge_attr=f(u * l)[:, None],
-        u=f(u),
-        l=f(l),
-        area=f(c.areas),
-        touches_edge=torch.as_tensor(c.touches_edge, dtype=torch.bool),
-        cell_id=torch.arange(1, len(c.areas) + 1, dtype=torch.long),
-        dt=float(zoo_member.dt),
-        pixel_size=float("nan"),
-        unit="px",
-        image_shape=(int(c.side), int(c.side)),
-        truth_k=float(c.k),
-        truth_gamma=f(c.gamma),
-        truth_edge_weight_scale=float(c.edge_weight_scale),
-        truth_x=f(clean),
-        is_driver=torch.as_tensor(c.is_driver, dtype=torch.bool),
-        truth_driver_kind=torch.as_tensor(c.drivers.kind, dtype=torch.long),
-        truth_law=zoo_member.law,
-        truth_leak=float(c.leak),
-        truth_leak_baseline=float(c.leak_baseline),
-        truth_noise=float(zoo_member.noise),
-        zoo_id=zoo_member.id,
-        zoo_family=zoo_member.family,
-        zoo_signal=zoo_member.signal,
+    data = true_geometry_graph(
+        observed, clean, c.t, c.centroids, c.areas, c.touches_edge, c.edge_index, c.u, c.l,
+        np.arange(1, len(c.areas) + 1), dt=float(zoo_member.dt), image_shape=(int(c.side), int(c.side)),
+        k=float(c.k), gamma=c.gamma, edge_weight_scale=float(c.edge_weight_scale), is_driver=c.is_driver,
+        dtype=dtype,
     )
+    data.truth_driver_kind = torch.as_tensor(c.drivers.kind, dtype=torch.long)
+    data.truth_law = zoo_member.law
+    data.truth_leak = float(c.leak)
+    data.truth_leak_baseline = float(c.leak_baseline)
+    data.truth_noise = float(zoo_member.noise)
+    data.zoo_id = zoo_member.id
+    data.zoo_family = zoo_member.family
+    data.zoo_signal = zoo_member.signal
     return validate_graph(data, f"zoo member {zoo_member.id}")
 
 

@@ -59,6 +59,7 @@ import torch
 from torch import Tensor
 
 from calcium_gnn.errors import ConfigError, FitError
+from calcium_gnn.evaluation.metrics import scored_frames
 
 if TYPE_CHECKING:
     from calcium_gnn.evaluation.reference_fit import ReferenceFit
@@ -193,10 +194,6 @@ def on_bounds(
     return out
 
 
-def _scored(window: slice) -> slice | None:
-    return slice(window.start + 1, window.stop) if window.stop - window.start >= 2 else None
-
-
 def baseline_mse(
     x: Tensor, t: Tensor, modelled: Tensor, train: slice, test: slice
 ) -> dict[str, float] | None:
@@ -205,7 +202,7 @@ def baseline_mse(
     Returns:
         ``{"constant": mse, "uncoupled": mse}``, or None when the test window has fewer than 2 frames.
     """
-    frames = _scored(test)
+    frames = scored_frames(test)
     if frames is None:
         return None
     xg = x[modelled].to(torch.float64)
@@ -247,7 +244,7 @@ def residual_statistics(x: Tensor, sim: Tensor, modelled: Tensor, window: slice)
         "rms_over_range", "model_error_over_range"}`` (medians over G), or None when the window has
         fewer than 3 scored frames.
     """
-    frames = _scored(window)
+    frames = scored_frames(window)
     if frames is None or frames.stop - frames.start < 3:
         return None
     xg = x[modelled].to(torch.float64)

@@ -37,6 +37,12 @@ def _check_pair(observed: Tensor, simulated: Tensor) -> None:
         )
 
 
+def scored_frames(window: slice) -> slice | None:
+    """The frames of a simulated window that are scored: all but its first (the initial condition,
+    exact by construction); None when that leaves none."""
+    return slice(window.start + 1, window.stop) if window.stop - window.start >= 2 else None
+
+
 def mse_per_cell(observed: Tensor, simulated: Tensor, frames: Frames = slice(None)) -> Tensor:
     """``MSE_i`` of every cell over ``frames``.
 

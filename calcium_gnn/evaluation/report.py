@@ -43,7 +43,7 @@ from calcium_gnn.evaluation.diagnostics import (
     diagnose,
     withhold_intervals,
 )
-from calcium_gnn.evaluation.metrics import mse_per_cell, overall_mse
+from calcium_gnn.evaluation.metrics import mse_per_cell, overall_mse, scored_frames
 from calcium_gnn.evaluation.model_figures import plot_anomaly_map, plot_intervals
 from calcium_gnn.evaluation.quality import GROUPS, QualityRule, quality_groups
 from calcium_gnn.evaluation.results import (
@@ -124,13 +124,8 @@ def _on_host(data: Data) -> Data:
     return data if on_cpu else data.clone().cpu()
 
 
-def _scored(window: slice) -> slice | None:
-    """The frames of a window that are scored: all but its first; None when that leaves none."""
-    return slice(window.start + 1, window.stop) if window.stop - window.start >= 2 else None
-
-
 def _window_mse(observed: Tensor, simulated: Tensor, window: slice) -> Tensor | None:
-    frames = _scored(window)
+    frames = scored_frames(window)
     return None if frames is None else mse_per_cell(observed, simulated, frames)
 
 
