@@ -40,7 +40,11 @@ MANIFEST_VERSION = 1
 FINGERPRINT_RTOL: float = 1e-6
 FINGERPRINT_ATOL: float = 1e-12
 #: files (relative to the repository root) allowed to use the test split: evaluation, not tuning
-TEST_SPLIT_USERS: tuple[str, ...] = ("scripts/make_zoo.py", "benchmarks/zoo.py")
+TEST_SPLIT_USERS: tuple[str, ...] = (
+    "scripts/make_zoo.py",
+    "benchmarks/zoo.py",
+    "benchmarks/zoo_segmentation.py",
+)
 #: the manifest's key parameters of a member
 MANIFEST_KEYS: tuple[str, ...] = (
     "family", "law", "signal", "size", "n_cells", "n_frames", "dt", "k", "noise", "cell_diameter", "side",

@@ -7,24 +7,32 @@ membranes and ``m_p = 1 - m`` for dark ones; ``S(p, sigma)`` is the seeded water
 smoothed by a Gaussian of ``sigma`` pixels (h-minima seeds, whole image), ``N(p, sigma)`` its
 number of cells.
 
-1. **Polarity** (dark or bright membranes): membranes are thin lines between wide cells, so in the
-   right polarity the watershed lines of ``S`` run along the membranes, and in the wrong one they
-   cut through the cytoplasm, which is also what most of every region holds. The *boundary
-   contrast*
+1. **Polarity** (dark or bright membranes), from two properties of the membrane image ``m_p`` of
+   the right polarity. *Its cells are basins*: count the h-minima of depth :data:`DEEP_H` (0.25 of
+   the contrast) of ``m_p`` smoothed by :data:`POLARITY_SIGMA_PX`, ``D_p``. In the wrong polarity
+   the membranes become one connected network of valleys, a single basin; when ``D_p <= 1 < D_q``
+   the polarity ``q`` wins (rule ``"single basin"``; also what decides a nuclear dye whose membranes
+   are too faint to see: its nuclei are the deep basins of ``1 - m``). Otherwise, *its membranes
+   are thin lines* between wide cells, whatever the dye (a cytosolic dye fills the cells, a nuclear
+   dye lights a wide disc in each). With ``m_1`` the image smoothed by 1 px and top-hats by a disc
+   ``D`` of radius :data:`LINE_RADIUS_PX` (3 px: 7 px across), bright thin lines are
+   ``WTH = m_1 - opening_D(m_1)`` and dark ones ``BTH = closing_D(m_1) - m_1``; the *line score*
 
    .. math::
 
-       C(p) = \\operatorname{median}_{x \\in \\partial S} m_p(x)
-              - \\operatorname{median}_{x \\in S \\setminus \\partial S} m_p(x)
+       L = \\ln \\frac{\\operatorname{mean} WTH}{\\operatorname{mean} BTH}
 
-   (``dS``: the pixels of a cell next to another cell) is the membrane-to-cytoplasm contrast in
-   the right polarity and near 0 in the wrong one; ``p* = argmax_p C(p)``, measured at
-   ``sigma = POLARITY_SIGMA_PX`` (or the smoothing the caller fixed). Measured on the EpiTools
-   epithelium (bright): ``C(bright) = 0.37`` vs ``C(dark) = 0.26``; on synthetic cultures of
-   12-80 px cells (make_culture, both polarities) and noisy Voronoi cultures (18-50 px, dark):
-   right polarity 0.29-0.94, wrong one -0.00-0.47, always the lower of the two.
+   is positive for bright membranes and negative for dark ones (rule ``"thin lines"``); when
+   ``|L| <`` :data:`LINE_SCORE_MIN` (0.15) the polarity of more deep minima wins (``"deep
+   minima"``). The first rule comes first because the caps of bright nuclei with no visible
+   membranes also look like bright thin structures to the top-hat. Measured on the reference images
+   of the zoo's dev-0..119 and the images of ``tests/unit/imaging`` (143): every polarity right, 52
+   by the single basin, 91 by the line score with ``|L| >= 0.22`` (0.34 but for the noisiest 74 px
+   cells); the boundary contrast of the two segmentations (:func:`boundary_contrast`, the former
+   rule) chose wrong for 4 of the 8 dark-membrane nuclear members of dev-0..59, whose
+   wrong-polarity watershed runs over the bright nuclei.
 2. **Smoothing, by stability** (scale selection as in MSER: keep what persists): over the ladder
-   ``sigma_k = SIGMA_LADDER_PX`` (0.5 to 4 px in steps of sqrt 2) count ``N_k = N(p*, sigma_k)``.
+   ``sigma_k = SIGMA_LADDER_PX`` (0.5 to 8 px in steps of sqrt 2) count ``N_k = N(p*, sigma_k)``.
    Noise makes many shallow minima at small ``sigma`` whose number falls fast as ``sigma`` grows;
    the real cells persist over a range of ``sigma`` (a plateau) until the smoothing blurs the
    membranes and cells merge. The instability is the slope of ``log N`` against ``log sigma``,
@@ -34,28 +42,32 @@ number of cells.
        s_k = \\frac{|\\ln N_{k+1} - \\ln N_{k-1}|}{\\ln(\\sigma_{k+1} / \\sigma_{k-1})},
        \\qquad k = 1, \\dots, K - 2
 
-   (the two ends of the ladder only serve as neighbours, so ``sigma*`` is 0.71 to 2.83 px). The
+   (the two ends of the ladder only serve as neighbours, so ``sigma*`` is 0.71 to 5.66 px). The
    *plateau* is the run of consecutive ``sigma_k`` from the most stable one, ``k0 = argmin s_k``,
    upwards while ``s_k <= s_k0 + STABILITY_TOLERANCE`` (0.08: the count falls by under 6% per
    doubling of ``sigma`` more than at the most stable point), and ``sigma*`` is its largest
-   ``sigma``: the most noise suppressed before the count shows cells merging.
-   Measured (true cells matched at IoU >= 0.7 by ``S(p, sigma*)``, right polarity, 136 images
-   of which 12 + 12 EpiTools 8-frame movies with Poisson noise): EpiTools 92 of 94 in every draw
-   (the smallest ``sigma`` of least ``s_k`` instead: 89-92; a tolerance of 0.05: 90-92); EpiTools
-   inverted (dark membranes) 87-91 (the best ``sigma`` of the ladder: 89-92); make_culture with
-   15-80 px cells, both polarities, 1x and 4x imaging noise, 6 seeds each: 0.96-1.00, except 15
-   px cells with dark membranes and 4x noise: 0.88-1.00; noisy Voronoi cultures (18-50 px,
-   tests/unit/imaging/conftest.py): 0.97-1.00.
-3. **Cell scale**: ``diameter = 2 sqrt(A / pi)`` with ``A`` the median cell area of
-   ``S(p*, sigma*)`` (pixels): the diameter of a disc of the median cell's area.
-4. **Minimum area**: ``min_area = MIN_AREA_FRACTION * A`` with ``MIN_AREA_FRACTION = 0.1``. On the
+   ``sigma``: the most noise suppressed before the count shows cells merging. The ladder reaches
+   8 px for the zoo's 60-80 px cells, whose per-pixel noise (the noise of a cell's mean times the
+   square root of its area) leaves no plateau below 4 px.
+3. **Boundaries that are not membranes** are then removed and the membrane line is left out of the
+   cells (:mod:`.boundaries`); the watershed does this whenever ``preset="auto"``.
+4. **Cell scale**: ``diameter = 2 sqrt(A / pi)`` with ``A`` the median cell area of the merged
+   segmentation (pixels): the diameter of a disc of the median cell's area.
+5. **Minimum area**: ``min_area = MIN_AREA_FRACTION * A`` with ``MIN_AREA_FRACTION = 0.1``. On the
    EpiTools image the real cells go down to 0.15 of the median area (58 of 395 px) and the
    watershed's spurious fragments are at most 0.075 of it, so a tenth drops the fragments and
    keeps the small cells; the paper's 500 px stays available as an explicit number.
 
-Cost: at most ``len(SIGMA_LADDER_PX) + 2`` watershed runs on the reference image (about 0.12 s
-each for 512 x 512 px on one core), fewer when the caller fixes the polarity or the smoothing; one
-label image is held at a time (the trials keep only their cell counts).
+Measured (``benchmarks/zoo_segmentation.py``: the culture zoo's dev members through the movie ->
+graph pipeline with every default, true cells recovered at IoU >= 0.7): dev-0..29 pooled 99.7%
+(58.8% with the former rules, boundary-contrast polarity, a ladder to 4 px and no merging), 29 of 30
+members >= 95% (17 before); on the reference images of dev-0..119, 116 of 120 members (63 before).
+EpiTools with every default: 92 of 94 cells (as before).
+
+Cost: two top-hats and two h-minima counts for the polarity, ``len(SIGMA_LADDER_PX)`` h-minima
+counts for the ladder (the watershed keeps one cell per h-minimum, so the counts need no
+watershed), one watershed and the merging (:mod:`.boundaries`): 3.8 s for an 826 x 826 px image on
+one busy core; one label image is held at a time.
 """
 
 from __future__ import annotations
@@ -65,6 +77,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage as ndi
+from skimage import filters, morphology
 from skimage.segmentation import find_boundaries
 
 from calcium_gnn.errors import SegmentationError
@@ -75,23 +89,38 @@ from calcium_gnn.imaging.segmentation.result import (
 )
 
 __all__ = [
+    "DEEP_H",
+    "LINE_RADIUS_PX",
+    "LINE_SCORE_MIN",
     "MIN_AREA_FRACTION",
     "POLARITY_SIGMA_PX",
     "SIGMA_LADDER_PX",
     "STABILITY_TOLERANCE",
     "AutoChoice",
+    "Counter",
     "Trial",
     "auto_min_area",
     "boundary_contrast",
+    "choose_polarity",
     "choose_watershed",
+    "deep_minima",
+    "line_score",
     "most_stable_index",
 ]
 
-#: Smoothing ladder (Gaussian sigma, px): 0.5 * sqrt(2)**k, k = 0..6 (0.5 to 4 px), to 3 decimals.
-SIGMA_LADDER_PX: tuple[float, ...] = tuple(round(0.5 * math.sqrt(2.0) ** k, 3) for k in range(7))
-#: Smoothing at which the two polarities are compared: the middle of the ladder (~1.41 px, close to
-#: the "calcium" preset's 0.05 x 30 px = 1.5 px).
-POLARITY_SIGMA_PX: float = SIGMA_LADDER_PX[len(SIGMA_LADDER_PX) // 2]
+#: Smoothing ladder (Gaussian sigma, px): 0.5 * sqrt(2)**k, k = 0..8 (0.5 to 8 px), to 3 decimals.
+SIGMA_LADDER_PX: tuple[float, ...] = tuple(round(0.5 * math.sqrt(2.0) ** k, 3) for k in range(9))
+#: Smoothing of the deep-minima comparison of the polarities (~1.41 px, close to the "calcium"
+#: preset's 0.05 x 30 px = 1.5 px).
+POLARITY_SIGMA_PX: float = SIGMA_LADDER_PX[3]
+#: Radius (px) of the disc of the line score's top-hats: lines narrower than 7 px are membranes.
+LINE_RADIUS_PX: int = 3
+#: Smoothing (px) of the image before the line score.
+LINE_SIGMA_PX: float = 1.0
+#: ``|line score|`` under which the image shows no membranes (the deep-minima rule decides).
+LINE_SCORE_MIN: float = 0.15
+#: Depth (fraction of the contrast) of the h-minima counted by the deep-minima rule.
+DEEP_H: float = 0.25
 #: Largest excess of the instability ``s_k`` (slope of log cell count vs log sigma) over its minimum
 #: that still counts as the plateau of step 2.
 STABILITY_TOLERANCE: float = 0.08
@@ -103,6 +132,8 @@ MEMBRANES: tuple[str, str] = ("dark", "bright")
 #: ``trial(membranes, sigma)`` -> the watershed labels for that polarity and smoothing (px), or
 #: None when that segmentation found no cell.
 Trial = Callable[[str, float], np.ndarray | None]
+#: ``count(membranes, sigma)`` -> the number of cells the trial would find (0: none).
+Counter = Callable[[str, float], int]
 
 
 @dataclass
@@ -114,8 +145,9 @@ class AutoChoice:
         sigma: the Gaussian smoothing in px.
         labels: the trial segmentation at (``membranes``, ``sigma``).
         diameter: ``2 sqrt(A / pi)`` px, ``A`` the median cell area of ``labels``.
-        evidence: what the decision rests on: ``boundary_contrast_dark``/``_bright`` (when the
-            polarity was chosen), ``trial_sigmas`` and ``trial_cells`` (when the smoothing was).
+        evidence: what the decision rests on: ``line_score``, ``polarity_rule`` (``"thin lines"``
+            or ``"deep minima"``, then also ``deep_minima_dark``/``_bright``) when the polarity was
+            chosen, ``trial_sigmas`` and ``trial_cells`` when the smoothing was.
     """
 
     membranes: str
@@ -142,6 +174,64 @@ def boundary_contrast(membrane: np.ndarray, labels: np.ndarray) -> float:
     if not boundary.any() or not interior.any():
         return -math.inf
     return float(np.median(membrane[boundary]) - np.median(membrane[interior]))
+
+
+def line_score(normalised: np.ndarray, radius: int = LINE_RADIUS_PX) -> float:
+    """``L = ln(mean WTH / mean BTH)`` of the image smoothed by :data:`LINE_SIGMA_PX` (module
+    docstring, step 1): > 0 when thin bright lines dominate, < 0 for thin dark lines.
+
+    Args:
+        normalised: (Y, X) image, bright = high.
+        radius: radius (px) of the top-hats' disc.
+
+    Returns:
+        The score; 0.0 when the image has neither (a constant image).
+    """
+    smooth = filters.gaussian(np.asarray(normalised, dtype=np.float64), sigma=LINE_SIGMA_PX,
+                              preserve_range=True)
+    disc = morphology.disk(radius)
+    bright = float(morphology.white_tophat(smooth, disc).mean())
+    dark = float(morphology.black_tophat(smooth, disc).mean())
+    if bright <= 0.0 or dark <= 0.0:
+        return 0.0 if bright == dark else math.copysign(math.inf, bright - dark)
+    return math.log(bright / dark)
+
+
+def deep_minima(normalised: np.ndarray, membranes: str, sigma: float = POLARITY_SIGMA_PX) -> int:
+    """Number of h-minima of depth :data:`DEEP_H` of the membrane image ``m_p`` smoothed by ``sigma``
+    px: the basins deep enough to be cells in that polarity."""
+    membrane = normalised if membranes == "bright" else 1.0 - normalised
+    smooth = filters.gaussian(membrane, sigma=sigma, preserve_range=True)
+    return int(ndi.label(morphology.h_minima(smooth, DEEP_H))[1])
+
+
+def choose_polarity(
+    normalised: np.ndarray, sigma: float = POLARITY_SIGMA_PX
+) -> tuple[str, dict[str, InfoValue]]:
+    """The membrane polarity of the image (module docstring, step 1) and its evidence.
+
+    Args:
+        normalised: (Y, X) reference image after the robust contrast, in [0, 1], bright = 1.
+        sigma: smoothing (px) of the deep-minima counts.
+
+    Returns:
+        ``("dark" | "bright", evidence)``: ``deep_minima_dark``, ``deep_minima_bright``,
+        ``line_score`` and ``polarity_rule`` (``"single basin"``, ``"thin lines"`` or ``"deep
+        minima"``; dark wins a tie of the last).
+    """
+    deep = {p: deep_minima(normalised, p, sigma) for p in MEMBRANES}
+    score = line_score(normalised)
+    evidence: dict[str, InfoValue] = {f"deep_minima_{p}": deep[p] for p in MEMBRANES}
+    evidence["line_score"] = score if math.isfinite(score) else None
+    most = max(MEMBRANES, key=lambda p: deep[p])
+    if min(deep.values()) <= 1 < deep[most]:
+        evidence["polarity_rule"] = "single basin"
+        return most, evidence
+    if abs(score) >= LINE_SCORE_MIN:
+        evidence["polarity_rule"] = "thin lines"
+        return ("bright" if score > 0 else "dark"), evidence
+    evidence["polarity_rule"] = "deep minima"
+    return most, evidence
 
 
 def most_stable_index(
@@ -189,59 +279,54 @@ def choose_watershed(
     membranes: str | None = None,
     sigma: float | None = None,
     ladder: Sequence[float] = SIGMA_LADDER_PX,
-    polarity_sigma: float = POLARITY_SIGMA_PX,
+    count: Counter | None = None,
 ) -> AutoChoice:
     """Decide what the caller left open: the membrane polarity and/or the smoothing (module docstring).
 
     Args:
         normalised: (Y, X) reference image after the robust contrast, in [0, 1], bright = 1.
         trial: ``trial(membranes, sigma) -> labels | None`` runs the watershed.
-        membranes: the polarity when the caller fixed it, else None (chosen by boundary contrast).
+        count: ``count(membranes, sigma) -> int``, the number of cells ``trial`` would find (0 for
+            None), when that is cheaper than running it (the ladder only needs the counts);
+            None: the ladder runs ``trial``.
+        membranes: the polarity when the caller fixed it, else None (:func:`choose_polarity`).
         sigma: the smoothing (px) when the caller fixed it, else None (chosen by stability).
         ladder: the smoothings (px) tried when ``sigma`` is None, increasing.
-        polarity_sigma: the smoothing (px) of the polarity comparison when ``sigma`` is None.
 
     Returns:
-        An :class:`AutoChoice`.
+        An :class:`AutoChoice` (its ``labels`` and ``diameter`` are the trial's, before any merging).
 
     Raises:
         SegmentationError: no trial segmentation found a cell.
     """
     evidence: dict[str, InfoValue] = {}
-    counts: dict[tuple[str, float], int] = {}  # cells of every trial run (0: none found)
-    latest: dict[tuple[str, float], np.ndarray | None] = {}  # the labels of the last run only (memory)
-
-    def run(p: str, s: float) -> np.ndarray | None:
-        if (p, s) not in latest:
-            latest.clear()
-            latest[(p, s)] = labels = trial(p, s)
-            counts[(p, s)] = 0 if labels is None else int(labels.max(initial=0))
-        return latest[(p, s)]
-
-    def count(p: str, s: float) -> int:
-        if (p, s) not in counts:
-            run(p, s)
-        return counts[(p, s)]
+    counts: dict[float, int] = {}  # cells of every trial run (0: none found)
+    latest: dict[float, np.ndarray | None] = {}  # the labels of the last run only (memory)
 
     if membranes is None:
-        at = polarity_sigma if sigma is None else sigma
-        contrast = {}
-        for p in MEMBRANES:
-            labels = run(p, at)
-            membrane = normalised if p == "bright" else 1.0 - normalised
-            contrast[p] = -math.inf if labels is None else boundary_contrast(membrane, labels)
-            evidence[f"boundary_contrast_{p}"] = contrast[p] if math.isfinite(contrast[p]) else None
-        if all(counts[(p, at)] == 0 for p in MEMBRANES):
-            raise SegmentationError("segmentation.watershed", "no cell seeds found in either polarity")
-        membranes = max(MEMBRANES, key=lambda p: contrast[p])
+        membranes, evidence = choose_polarity(normalised)
+
+    def run(s: float) -> np.ndarray | None:
+        if s not in latest:
+            latest.clear()
+            latest[s] = labels = trial(membranes, s)
+            counts[s] = 0 if labels is None else int(labels.max(initial=0))
+        return latest[s]
+
     if sigma is None:
-        ladder_cells = [count(membranes, s) for s in ladder]
+        ladder_cells = []
+        for s in ladder:
+            if count is not None:
+                counts[s] = int(count(membranes, s))
+            else:
+                run(s)
+            ladder_cells.append(counts[s])
         evidence["trial_sigmas"] = [float(s) for s in ladder]
         evidence["trial_cells"] = ladder_cells
         if max(ladder_cells) == 0:
             raise SegmentationError("segmentation.watershed", "no cell seeds found at any smoothing")
         sigma = float(ladder[most_stable_index(ladder_cells, ladder)])
-    labels = run(membranes, sigma)
+    labels = run(sigma)
     if labels is None:
         raise SegmentationError("segmentation.watershed", "no cell seeds found; lower h or check the image")
     diameter = equivalent_diameter(median_cell_area(labels))

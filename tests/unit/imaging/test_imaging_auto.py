@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from scipy import ndimage as ndi
 
 from calcium_gnn.errors import ConfigError
 from calcium_gnn.imaging.segmentation import (
@@ -20,9 +21,13 @@ from calcium_gnn.imaging.segmentation import (
     watershed_segmentation,
 )
 from calcium_gnn.imaging.segmentation.auto import (
+    LINE_SCORE_MIN,
     SIGMA_LADDER_PX,
     boundary_contrast,
+    choose_polarity,
     choose_watershed,
+    deep_minima,
+    line_score,
     most_stable_index,
 )
 from calcium_gnn.imaging.segmentation.result import equivalent_diameter, plain_info
@@ -90,7 +95,7 @@ def test_auto_reads_bright_membranes_and_the_cell_size_off_epitools(epitools) ->
     info = result.info
     assert info["preset"] == "auto" and info["auto_decided"] == ["membranes", "diameter", "smoothing"]
     assert info["membranes"] == "bright"
-    assert info["boundary_contrast_bright"] > info["boundary_contrast_dark"]
+    assert info["polarity_rule"] == "thin lines" and info["line_score"] > LINE_SCORE_MIN
     # the true cells' median area is 395 px: a disc of 22.4 px
     assert 20.0 <= info["diameter"] <= 25.0
     assert info["sigma"] == pytest.approx(info["smoothing"] * info["diameter"])
@@ -122,6 +127,35 @@ def test_auto_on_synthetic_cultures_of_both_polarities(bright, n_cells, size, me
     assert matched_fraction(culture.labels, result.labels, iou_threshold=0.7) >= 0.95
 
 
+def test_line_score_and_polarity_by_hand() -> None:
+    # a grid of 1 px lines 12 px apart: thin bright lines around dark squares, and the inverse
+    grid = np.zeros((48, 48))
+    grid[::12, :] = grid[:, ::12] = 1.0
+    assert line_score(grid) > LINE_SCORE_MIN and line_score(1.0 - grid) < -LINE_SCORE_MIN
+    assert line_score(np.zeros((16, 16))) == 0.0
+    # the squares are 16 basins of the bright-membrane image; the dark one has the squares as
+    # plateaus and no basin: the single-basin rule
+    assert deep_minima(grid, "bright") == 16 and deep_minima(grid, "dark") <= 1
+    membranes, evidence = choose_polarity(grid)
+    assert membranes == "bright" and evidence["polarity_rule"] == "single basin"
+    assert choose_polarity(1.0 - grid)[0] == "dark"
+    # the same grid with a faint second grid of dark lines in the squares: both polarities have
+    # basins, the thin lines decide
+    both = grid.copy()
+    both[6::12, :] = both[:, 6::12] = -0.6
+    membranes, evidence = choose_polarity(both)
+    assert min(evidence["deep_minima_dark"], evidence["deep_minima_bright"]) > 1
+    assert evidence["polarity_rule"] == "thin lines" and membranes == "bright"
+    # blurred bright discs (nuclei) and no membrane at all: the top-hat sees their caps as bright
+    # structures, but only the dark polarity has basins (one per nucleus)
+    yy, xx = np.mgrid[:64, :64]
+    discs = ndi.gaussian_filter((np.hypot((yy % 16) - 8, (xx % 16) - 8) <= 4).astype(float), 1.5)
+    membranes, evidence = choose_polarity(discs)
+    assert evidence["line_score"] > LINE_SCORE_MIN  # the caps
+    assert membranes == "dark" and evidence["polarity_rule"] == "single basin"
+    assert evidence["deep_minima_dark"] == 16
+
+
 def test_choose_watershed_asks_only_what_is_open() -> None:
     calls: list[tuple[str, float]] = []
     labels = np.repeat(np.arange(1, 5, dtype=np.int32), 4)[None, :].repeat(4, axis=0)  # 4 strips
@@ -137,11 +171,14 @@ def test_choose_watershed_asks_only_what_is_open() -> None:
     # a flat count: the plateau ends at the last inner sigma, run again (only the last labels are kept)
     choice = choose_watershed(image, trial, membranes="bright")
     assert calls == [("bright", s) for s in SIGMA_LADDER_PX] + [("bright", SIGMA_LADDER_PX[-2])]
-    assert choice.sigma == SIGMA_LADDER_PX[-2] and choice.evidence["trial_cells"] == [4] * 7
+    n = len(SIGMA_LADDER_PX)
+    assert choice.sigma == SIGMA_LADDER_PX[-2] and choice.evidence["trial_cells"] == [4] * n
     calls.clear()
-    # equal contrasts: the first polarity ("dark") wins and is run again
+    # the polarity is read off the image (no trial): a flat image shows no lines and no deep
+    # minima, and dark wins the tie
     choice = choose_watershed(image, trial, sigma=2.0)
-    assert calls == [("dark", 2.0), ("bright", 2.0), ("dark", 2.0)] and choice.membranes == "dark"
+    assert calls == [("dark", 2.0)] and choice.membranes == "dark"
+    assert choice.evidence["polarity_rule"] == "deep minima" and choice.evidence["line_score"] == 0.0
     assert choice.diameter == pytest.approx(2 * math.sqrt(16 / math.pi))  # four 16 px strips
 
 
@@ -150,7 +187,7 @@ def test_explicit_options_win_over_auto(epitools) -> None:
     image, _ = epitools
     dark = watershed_segmentation(image, membranes="dark").info
     assert dark["membranes"] == "dark" and "membranes" not in dark["auto_decided"]
-    assert "boundary_contrast_dark" not in dark
+    assert "line_score" not in dark
     sized = watershed_segmentation(image, diameter=40.0).info
     assert sized["diameter"] == 40.0 and sized["smoothing"] == 0.05 and sized["sigma"] == pytest.approx(2.0)
     assert sized["auto_decided"] == ["membranes"] and "trial_cells" not in sized

@@ -1,0 +1,117 @@
+"""Boundaries between watershed regions (calcium_gnn.imaging.segmentation.boundaries): strengths,
+merging the boundaries that are not membranes, and the 1 px membrane line, by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calcium_gnn.errors import ConfigError
+from calcium_gnn.imaging.segmentation import segment, segment_with_info
+from calcium_gnn.imaging.segmentation.boundaries import (
+    MERGE_AREA_FACTOR,
+    MERGE_FRACTION,
+    MERGE_FREE_FRACTION,
+    boundary_strengths,
+    carve_membranes,
+    merge_weak_boundaries,
+    noise_sd,
+    ridge_image,
+)
+
+
+def test_boundary_strengths_by_hand() -> None:
+    # cells 1 | 2 side by side over 3 rows, cell 3 below them; 0 = background column on the right
+    labels = np.array([[1, 1, 2, 2, 0],
+                       [1, 1, 2, 2, 0],
+                       [3, 3, 3, 3, 0]])
+    ridge = np.zeros(labels.shape)
+    ridge[:, 1] = 1.0  # the crest on the left of the 1 | 2 boundary
+    ridge[0, 2] = 3.0
+    i, j, c, n = boundary_strengths(labels, ridge)
+    assert i.tolist() == [1, 1, 2] and j.tolist() == [2, 3, 3]
+    # 1 | 2: pairs (row 0: max(1, 3) = 3) and (row 1: max(1, 0) = 1); 1 / 3 (rows 1 and 2):
+    # max(0, 0), max(1, 0); 2 / 3: max(0, 0) twice; boundaries with the background are not listed
+    assert c.tolist() == [2.0, 0.5, 0.0] and n.tolist() == [2, 2, 2]
+    empty = boundary_strengths(np.ones((3, 3), dtype=np.int32), ridge[:3, :3])
+    assert all(len(a) == 0 for a in empty)
+
+
+def test_carve_membranes_leaves_the_crest_pixel_as_background() -> None:
+    labels = np.array([[1, 1, 2, 2, 0, 0],
+                       [1, 1, 2, 2, 0, 0]])
+    membrane = np.array([[0.0, 0.9, 0.5, 0.0, 0.0, 0.0],
+                         [0.0, 0.2, 0.5, 0.0, 0.0, 0.0]])
+    out = carve_membranes(labels, membrane)
+    # row 0: the crest is in cell 1 (0.9 > 0.5); row 1 in cell 2; the background edge is untouched
+    assert out.tolist() == [[1, 0, 2, 2, 0, 0], [1, 1, 0, 2, 0, 0]]
+    assert labels[0, 1] == 1 and out.dtype == labels.dtype  # a new array
+
+
+def _grid_image(cells: int = 3, size: int = 20, weak: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A ``cells x cells`` tiling of ``size`` px squares with 1 px bright membranes (1.0) on a dark
+    field; ``weak`` dims the membrane between the first two squares of the top row to that level.
+    Returns (membrane image, the true labels with the membranes given to the square on their right /
+    below, as a watershed would)."""
+    side = cells * size
+    image = np.zeros((side, side))
+    image[::size, :] = image[:, ::size] = 1.0
+    if weak is not None:
+        image[1:size, size] = weak
+    labels = (np.arange(side)[:, None] // size) * cells + np.arange(side)[None, :] // size + 1
+    return image, labels.astype(np.int32)
+
+
+def test_merge_removes_a_boundary_across_a_nucleus_and_keeps_the_membranes() -> None:
+    image, labels = _grid_image()
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+    image[np.hypot(yy - 10, xx - 10) <= 6] = 0.6  # a wide nucleus in the first cell
+    split = labels.copy()
+    split[(labels == 1) & (xx >= 10)] = 10  # the watershed split the first cell across its nucleus
+    merged, record = merge_weak_boundaries(split, image)
+    assert merged.max() == 9 and record["cells_before_merge"] == 10 and record["boundaries_removed"] == 1
+    assert np.array_equal(merged == merged[5, 5], labels == 1)  # the two halves are one cell again
+    # a 1 px line of 1.0 smoothed by 1 px peaks at 1 / sqrt(2 pi) = 0.40; no noise: no floor
+    assert record["membrane_strength"] == pytest.approx(0.4, abs=0.02)
+    assert record["merge_threshold"] == pytest.approx(MERGE_FRACTION * record["membrane_strength"])
+    # nothing to merge: the true tiling stays as it is
+    same, record = merge_weak_boundaries(labels, image)
+    assert np.array_equal(same, labels) and record["boundaries_removed"] == 0
+
+
+def test_merge_keeps_two_cells_behind_a_faint_membrane_unless_very_faint() -> None:
+    # a membrane at 0.4 of the others: weak (< 0.45) but not very weak (>= 0.3), and the two
+    # squares together are 2 > 1.5 typical cells: kept
+    assert MERGE_FREE_FRACTION < 0.4 < MERGE_FRACTION and MERGE_AREA_FACTOR < 2.0
+    image, labels = _grid_image(weak=0.4)
+    kept, record = merge_weak_boundaries(labels, image)
+    assert kept.max() == 9 and record["boundaries_removed"] == 0
+    # at 0.1 of the others it is no membrane: merged whatever the size
+    image, labels = _grid_image(weak=0.1)
+    merged, record = merge_weak_boundaries(labels, image)
+    assert merged.max() == 8 and record["boundaries_removed"] == 1
+
+
+def test_noise_sd_and_ridge_image() -> None:
+    rng = np.random.default_rng(0)
+    assert noise_sd(rng.normal(0.0, 0.1, (200, 200))) == pytest.approx(0.1, rel=0.05)
+    assert noise_sd(np.zeros((5, 5))) == 0.0
+    image, _ = _grid_image()
+    smooth, ridge = ridge_image(image)
+    assert smooth.shape == ridge.shape == image.shape
+    assert ridge[5, 20] > 0.3 and ridge[5, 10] == pytest.approx(0.0, abs=1e-9)  # membrane vs cell interior
+
+
+def test_merge_and_membrane_line_options() -> None:
+    image, truth = _grid_image(cells=4)
+    auto = segment_with_info(image).info  # preset auto: both on
+    assert auto["merge"] is True and auto["membrane_line"] is True and "boundaries_removed" in auto
+    plain = segment_with_info(image, merge=False, membrane_line=False)
+    assert "boundaries_removed" not in plain.info and not (plain.labels == 0).any()
+    lined = segment(image, merge=False)
+    assert (lined == 0).any() and lined.max() == plain.labels.max() == 16
+    assert segment_with_info(image, preset="epitools").info["merge"] is False
+    with pytest.raises(ConfigError, match=r"^segmentation\.merge: must be true or false"):
+        segment(image, merge="yes")
+    with pytest.raises(ConfigError, match=r"^segmentation\.membrane_line"):
+        segment(image, membrane_line=1)
