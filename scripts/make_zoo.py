@@ -34,8 +34,6 @@ from calcium_gnn.io.graph_files import save_graph, save_labels
 
 KEYS = ("member", "out", "overwrite", "list", "n", "freeze")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-#: ``graph.min_area`` suggested for the movie pipeline, as a fraction of the median true cell area
-MIN_AREA_FRACTION = 0.25
 
 
 def parse_args(argv: list[str]) -> dict[str, str]:
@@ -128,22 +126,17 @@ def write_member(m: zoo.ZooMember, out: Path, overwrite: bool) -> list[str]:
     save_graph(graph, out / "graph.pt")
     if rendered.nuclei is not None:
         save_labels(rendered.nuclei, out / "nuclei.tif")
-    preset = "epitools" if m.params["membrane"] == "bright" else "calcium"
-    min_area = int(MIN_AREA_FRACTION * float(np.median(culture.areas)))
+    interior = int((culture.is_driver & ~culture.touches_edge).sum())
+    # the movie's graph has its own cell ids: drivers are named on the true graph only
+    drivers = " setup.drivers=is_driver" if interior else ""
     lines = [
         f"wrote {out}: {describe(m)}",
-        f"  true graph:  python train.py experiment=setup1_crlsm data.graph={out / 'graph.pt'}",
-        f"  from movie:  python train.py experiment=setup1_crlsm data.movie={out / 'movie.tif'} "
-        f"graph.min_area={min_area} segmentation.options.preset={preset} "
-        f"segmentation.options.diameter={m.params['cell_diameter']:g}",
+        f"  true graph:  python train.py experiment=setup1_neural_ode data.graph={out / 'graph.pt'}{drivers}",
+        f"  from movie:  python train.py experiment=setup1_neural_ode data.movie={out / 'movie.tif'}",
     ]
-    if m.params["dye"] == "nuclear":
-        lines.append(f"  nuclear dye: segment with the true cells: segmentation=masks "
-                     f"segmentation.path={out / 'labels.tif'}")
-    interior = int((culture.is_driver & ~culture.touches_edge).sum())
     if interior:
-        lines.append(f"  {interior} interior drivers, which setup I would model: fit the cells of "
-                     f"truth.json's modelled_cell_ids (setup.group=cells setup.cell_ids=[...])")
+        lines.append(f"  {interior} interior drivers (stimulated cells, pacemakers): from the movie, "
+                     "name them with setup.drivers=[cell ids of the built graph]")
     return lines
 
 
