@@ -29,8 +29,9 @@ from calcium_gnn.config import register_resolvers
 from calcium_gnn.data.datamodule import CellGraphDataModule
 from calcium_gnn.data.sources import load_cell_graph
 from calcium_gnn.errors import CalciumGNNError, ConfigError, OutputError
+from calcium_gnn.evaluation.unexplained import UNEXPLAINED_REASON
 from calcium_gnn.models.base import ConsensusModel
-from calcium_gnn.physics.setups import Setup, resolve_setup
+from calcium_gnn.physics.setups import Setup, auto_rules, resolve_setup
 from calcium_gnn.utils.console import quiet_library_messages
 from calcium_gnn.utils.wandb_mode import ensure_offline_unless_configured, finish_wandb
 
@@ -124,12 +125,16 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     Returns:
         The results (the content of ``results.json``), or the training metrics when
         ``cfg.evaluate`` is false; with ``data=culture_folder``, one summary row per culture
-        (:func:`calcium_gnn.batch.fit_cultures`).
+        (:func:`calcium_gnn.batch.fit_cultures`); with ``selection.laws``, the comparison of the laws
+        (:func:`calcium_gnn.selection.select_law`).
     """
     from calcium_gnn.batch import fit_cultures, is_culture_folder
+    from calcium_gnn.selection import is_selection, select_law
 
     if is_culture_folder(cfg):
         return fit_cultures(cfg, train)
+    if is_selection(cfg):
+        return select_law(cfg, train, Path(CONFIG_DIR), decide_drivers=unexplained_drivers)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -148,6 +153,10 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     setup_cfg = OmegaConf.to_container(cfg.setup, resolve=True)
     _check_keys("setup", setup_cfg, resolve_setup)
     setup = resolve_setup(data, **setup_cfg)
+    if "unexplained" in auto_rules(setup_cfg.get("auto_drivers")):
+        setup = _unexplained_drivers(cfg, data, setup_cfg)
+    for line in setup.driver_lines():
+        log.info("driver %s", line)
     model = instantiate_model(cfg.model, data, setup)
     quiet_library_messages(no_optimizer=not model.uses_optimizer)
 
@@ -201,6 +210,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
         own_trajectory=model.own_trajectory(),
         reference=reference,
         diagnostic_rule=DiagnosticRule.from_config(cfg.evaluation.get("diagnostics")),
+        waves=_plain(cfg.evaluation.get("waves")),
     )
     figures = [Path(p) for p in results.get("figure_paths", [])]
     _log_results(loggers, results, figures)
@@ -208,6 +218,52 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
         log.warning("%s fit: %s", model.method_name, reason)
     print(run_summary(results, output_dir / "results.json"))
     return results
+
+
+def unexplained_drivers(cfg: DictConfig) -> dict[int, str]:
+    """The drivers the ``unexplained`` rule adds for this run's data, setup and model ``{cell id: reason}``
+    (model selection decides them once, with its most general law, for every candidate)."""
+    from calcium_gnn.pipeline import options_from_config
+
+    build_options = options_from_config(cfg.segmentation, cfg.preprocessing, cfg.graph, cfg.data)
+    data = load_cell_graph(cfg.data, build_options).data
+    setup_cfg = OmegaConf.to_container(cfg.setup, resolve=True)
+    _check_keys("setup", setup_cfg, resolve_setup)
+    found = _unexplained_drivers(cfg, data, setup_cfg)
+    return {c: why for c, why in found.drivers.items() if why.startswith(UNEXPLAINED_REASON)}
+
+
+def _unexplained_drivers(cfg: DictConfig, data: Data, setup_cfg: dict[str, Any]) -> Setup:
+    """The ``unexplained`` rule of ``setup.auto_drivers`` (:func:`calcium_gnn.evaluation.unexplained.
+    find_unexplained`): quiet fits (no logger, no checkpoint) of the run's model; the run's own fit then
+    uses the setup this returns."""
+    from calcium_gnn.evaluation.unexplained import FitOutcome, UnexplainedRule, find_unexplained
+
+    given: dict[int, str] = dict(setup_cfg.get("extra_drivers") or {})
+
+    def setup_with(extra: dict[int, str]) -> Setup:
+        return resolve_setup(data, **{**setup_cfg, "extra_drivers": {**given, **extra}})
+
+    def fit(setup: Setup) -> FitOutcome:
+        model = instantiate_model(cfg.model, data, setup)
+        quiet_library_messages(no_optimizer=not model.uses_optimizer)
+        trainer: L.Trainer = hydra.utils.instantiate(
+            cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False,
+            **_single_process_if_exact(cfg, model),
+        )
+        batches = CellGraphDataModule(data.clone(), steps_per_epoch=model.steps_per_epoch)
+        trainer.fit(model, datamodule=batches)
+        return FitOutcome(model.fitted_parameters(), model.train_fraction, model.simulator())
+
+    default = UnexplainedRule()
+    rule = UnexplainedRule(
+        threshold=float(setup_cfg.get("unexplained_z", default.threshold)),
+        try_z=float(setup_cfg.get("unexplained_try_z", default.try_z)),
+        gain=float(setup_cfg.get("unexplained_gain", default.gain)),
+        rounds=int(setup_cfg.get("unexplained_rounds", default.rounds)),
+    )
+    extra = find_unexplained(data, setup_with, fit, rule, substeps=int(cfg.evaluation.substeps))
+    return setup_with(extra)
 
 
 def _reference_fit(cfg: DictConfig, model: ConsensusModel, data: Data, setup: Setup) -> Any:
@@ -226,6 +282,11 @@ def _reference_fit(cfg: DictConfig, model: ConsensusModel, data: Data, setup: Se
         level=float(options.level), max_iterations=int(options.max_iterations),
         max_modelled_cells=int(options.max_modelled_cells),
     )
+
+
+def _plain(node: Any) -> Any:
+    """A config node as plain Python (None stays None)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def _log_results(loggers: list[Logger], results: dict[str, Any], figures: list[Path]) -> None:

@@ -9,10 +9,14 @@ Usage::
 ``member=`` takes ``dev-<i>``, ``test-<i>`` or ``<family>-<seed>`` (``calcium_gnn.data.zoo``). ``out=DIR``
 receives a culture directory (``calcium_gnn.io.culture_files``: ``movie.tif`` with ``finterval = dt``,
 ``labels.tif``, ``truth.npz``, ``truth.json``) plus ``graph.pt``, the member's true cell graph with its
-truth fields, and ``nuclei.tif`` for a nuclear dye. Then::
+truth fields, ``traces.csv`` (its noisy traces, a row per cell) and ``centroids.csv`` (``cell_id, x,
+y`` px), what a lab that extracted its traces elsewhere holds, and ``nuclei.tif`` for a nuclear dye.
+Then::
 
     python train.py experiment=setup1_crlsm data.graph=DIR/graph.pt     # the true graph
     python train.py experiment=setup1_crlsm data.movie=DIR/movie.tif ... # the movie, overrides printed
+    python train.py experiment=setup1_crlsm data=lab data.traces=DIR/traces.csv \
+        data.centroids=DIR/centroids.csv data.dt=...                    # traces and centroids
 
 Freezing is for an *intended* change of the generator only: it voids every score on the old split.
 """
@@ -30,7 +34,7 @@ from calcium_gnn.data.zoo_drivers import DRIVER_KINDS
 from calcium_gnn.data.zoo_split import write_manifest
 from calcium_gnn.errors import CalciumGNNError, ConfigError
 from calcium_gnn.io.culture_files import write_culture_files
-from calcium_gnn.io.graph_files import save_graph, save_labels
+from calcium_gnn.io.graph_files import export_centroids_csv, export_traces_csv, save_graph, save_labels
 
 KEYS = ("member", "out", "overwrite", "list", "n", "freeze")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -124,6 +128,9 @@ def write_member(m: zoo.ZooMember, out: Path, overwrite: bool) -> list[str]:
         overwrite=overwrite,
     )
     save_graph(graph, out / "graph.pt")
+    # what a lab that extracted traces elsewhere holds: a traces table and the cell centroids
+    export_traces_csv(graph, out / "traces.csv")
+    export_centroids_csv(graph, out / "centroids.csv")
     if rendered.nuclei is not None:
         save_labels(rendered.nuclei, out / "nuclei.tif")
     interior = int((culture.is_driver & ~culture.touches_edge).sum())
@@ -133,6 +140,8 @@ def write_member(m: zoo.ZooMember, out: Path, overwrite: bool) -> list[str]:
         f"wrote {out}: {describe(m)}",
         f"  true graph:  python train.py experiment=setup1_neural_ode data.graph={out / 'graph.pt'}{drivers}",
         f"  from movie:  python train.py experiment=setup1_neural_ode data.movie={out / 'movie.tif'}",
+        f"  lab files:   python train.py experiment=setup1_neural_ode data=lab "
+        f"data.traces={out / 'traces.csv'} data.centroids={out / 'centroids.csv'} data.dt={m.dt}",
     ]
     if interior:
         lines.append(f"  {interior} interior drivers (stimulated cells, pacemakers): from the movie, "

@@ -44,6 +44,7 @@ TEST_SPLIT_USERS: tuple[str, ...] = (
     "scripts/make_zoo.py",
     "benchmarks/zoo.py",
     "benchmarks/zoo_segmentation.py",
+    "benchmarks/zoo_waves.py",
 )
 #: the manifest's key parameters of a member
 MANIFEST_KEYS: tuple[str, ...] = (

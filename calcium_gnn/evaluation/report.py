@@ -25,6 +25,7 @@ The true ``k`` is converted to the fit's weight scale before comparing: the coup
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +35,9 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from calcium_gnn.errors import ConfigError, GraphError, OutputError
+from calcium_gnn.errors import ConfigError, FitError, GraphError, OutputError
 from calcium_gnn.evaluation import figures
+from calcium_gnn.evaluation.causes import likely_causes
 from calcium_gnn.evaluation.diagnostics import (
     DiagnosticRule,
     check_diverged,
@@ -60,11 +62,13 @@ from calcium_gnn.evaluation.spikes import (
     pool,
     spike_counts_per_cell,
 )
+from calcium_gnn.evaluation.waves import wave_report
 from calcium_gnn.inference.anomaly import AnomalyScores
 from calcium_gnn.inference.uncertainty import ParameterIntervals
 from calcium_gnn.io.graph_schema import validate_graph
 from calcium_gnn.physics.edge_weights import coupling_rate, edge_weights
 from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
+from calcium_gnn.physics.parameters import identifiable_truth_feed
 from calcium_gnn.physics.simulate import integrate
 
 if TYPE_CHECKING:
@@ -89,8 +93,12 @@ def simulate_windows(
     method: str = "rk4",
     field: torch.nn.Module | None = None,
     device: torch.device | str | None = None,
+    leak: float = 0.0,
 ) -> Tensor:
     """Simulate the training and the test window, each from its own first observed frame.
+
+    ``gamma`` is (N,) or, for a law with a feed switched on at a stimulus, (N, T) feeds at every frame
+    (:meth:`calcium_gnn.physics.parameters.FittedParameters.feeds`); ``leak`` the leak law's rate.
 
     Both run through :func:`~calcium_gnn.physics.simulate.integrate`: ``field`` is the model's
     right-hand side for laws other than the paper's (e.g. a learned GNN coupling; ``None``: the linear
@@ -110,9 +118,10 @@ def simulate_windows(
     with torch.no_grad():
         for window in (train, test):
             if window.stop - window.start >= 1:
+                feeds = gamma.detach()[:, window] if gamma.dim() == 2 else gamma.detach()
                 sim[:, window] = integrate(
                     field, x[:, window], t[window], data.edge_index, edge_weight, modelled, k,
-                    gamma.detach(), substeps=substeps, method=method,
+                    feeds, substeps=substeps, method=method, leak=leak,
                 )
     return sim.cpu()
 
@@ -134,7 +143,7 @@ def _truth_block(
     train: slice, test: slice,
 ) -> dict[str, Any] | None:
     truth_k = getattr(data, "truth_k", None)
-    truth_gamma = getattr(data, "truth_gamma", None)
+    truth_gamma = identifiable_truth_feed(data)
     if truth_k is None and truth_gamma is None:
         return None
     block: dict[str, Any] = {"k": None, "k_rel_err": None, "gamma_mae": None,
@@ -209,6 +218,7 @@ def evaluate_fit(
     own_trajectory: Tensor | None = None,
     reference: ReferenceFit | str | None = None,
     diagnostic_rule: DiagnosticRule | None = None,
+    waves: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Simulate the fitted consensus problem and score it (module docstring); write the results.
@@ -242,6 +252,9 @@ def evaluate_fit(
             (:meth:`calcium_gnn.models.base.ConsensusModel.own_trajectory`), compared with the simulation.
         reference: the output-error reference fit of ``k`` (:mod:`~.reference_fit`) or why there is none.
         diagnostic_rule: thresholds of the ``diagnostics`` block (:mod:`calcium_gnn.evaluation.diagnostics`).
+        waves: the wave analysis (:func:`calcium_gnn.evaluation.waves.wave_report`, results ``waves`` and
+            ``activation_map.png``): ``{"enabled": true | false | "auto", "threshold_fraction": f}``;
+            ``"auto"`` runs it when the setup names a stimulus point or time. None: off.
         overwrite: allow replacing an existing results.json in ``out_dir``.
 
     Returns:
@@ -282,8 +295,13 @@ def evaluate_fit(
     dt = frame_interval(t.numpy())
     spike_rule.resolve(dt)  # a rule in seconds that does not fit the frames fails before the simulation
     check_finite_parameters(k, gamma, modelled, method_name)
-    sim = simulate_windows(data, modelled, k, gamma, w, train, test, substeps=substeps, method=ode_method,
-                           field=field, device=device)
+    leak = float(getattr(fitted, "leak", 0.0) or 0.0)
+    feeds = fitted.feeds(t) if getattr(fitted, "stimulus_feed", None) is not None else gamma
+    if not math.isfinite(leak) or not bool(torch.isfinite(torch.as_tensor(feeds)).all()):
+        raise FitError(method_name, "the fit diverged: the leak or a switched feed is not finite "
+                       "(no results written)")
+    sim = simulate_windows(data, modelled, k, feeds, w, train, test, substeps=substeps, method=ode_method,
+                           field=field, device=device, leak=leak)
     check_diverged(x, sim, modelled, k, method_name, rule.divergence_factor)
 
     rows = modelled.nonzero().reshape(-1).tolist()
@@ -360,6 +378,7 @@ def evaluate_fit(
     if clash:
         raise ConfigError("model_results", f"would overwrite the results key '{clash[0]}'")
     results.update(model_results)
+    results.setdefault("law", {"name": getattr(fitted, "law", "linear")})
     has_intervals = isinstance(intervals, ParameterIntervals)
     diagnostics = diagnose(
         x, t, sim, modelled, train, test, k=k, gamma=gamma, gamma_mode=gamma_mode, mse_test=overall["test"],
@@ -369,6 +388,18 @@ def evaluate_fit(
         own_trajectory=own_trajectory, reference=reference, rule=rule,
     )
     results["diagnostics"] = diagnostics
+    if setup.drivers:
+        results["drivers"] = {str(c): reason for c, reason in setup.drivers.items()}
+    if waves is not None and waves.get("enabled") and (
+        waves.get("enabled") != "auto" or setup.point is not None or setup.stimulus_time is not None
+    ):
+        results["waves"] = wave_report(
+            data, sim, modelled=modelled, point=setup.point, after=setup.stimulus_time, labels=labels,
+            out_dir=out_dir, threshold_fraction=float(waves.get("threshold_fraction", 0.5)),
+        )
+    diagnostics["likely_causes"] = likely_causes(
+        x, t, sim, modelled, data.edge_index, cell_id, test, diagnostics, law=getattr(fitted, "law", "linear")
+    )
     if diagnostics["identification"] is not None and not diagnostics["identification"]["identified"]:
         withhold_intervals(results, "k is not identified: its interval is wider than k itself")
         intervals = None
@@ -379,7 +410,7 @@ def evaluate_fit(
         paths = _write_figures(out, data, x, sim, modelled, border, gamma, k, scale, truth, mse, plot_rows,
                                train, test, labels)
         if isinstance(intervals, ParameterIntervals):
-            truth_gamma = getattr(data, "truth_gamma", None)
+            truth_gamma = identifiable_truth_feed(data)
             paths.append(plot_intervals(
                 intervals, cell_id, modelled, out / "parameter_intervals.png",
                 truth_gamma=None if truth_gamma is None else torch.as_tensor(truth_gamma).cpu(),
@@ -387,6 +418,7 @@ def evaluate_fit(
             ))
         if isinstance(scores, AnomalyScores):
             paths.append(plot_anomaly_map(scores, cell_id, data.pos, out / "anomaly_map.png", labels=labels))
+        paths += [out / name for name in (results.get("waves") or {}).get("figures", [])]
         results["figures"] = [p.name for p in paths]
         results = jsonable(results)
         write_results(results, out / RESULTS_FILE, overwrite=overwrite)
@@ -420,7 +452,7 @@ def _write_figures(
             train, test,
             mse=per_cell, truth=None if truth_x is None else torch.as_tensor(truth_x).double().numpy(),
         ))
-    truth_gamma = getattr(data, "truth_gamma", None)
+    truth_gamma = identifiable_truth_feed(data)
     paths.append(figures.plot_parameters(
         out / "parameters.png", gamma.numpy(), mod, k,
         truth_k=None if truth is None else truth.get("k"),

@@ -40,8 +40,15 @@ key                    value
                        {"fit_ok": bool, "reasons": [str] (empty exactly when fit_ok), "bounds",
                        "baselines" (test MSE vs a constant level and vs no coupling, ratios),
                        "residuals" (lag-1 autocorrelation, noise estimate), "identification",
-                       "own_trajectory", "rule"}; ``k_interval`` / ``gamma_interval`` are null with
+                       "own_trajectory", "rule", "likely_causes" ([str]: what to try, when not
+                       fit_ok)}; ``k_interval`` / ``gamma_interval`` are null with
                        ``intervals_withheld`` saying why when ``k`` is not identified
+``law``                {"name": the law (:mod:`calcium_gnn.physics.laws`; ``"linear"``: the paper's),
+                       and for the output-error model "terms", "leak", "leak_interval", "stimulus_feed",
+                       "n_parameters"}
+``drivers``            only when the setup names drivers: {cell id: why it follows its data}
+``waves``              only with the wave analysis (:mod:`calcium_gnn.evaluation.waves`): activation
+                       times, speed and direction with intervals, observed vs simulated maps
 ``figures``            [str], file names of the figures written next to results.json
 ``extra``              object, free-form (method-specific numbers)
 =====================  ==========================================================================

@@ -107,6 +107,17 @@ def run_summary(results: dict[str, Any], results_path: str | Path | None = None)
             n = len(diagnostics["reasons"])
             lines.append(f"  fit_ok: NO ({n} problem(s); do not trust these numbers)")
             lines.extend(f"    - {reason}" for reason in diagnostics["reasons"])
+            causes = diagnostics.get("likely_causes") or []
+            if causes:
+                lines.append("  likely cause(s):")
+                lines.extend(f"    - {cause}" for cause in causes)
+    law = results.get("law") or {}
+    if law.get("name") not in (None, "linear"):
+        extra = f", leak delta = {law['leak']:.4g} 1/s" if law.get("leak") is not None else ""
+        if law.get("leak_interval"):
+            lo, hi = law["leak_interval"]
+            extra += f" [{lo:.4g}, {hi:.4g}]"
+        lines.insert(1, f"  law: {law['name']}{extra}")
     if results_path is not None:
         lines.append(f"results: {results_path}")
         figures = results.get("figure_paths") or []

@@ -19,7 +19,7 @@ Results are host objects (CPU tensors), whatever device the fit ran on.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -44,11 +44,14 @@ class LinearisedFit(Protocol):
     @property
     def feed_positions(self) -> slice: ...
 
+    @property
+    def n_nonlinear(self) -> int: ...
+
     def theta_unpooled(self) -> Tensor: ...
 
     def normal_equations(self, theta: Tensor, with_k: bool = True) -> tuple[Tensor, Tensor, Tensor]: ...
 
-    def unpack(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
+    def unpack(self, theta: Tensor) -> Any: ...
 
     def residuals_theta(self, theta: Tensor) -> Tensor: ...
 
@@ -65,7 +68,7 @@ def laplace(fit: LinearisedFit, autocorrelation: bool = True) -> tuple[Tensor, G
 def pooled_feeds(fit: LinearisedFit, autocorrelation: bool = True) -> PooledFeeds:
     """The random-effects posterior of the per-cell feeds given ``k`` (REML ``mu``, ``tau^2``; BLUP)."""
     theta, cov = laplace(fit, autocorrelation)
-    return pool_feeds(theta, cov.cov, fit.feed_positions)
+    return pool_feeds(theta, cov.cov, fit.feed_positions, list(range(fit.n_nonlinear)))
 
 
 @torch.no_grad()
@@ -87,14 +90,14 @@ def parameter_intervals(
     se = cov.se
     pooled = None
     if pool:
-        pooled = pool_feeds(theta, cov.cov, fit.feed_positions)
+        pooled = pool_feeds(theta, cov.cov, fit.feed_positions, list(range(fit.n_nonlinear)))
         theta, se = pooled.theta, pooled.cov.diagonal().clamp(min=0).sqrt()
     theta, se = theta.detach().cpu(), se.detach().cpu()
     index = fit.index.detach().cpu()
     k_lo, k_hi = normal_interval(theta[:1], se[:1], level, k_bounds)
     n = fit.modelled.shape[0]
     nan = torch.full((n,), math.nan, dtype=torch.float64)
-    gamma, gamma_se = fit.unpack(theta.to(fit.index.device))[1].detach().cpu().clone(), nan.clone()
+    gamma, gamma_se = fit.unpack(theta.to(fit.index.device)).gamma.detach().cpu().clone(), nan.clone()
     sl = fit.feed_positions
     if fit.gamma_mode == "per_cell":
         gamma_se[index] = se[sl]
@@ -130,7 +133,7 @@ def parameter_intervals(
 def fit_anomaly_scores(fit: LinearisedFit, rule: AnomalyRule | None = None) -> AnomalyScores:
     """Robust z-scores of ``gamma_i`` and of the training residual level per modelled cell (on the CPU)."""
     theta = fit.theta_unpooled()
-    _, gamma, _ = fit.unpack(theta)
+    gamma = fit.unpack(theta).gamma
     residuals_g = fit.residuals_theta(theta)  # (G, T)
     residuals = residuals_g.new_zeros(fit.modelled.shape[0], residuals_g.shape[1])
     residuals[fit.index] = residuals_g

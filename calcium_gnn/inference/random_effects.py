@@ -46,6 +46,7 @@ third for the uncertainty of ``k``, ``b = C_{rk} / C_{kk}``)
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -129,14 +130,15 @@ def reml_feed_variance(estimate: Tensor, cov: Tensor) -> tuple[float, float, boo
     return mu, tau2, best == 0
 
 
-def pool_feeds(theta: Tensor, cov: Tensor, feeds: slice, k_index: int = 0) -> PooledFeeds:
+def pool_feeds(theta: Tensor, cov: Tensor, feeds: slice, k_index: int | Sequence[int] = 0) -> PooledFeeds:
     """Random-effects posterior of the fitted parameters (module docstring).
 
     Args:
-        theta: (P,) output-error optimum ``(k, g, y0)``.
+        theta: (P,) output-error optimum ``(k, g, y0)`` (with a leak law ``(k, delta, g, y0)``).
         cov: (P, P) its Gauss-Newton covariance.
         feeds: positions of the G per-cell feeds in ``theta``.
-        k_index: position of ``k`` (kept fixed: a fixed effect).
+        k_index: position(s) of the fixed effects, kept where they are: ``k`` (default 0) and, for a
+            leak law, the leak rate. The rest is conditioned on them (``C_rr - C_rf C_ff^-1 C_fr``).
 
     Returns:
         the :class:`PooledFeeds`.
@@ -146,13 +148,15 @@ def pool_feeds(theta: Tensor, cov: Tensor, feeds: slice, k_index: int = 0) -> Po
     cov = cov.detach().double().cpu()
     cov = 0.5 * (cov + cov.T)
     p = theta.numel()
-    rest = torch.tensor([i for i in range(p) if i != k_index], dtype=torch.long)
+    fixed = torch.as_tensor([k_index] if isinstance(k_index, int) else list(k_index), dtype=torch.long)
+    rest = torch.tensor([i for i in range(p) if i not in set(fixed.tolist())], dtype=torch.long)
     pos = torch.arange(p)[feeds]
     g_in_rest = torch.searchsorted(rest, pos)
-    c_kk = float(cov[k_index, k_index])
-    c_rk = cov[rest, k_index]
-    b = c_rk / c_kk if c_kk > 0 else torch.zeros_like(c_rk)
-    c_c = cov[rest][:, rest] - torch.outer(c_rk, b)
+    c_ff = cov[fixed][:, fixed]
+    c_rf = cov[rest][:, fixed]
+    positive = bool((c_ff.diagonal() > 0).all())
+    b = torch.linalg.solve(c_ff, c_rf.T).T if positive else torch.zeros_like(c_rf)  # (R, F)
+    c_c = cov[rest][:, rest] - b @ c_rf.T
     c_gg = c_c[g_in_rest][:, g_in_rest]
     g = theta[pos]
     mu, tau2, at_lower = reml_feed_variance(g, c_gg)
@@ -171,16 +175,15 @@ def pool_feeds(theta: Tensor, cov: Tensor, feeds: slice, k_index: int = 0) -> Po
         c_c
         - c_rg @ torch.cholesky_solve(c_rg.T.contiguous(), chol)
         + torch.outer(u, u) / float(v_inv_one.sum())
-        + c_kk * torch.outer(b, b)
+        + b @ c_ff @ b.T
     )
     out_theta = theta.clone()
     out_theta[rest] = pooled_rest
     out_cov = cov.clone()
     out_cov[rest.reshape(-1, 1), rest] = 0.5 * (post_cov + post_cov.T)
-    # k keeps its covariance with the rest through b (the feeds move with k as before)
-    out_cov[rest, k_index] = c_kk * b
-    out_cov[k_index, rest] = c_kk * b
-    # d tilde g / d hat g = I - C_gg V^{-1} = tau^2 V^{-1}; its diagonal is what each feed keeps
+    # the fixed effects keep their covariance with the rest through b (the feeds move with k as before)
+    out_cov[rest.reshape(-1, 1), fixed] = b @ c_ff
+    out_cov[fixed.reshape(-1, 1), rest] = (b @ c_ff).T
     keep = tau2 * torch.cholesky_solve(torch.eye(n, dtype=torch.float64), chol).diagonal()
     return PooledFeeds(
         theta=out_theta.to(device),

@@ -199,6 +199,22 @@ def export_traces_csv(data: Data, path: str | Path) -> Path:
     return _atomic_write(path, write)
 
 
+def export_centroids_csv(data: Data, path: str | Path) -> Path:
+    """Write the cell centroids as CSV: header ``cell_id, x, y`` (px), a row per cell (the centroids
+    table :func:`calcium_gnn.io.centroids_table.read_centroids` reads)."""
+    ids = data.cell_id.numpy()
+    pos = data.pos.double().numpy()
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["cell_id", "x", "y"])
+            for cid, (x, y) in zip(ids, pos, strict=True):
+                writer.writerow([int(cid), f"{x:.6f}", f"{y:.6f}"])
+
+    return _atomic_write(path, write)
+
+
 def graph_to_networkx(data: Data) -> nx.Graph:
     """The undirected networkx graph of a cell graph; nodes are keyed by ``cell_id``."""
     g = nx.Graph(dt=float(data.dt), pixel_size=float(data.pixel_size), unit=str(data.unit))

@@ -315,7 +315,13 @@ class GNNODEModule(ConsensusModel):
 
     def extra_results(self, data: Data) -> dict[str, Any]:
         """Anomaly scores and the comparison with the linear law (no intervals: the MLP is not linear)."""
-        out: dict[str, Any] = {"anomaly": self.anomaly_scores()}
+        problem = self.problem
+        n_mlp = sum(p.numel() for p in self.conv.parameters() if p.requires_grad) - 1 - problem.n_gamma
+        out: dict[str, Any] = {
+            "anomaly": self.anomaly_scores(),
+            "law": {"name": "gnn_ode", "terms": "eq. 3 with a learned message phi(z_j - y_i, u_ij, l_ij)",
+                    "n_parameters": problem.n_parameters + n_mlp},
+        }
         if bool(self.has_linear_fit):
             out["gnn_vs_linear"] = self.compare_with_linear(data)
         return out

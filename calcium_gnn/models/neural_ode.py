@@ -77,15 +77,22 @@ from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError
 from calcium_gnn.inference.anomaly import AnomalyRule, AnomalyScores
-from calcium_gnn.inference.output_error import fit_anomaly_scores, parameter_intervals, pooled_feeds
+from calcium_gnn.inference.output_error import fit_anomaly_scores, laplace, parameter_intervals, pooled_feeds
 from calcium_gnn.inference.random_effects import MIN_POOLED_CELLS, PooledFeeds
-from calcium_gnn.inference.uncertainty import DEFAULT_LEVEL, ParameterIntervals, check_level
+from calcium_gnn.inference.uncertainty import DEFAULT_LEVEL, ParameterIntervals, check_level, normal_interval
 from calcium_gnn.models.base import ConsensusModel
 from calcium_gnn.models.options import check_int, check_odd_window, check_positive
-from calcium_gnn.nn.consensus import PAPER_GAMMA_BOUNDS, PAPER_K_BOUNDS, ConsensusConv, check_bounds
+from calcium_gnn.nn.consensus import (
+    DEFAULT_LEAK_BOUNDS,
+    PAPER_GAMMA_BOUNDS,
+    PAPER_K_BOUNDS,
+    ConsensusConv,
+    check_bounds,
+)
 from calcium_gnn.physics.border_noise import SEARCH_FACTOR, BorderNoiseCorrection, correct_border_noise
 from calcium_gnn.physics.edge_weights import edge_weights
 from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
+from calcium_gnn.physics.laws import law_description, law_terms
 from calcium_gnn.physics.least_squares import fit_least_squares
 from calcium_gnn.physics.levenberg_marquardt import LevenbergMarquardt, LMSettings
 from calcium_gnn.physics.output_error import JACOBIANS, OutputErrorProblem
@@ -98,15 +105,23 @@ log = logging.getLogger(__name__)
 OPTIMIZERS: tuple[str, ...] = ("auto", "gauss_newton", "lbfgs", "adam")
 INITS: tuple[str, ...] = ("crlsm", "constant")
 GAMMA_PRIORS: tuple[str, ...] = ("random_effects", "none")
+#: where the leak rate starts (1/s): inside its box, so the first Gauss-Newton step has a gradient to
+#: follow (at the lower bound 0 a step that lowers it is clipped and the leak could never move)
+DEFAULT_LEAK_INIT: float = 0.0
 
 
 def conv_fitted_parameters(
-    conv: ConsensusConv, modelled: Tensor, edge_weight_scale: float, gamma_mode: str
+    conv: ConsensusConv, modelled: Tensor, edge_weight_scale: float, gamma_mode: str,
+    law: str = "linear", stimulus: Tensor | None = None, stimulus_time: float | None = None,
 ) -> FittedParameters:
-    """The ``k`` and ``gamma`` (N,) held by ``conv`` as host values (``gamma`` 0 outside G, float64 on
-    the CPU), for any output-error model (linear law or learned coupling)."""
+    """The ``k``, ``gamma`` (N,) and leak held by ``conv`` as host values (``gamma`` 0 outside G, float64
+    on the CPU), for any output-error model (a law of :mod:`calcium_gnn.physics.laws` or a learned
+    coupling); ``stimulus`` (N,) the switched feeds of a stimulus law, at ``stimulus_time`` (s)."""
     gamma = conv.gamma.detach()
     gamma = torch.where(modelled, gamma, torch.zeros_like(gamma))
+    leak_mode = getattr(conv, "leak_mode", "none")
+    if stimulus is not None:
+        stimulus = torch.where(modelled, stimulus.detach(), torch.zeros_like(stimulus)).cpu().double()
     return FittedParameters(
         k=float(conv.k.detach()),
         gamma=gamma.cpu().double(),
@@ -114,6 +129,11 @@ def conv_fitted_parameters(
         gamma_mode=gamma_mode,
         k_bounds=tuple(conv.k_bounds),
         gamma_bounds=tuple(conv.gamma_bounds),
+        law=law,
+        leak=float(conv.leak.detach()) if leak_mode != "none" else 0.0,
+        leak_bounds=tuple(conv.leak_bounds) if leak_mode != "none" else None,
+        stimulus_feed=stimulus,
+        stimulus_time=stimulus_time,
     )
 
 
@@ -220,6 +240,11 @@ class OutputErrorODE(ConsensusModel):
         train_fraction: training share of the frames (default 2110/3610, the paper's).
         edge_weight_scale: ``"mean"`` (default) or a positive number: ``w = u*l / s``.
         k_bounds, gamma_bounds: the paper's box (defaults ``(1e-3, 0.1)``, ``(-3e-5, 0.1)``).
+        law: the member of the model family (:mod:`calcium_gnn.physics.laws`): ``"linear"`` (default,
+            the paper's eq. 3), ``"leak"``, ``"stimulus"`` or ``"leak_stimulus"``.
+        leak_bounds, leak_init: box and starting value of the leak rate ``delta`` (1/s) of the leak laws.
+        stimulus_time: the stimulus time (s, on the graph's time axis) of the stimulus laws.
+        stimulus_feed: ``"per_cell"`` (default) or ``"shared"`` switched feeds.
         init: ``"crlsm"`` (default) or ``"constant"`` (``k_init``, ``gamma_init``).
         k_init, gamma_init: starting values for ``init="constant"`` (defaults 0.01, 0).
         fit_initial_state: fit ``y0`` of the modelled cells (default True).
@@ -280,6 +305,11 @@ class OutputErrorODE(ConsensusModel):
         border_noise_correction: bool = True,
         border_noise_probes: int = 8,
         border_noise_seed: int = 0,
+        law: str = "linear",
+        leak_bounds: tuple[float, float] = DEFAULT_LEAK_BOUNDS,
+        leak_init: float = DEFAULT_LEAK_INIT,
+        stimulus_time: float | None = None,
+        stimulus_feed: str = "per_cell",
     ) -> None:
         super().__init__()
         if data is None:
@@ -324,13 +354,18 @@ class OutputErrorODE(ConsensusModel):
         self.train_frames, self.test_frames = time_split(n_frames, train_fraction)
         w, scale = edge_weights(data.edge_attr.detach().double(), edge_weight_scale)
         self.edge_weight_scale = scale
+        leak_mode, stimulus_mode = law_terms(law, stimulus_time, stimulus_feed)
+        self.law = law
+        self.stimulus_time = None if stimulus_mode == "none" else float(stimulus_time)
         conv = ConsensusConv(
-            int(data.num_nodes), setup.gamma_mode, self.k_bounds, self.gamma_bounds, k_init, gamma_init
+            int(data.num_nodes), setup.gamma_mode, self.k_bounds, self.gamma_bounds, k_init, gamma_init,
+            leak_mode=leak_mode, leak_bounds=leak_bounds, leak_init=leak_init,
         )
         self.problem = training_window_problem(
             conv, data, setup, self.train_frames, w, substeps=substeps, method=method,
             fit_initial_state=fit_initial_state, border_smoothing=border_smoothing, jacobian=jacobian,
             max_jacobian_parameters=max_jacobian_parameters, max_normal_parameters=max_normal_parameters,
+            stimulus_feed=stimulus_mode, stimulus_time=self.stimulus_time,
         )
         self.solver = LevenbergMarquardt(check_positive("model.damping", damping), settings)
         self.register_buffer("initialised", torch.tensor(False))
@@ -504,8 +539,35 @@ class OutputErrorODE(ConsensusModel):
         }
 
     def fitted_parameters(self) -> FittedParameters:
-        """``k``, ``gamma`` (N,) (0 outside G) on the CPU, the edge-weight scale and the gamma mode."""
-        return conv_fitted_parameters(self.conv, self.modelled, self.edge_weight_scale, self.gamma_mode)
+        """``k``, ``gamma`` (N,) (0 outside G) on the CPU, the edge-weight scale and the gamma mode, and
+        the law's leak and switched feeds."""
+        stimulus = self.problem.stimulus if self.problem.stimulus_mode != "none" else None
+        return conv_fitted_parameters(self.conv, self.modelled, self.edge_weight_scale, self.gamma_mode,
+                                      self.law, stimulus, self.stimulus_time)
+
+    @torch.no_grad()
+    def law_results(self) -> dict[str, Any]:
+        """results.json block ``law``: the law, its leak rate and switched feeds, with intervals of the
+        nonlinear parameters from the Gauss-Newton covariance where it can be formed."""
+        problem = self.problem
+        out: dict[str, Any] = {"name": self.law, "terms": law_description(self.law)}
+        if problem.has_leak:
+            out["leak"] = float(self.conv.leak.detach())
+            out["leak_bounds"] = list(self.conv.leak_bounds)
+        if problem.stimulus_mode != "none":
+            ids = self.cell_id.tolist()
+            values = problem.stimulus.detach().cpu().tolist()
+            out["stimulus_time"] = self.stimulus_time
+            out["stimulus_feed_mode"] = problem.stimulus_mode
+            out["stimulus_feed"] = {str(ids[i]): values[i] for i in problem.index.tolist()}
+        out["n_parameters"] = problem.n_parameters
+        if problem.has_leak and problem.normal_equations_available:
+            theta, cov = laplace(problem, self.autocorrelation_correction)
+            se = cov.se[1:2].cpu()
+            lo, hi = normal_interval(theta[1:2].cpu(), se, self.interval_level, self.conv.leak_bounds)
+            out.update(leak_se=float(se[0]), leak_interval=[float(lo[0]), float(hi[0])],
+                       interval_level=self.interval_level)
+        return out
 
     @torch.no_grad()
     def parameter_intervals(self, level: float | None = None, pool: bool = True) -> ParameterIntervals:
@@ -537,7 +599,7 @@ class OutputErrorODE(ConsensusModel):
         if status is not None:
             return {"method": self.gamma_prior, "applied": False, "reason": status}
         pooled = self.pooled_feeds()
-        _, gamma, _ = self.problem.unpack(self.problem.theta_unpooled())
+        gamma = self.problem.unpack(self.problem.theta_unpooled()).gamma
         ids, gamma = self.cell_id.tolist(), gamma.cpu().tolist()
         return {
             "method": "random_effects: gamma_i ~ N(mu, tau^2), REML mu and tau^2, BLUP given k",
@@ -558,6 +620,7 @@ class OutputErrorODE(ConsensusModel):
             "intervals": self.parameter_intervals()
         }
         out.update(
+            law=self.law_results(),
             optimizer={"name": self.optimizer_name, "fallback_from_gauss_newton": self.fallback_reason},
             gamma_prior=self.gamma_prior_results(),
             border_noise_correction=self.border_noise_results(),

@@ -11,6 +11,11 @@ from torch_geometric.nn import MessagePassing
 from calcium_gnn.errors import ConfigError
 
 GAMMA_MODES: tuple[str, ...] = ("none", "shared", "per_cell")
+#: the leak back to a baseline, ``- delta (y_i - b_i)``: none (the paper's law) or one ``delta`` for all
+#: cells (a per-cell ``delta_i`` would break the shared eigenbasis of the fast simulator and fit)
+LEAK_MODES: tuple[str, ...] = ("none", "shared")
+#: default box of the leak rate ``delta`` (1/s): from no leak to a 10 s return to baseline
+DEFAULT_LEAK_BOUNDS: tuple[float, float] = (0.0, 0.1)
 
 #: The paper's box of eq. (20) for ``k`` (1/s) and ``gamma``: every default bound of the package.
 PAPER_K_BOUNDS: tuple[float, float] = (1e-3, 0.1)
@@ -65,6 +70,12 @@ class ConsensusConv(MessagePassing):
     ``"shared"``: one :math:`\gamma` for every cell (eq. 2); ``"per_cell"``: :math:`\gamma_i`
     (eq. 3).
 
+    Beyond the paper (the model family of :mod:`calcium_gnn.physics.laws`): ``leak_mode="shared"``
+    adds a leak back to a baseline, :math:`-\delta (y_i - b_i)`; only :math:`\gamma_i + \delta b_i`
+    is identifiable, so the layer adds :math:`-\delta z_i` and the feed absorbs :math:`\delta b_i`.
+    A feed switched on at a stimulus is a time-varying ``gamma`` (N, B) passed to :meth:`forward`
+    (:func:`calcium_gnn.physics.laws.feed_series`). Both keep the right-hand side affine in ``y``.
+
     The learnable :math:`k` and :math:`\gamma` stay inside their bounds by construction: they are
     stored as raw reals :math:`\rho` and mapped by :math:`\text{lo} + (\text{hi}-\text{lo})
     \,\sigma(\rho)` (:func:`bounded`).
@@ -94,6 +105,9 @@ class ConsensusConv(MessagePassing):
         gamma_bounds: tuple[float, float] = PAPER_GAMMA_BOUNDS,
         k_init: float = 0.01,
         gamma_init: float = 0.0,
+        leak_mode: str = "none",
+        leak_bounds: tuple[float, float] = DEFAULT_LEAK_BOUNDS,
+        leak_init: float = 0.0,
     ) -> None:
         super().__init__(aggr="mean")
         if gamma_mode not in GAMMA_MODES:
@@ -109,11 +123,36 @@ class ConsensusConv(MessagePassing):
         self.raw_k = nn.Parameter(torch.zeros(()))
         n_gamma = {"none": 0, "shared": 1, "per_cell": self.num_nodes}[gamma_mode]
         self.raw_gamma = nn.Parameter(torch.zeros(n_gamma))
+        if leak_mode not in LEAK_MODES:
+            raise ConfigError("model.leak_mode", f"unknown leak_mode '{leak_mode}' (use one of {LEAK_MODES})")
+        self.leak_mode = leak_mode
+        self.leak_bounds = check_bounds("model.leak_bounds", leak_bounds)
+        if self.leak_bounds[0] < 0:
+            raise ConfigError("model.leak_bounds", f"a leak rate is >= 0, got {leak_bounds!r}")
+        self.leak_init = float(leak_init)
+        # the paper's law has no leak parameter at all (not an empty one: every parameter is differentiated)
+        self.raw_leak = nn.Parameter(torch.zeros(1)) if leak_mode == "shared" else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Set k and gamma back to ``k_init`` and ``gamma_init``."""
+        """Set k, gamma and the leak back to ``k_init``, ``gamma_init`` and ``leak_init``."""
         self.set_parameters(self.k_init, self.gamma_init)
+        if self.leak_mode == "shared":
+            self.set_leak(self.leak_init)
+
+    @property
+    def leak(self) -> Tensor:
+        """The bounded leak rate ``delta`` (1/s), shape (); 0 for ``leak_mode="none"``."""
+        if self.leak_mode == "none":
+            return torch.zeros((), dtype=self.raw_k.dtype, device=self.raw_k.device)
+        return bounded(self.raw_leak[0], *self.leak_bounds)
+
+    @torch.no_grad()
+    def set_leak(self, leak: float | Tensor) -> None:
+        """Set the bounded leak rate (clamped into ``leak_bounds``); ignored for ``leak_mode="none"``."""
+        if self.leak_mode == "shared":
+            value = torch.as_tensor(leak, dtype=torch.float64).reshape(1)
+            self.raw_leak.copy_(unbounded(value, *self.leak_bounds).to(self.raw_leak))
 
     @property
     def k(self) -> Tensor:
@@ -156,8 +195,10 @@ class ConsensusConv(MessagePassing):
         modelled: Tensor | None = None,
         k: Tensor | None = None,
         gamma: Tensor | None = None,
+        leak: Tensor | None = None,
     ) -> Tensor:
-        """Right-hand side of eqs. (1)-(3): ``dy_i/dt = k/|N_i| sum_j w_ij (z_j - z_i) + gamma_i``.
+        """Right-hand side of eqs. (1)-(3), with the leak law's term:
+        ``dy_i/dt = k/|N_i| sum_j w_ij (z_j - z_i) + gamma_i - delta z_i``.
 
         Args:
             y: states, (N, B) (or (N,) for one time point).
@@ -167,7 +208,8 @@ class ConsensusConv(MessagePassing):
             modelled: (N,) bool; ``z_j = y_j`` where True, ``x_j`` elsewhere. None: all modelled.
             k: override of k (scalar tensor), used as is (no bounds applied): functional use, e.g.
                 a simulation with fitted values or a differentiable least-squares solve.
-            gamma: override of gamma, scalar or (N,), used as is.
+            gamma: override of gamma, scalar, (N,) or (N, B) (a feed that changes in time), used as is.
+            leak: override of the leak rate ``delta`` (scalar tensor), used as is.
 
         Returns:
             ``dy/dt``, same shape as ``y``.
@@ -183,6 +225,8 @@ class ConsensusConv(MessagePassing):
             gamma = gamma.reshape(-1, 1)
         drive = self.propagate(edge_index, z=z, edge_weight=edge_weight.reshape(-1), size=None)
         out = k * drive + gamma
+        if leak is not None or self.leak_mode != "none":  # the paper's law skips the term
+            out = out - (self.leak if leak is None else leak) * z
         return out.squeeze(-1) if squeeze else out
 
     def message(self, z_i: Tensor, z_j: Tensor, edge_weight: Tensor) -> Tensor:
@@ -192,5 +236,5 @@ class ConsensusConv(MessagePassing):
     def extra_repr(self) -> str:
         return (
             f"num_nodes={self.num_nodes}, gamma_mode={self.gamma_mode!r}, "
-            f"k_bounds={self.k_bounds}, gamma_bounds={self.gamma_bounds}"
+            f"k_bounds={self.k_bounds}, gamma_bounds={self.gamma_bounds}, leak_mode={self.leak_mode!r}"
         )

@@ -93,16 +93,20 @@ def border_probes(problem: OutputErrorProblem, n_probes: int, seed: int) -> list
     ]
 
 
-def probe_responses(problem: OutputErrorProblem, k: Tensor, probes: list[Tensor]) -> list[Tensor]:
+def probe_responses(
+    problem: OutputErrorProblem, k: Tensor, probes: list[Tensor], leak: Tensor | None = None
+) -> list[Tensor]:
     """``F_k z`` (G, T) for every probe ``z``: the simulated response of G to border inputs ``z``.
 
     In the eigenbasis (:func:`calcium_gnn.physics.modal.input_response`, all probes at once) when the
-    fit has one, else one simulation per probe (``problem.simulate_window``).
+    fit has one, else one simulation per probe (``problem.simulate_window``). ``leak``: the leak rate of a
+    leak law (default: the one the problem's layer holds).
     """
     zero = torch.zeros_like(problem.drive_train[:, 0])
+    leak = problem.conv.leak.detach() if leak is None else leak
     basis = problem.modal_basis()
     if basis is None:
-        return [problem.simulate_window(k, zero, zero, drive=z)[problem.index] for z in probes]
+        return [problem.simulate_window(k, zero, zero, drive=z, leak=leak)[problem.index] for z in probes]
     stacked = torch.cat(probes, dim=1)  # (N, K T): the probes side by side as features
     drive = problem.conv(
         torch.zeros_like(stacked),
@@ -112,6 +116,7 @@ def probe_responses(problem: OutputErrorProblem, k: Tensor, probes: list[Tensor]
         problem.modelled,
         k=k,
         gamma=zero,
+        leak=leak,
     )[problem.index]
     n_frames = problem.drive_train.shape[1]
     drive = drive.reshape(-1, len(probes), n_frames).permute(0, 2, 1)  # (G, T, K)
@@ -123,13 +128,14 @@ def probe_responses(problem: OutputErrorProblem, k: Tensor, probes: list[Tensor]
         problem.substeps,
         drive,
         problem.ode_method,
+        leak=float(leak),
     )
     return [states[:, :, p] for p in range(len(probes))]
 
 
 def noise_gain(problem: OutputErrorProblem, theta: Tensor, free: Tensor, probes: list[Tensor]) -> float:
     """``q(k)``: mean over probes of ``||(I - Pi) F_k z||^2`` (module docstring), at ``k = theta[0]``."""
-    responses = probe_responses(problem, theta[0], probes)
+    responses = probe_responses(problem, theta[0], probes, problem.unpack(theta).leak)
     jtj, _, _ = problem.normal_equations(theta, with_k=False)
     idx = free.nonzero().reshape(-1)
     info = ridged_block(jtj, idx)

@@ -136,7 +136,8 @@ def ridged_block(jtj: Tensor, idx: Tensor) -> Tensor:
 
 @torch.no_grad()
 def profile_fit(problem: OutputErrorProblem, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """The linear parameters (``gamma``, ``y0``) refitted with ``k = theta[0]`` fixed, from ``theta``.
+    """The linear parameters (``gamma``, ``y0``, switched feeds) refitted with the nonlinear ones (``k =
+    theta[0]``, and the leak rate of a leak law) fixed, from ``theta``.
 
     The residuals are affine in them, so one Gauss-Newton solve is exact; it is repeated only when a
     step crosses a bound (the crossing parameters are then held there, an active-set iteration).
@@ -146,7 +147,7 @@ def profile_fit(problem: OutputErrorProblem, theta: Tensor) -> tuple[Tensor, Ten
     """
     lo, hi = problem.theta_bounds()
     fixed = torch.zeros_like(theta, dtype=torch.bool)
-    fixed[0] = True
+    fixed[: problem.n_nonlinear] = True
     free = ~fixed
     for _ in range(PROFILE_ITERATIONS):
         jtj, grad, _ = problem.normal_equations(theta, with_k=False)

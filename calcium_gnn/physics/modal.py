@@ -108,8 +108,10 @@ def modal_trajectory(
     forcing: Tensor,
     y0: Tensor,
     method: str = "rk4",
+    leak: Tensor | float = 0.0,
 ) -> Tensor:
-    """States (G, T) of ``dy/dt = k A_1 y + b(t)`` from ``y(t_0) = y0`` (G,), for the forcing ``b`` (G, T).
+    """States (G, T) of ``dy/dt = (k A_1 - delta I) y + b(t)`` from ``y(t_0) = y0`` (G,), for the forcing
+    ``b`` (G, T) (``delta = leak``, 0 for the paper's law: the leak shifts every mode's rate).
 
     ``b`` is linear in time between frames (the border drive plus the feeds); each mode follows the
     simulation's own scheme (``substeps`` steps of ``method`` per interval, :func:`interval_coefficients`):
@@ -125,8 +127,9 @@ def modal_trajectory(
         substeps, method: the scheme.
         forcing: (G, T) ``b`` at the frames.
         y0: (G,) initial states.
+        leak: the leak rate ``delta`` (0-d tensor or float; default 0).
     """
-    rate = k * basis.lam
+    rate = k * basis.lam - leak
     coefficients = [interval_coefficients(rate, lengths[u], substeps, method) for u in range(lengths.numel())]
     beta = basis.v_inv @ forcing
     xi = basis.v_inv @ y0
@@ -146,12 +149,14 @@ def input_response(
     substeps: int,
     forcing: Tensor,
     method: str = "rk4",
+    leak: float = 0.0,
 ) -> Tensor:
-    """States (G, T, K) of ``dy/dt = k A_1 y + b(t)``, ``y(t_0) = 0``, for K forcings ``b`` (G, T, K).
+    """States (G, T, K) of ``dy/dt = (k A_1 - delta I) y + b(t)``, ``y(t_0) = 0``, for K forcings ``b``
+    (G, T, K), ``delta = leak``.
 
     ``b`` is linear in time between frames (as the border drive); the simulation's scheme, per mode.
     """
-    rate = k * basis.lam
+    rate = k * basis.lam - leak
     coefficients = [interval_coefficients(rate, lengths[u], substeps, method) for u in range(lengths.numel())]
     beta = torch.einsum("gh,htk->gtk", basis.v_inv, forcing.double())
     xi = torch.zeros_like(beta)
@@ -166,20 +171,32 @@ def input_response(
 
 
 def modal_responses(
-    basis: ModalBasis, k: float, lengths: Tensor, which: Tensor, substeps: int, method: str = "rk4"
-) -> tuple[Tensor, Tensor]:
-    """``E`` and ``F`` (T, G): the modal responses to a unit initial state and a unit constant feed."""
-    rate = k * basis.lam
+    basis: ModalBasis, k: float, lengths: Tensor, which: Tensor, substeps: int, method: str = "rk4",
+    leak: float = 0.0, switch: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``E``, ``F`` and ``S`` (T, G): the modal responses to a unit initial state, a unit constant feed
+    and a unit feed switched on at the stimulus, for ``dy/dt = (k A_1 - delta I) y + b``.
+
+    ``switch`` (T,) is the switched feed's level at the frames (0 before the stimulus, 1 after, the
+    switching frame interval linear in between, as every input); ``S`` is None without it.
+    """
+    rate = k * basis.lam - leak
     coefficients = [interval_coefficients(rate, lengths[u], substeps, method) for u in range(lengths.numel())]
     n_frames = which.numel() + 1
     e = torch.empty(n_frames, rate.numel(), dtype=torch.float64, device=rate.device)
     f = torch.empty_like(e)
+    s = None if switch is None else torch.empty_like(e)
+    on = None if switch is None else switch.double().tolist()  # one host copy, no sync per frame
     e[0], f[0] = 1.0, 0.0
+    if s is not None:
+        s[0] = 0.0
     for n, group in enumerate(which.tolist()):
-        phi, psi, _ = coefficients[group]
+        phi, psi, psi1 = coefficients[group]
         e[n + 1] = phi * e[n]
         f[n + 1] = phi * f[n] + psi
-    return e, f
+        if s is not None:
+            s[n + 1] = phi * s[n] + psi * on[n] + psi1 * (on[n + 1] - on[n])
+    return e, f, s
 
 
 def transpose_product(

@@ -8,8 +8,11 @@ data), the output-error fit solves
     \\hat\\theta = \\arg\\min_{\\theta \\in \\text{box}} \\frac{1}{G T} \\sum_{i \\in G} \\sum_{n}
     \\big(y_i(t_n; \\theta) - x_{i,n}\\big)^2, \\qquad \\theta = (k, \\gamma, y_0),
 
-``theta`` (P,) being the natural parameter vector: ``k``, the free feeds (G per cell, 1 shared, 0
-none) and, when fitted, the initial states ``y_0`` of G. This module holds what the problem is made of
+``theta`` (P,) being the natural parameter vector: first the scalars (``k``; the leak rate ``delta``
+of the leak laws; a shared feed; a shared switched feed), then the per-cell blocks (the feeds
+``gamma_i``, the switched feeds ``s_i`` of the stimulus laws, and, when fitted, the initial states
+``y_0`` of G); :mod:`calcium_gnn.physics.laws` defines the laws. ``k`` and ``delta`` are the
+*nonlinear* parameters; the model is affine in all the others. This module holds what the problem is made of
 and nothing about how it is solved (:mod:`calcium_gnn.physics.levenberg_marquardt`) or what is
 reported after the fit (:mod:`calcium_gnn.inference.output_error`):
 
@@ -33,13 +36,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from calcium_gnn.errors import ConfigError
 from calcium_gnn.nn.consensus import ConsensusConv
+from calcium_gnn.physics.laws import STIMULUS_FEED_MODES, feed_series, stimulus_switch
 from calcium_gnn.physics.modal import (
     ModalBasis,
     modal_basis,
@@ -77,6 +81,17 @@ def border_drive(x: Tensor, modelled: Tensor, border_smoothing: int) -> Tensor:
     return torch.where(modelled.reshape(-1, 1), x, moving_average(x, border_smoothing))
 
 
+class ThetaParts(NamedTuple):
+    """:meth:`OutputErrorProblem.unpack`: ``k`` (), ``gamma`` (N,), ``y0`` (N,), ``leak`` () and the
+    switched feeds ``stimulus`` (N,) (zeros without a stimulus law)."""
+
+    k: Tensor
+    gamma: Tensor
+    y0: Tensor
+    leak: Tensor
+    stimulus: Tensor
+
+
 class OutputErrorProblem(nn.Module):
     """The output-error problem of eqs. (1)-(3) on a training window (module docstring).
 
@@ -96,6 +111,9 @@ class OutputErrorProblem(nn.Module):
         max_normal_parameters: largest P for which the (P, P) normal equations are formed at all
             (default 8,000: each P x P matrix is then 0.5 GB, and a Levenberg-Marquardt step with its
             intervals holds about five; at 10,000 cells, P = 19,267, a fit went past 16 GB).
+        stimulus_feed: the feed switched on at the stimulus (:mod:`calcium_gnn.physics.laws`):
+            ``"none"`` (default), ``"shared"`` or ``"per_cell"``; stimulus_time: its time (s).
+        stimulus_bounds: the box of the switched feeds (default: ``conv.gamma_bounds``).
     """
 
     def __init__(
@@ -115,8 +133,16 @@ class OutputErrorProblem(nn.Module):
         jacobian: str = "auto",
         max_jacobian_parameters: int = 600,
         max_normal_parameters: int = 8000,
+        stimulus_feed: str = "none",
+        stimulus_time: float | None = None,
+        stimulus_bounds: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
+        if stimulus_feed not in STIMULUS_FEED_MODES:
+            raise ConfigError("model.stimulus_feed",
+                              f"unknown mode '{stimulus_feed}' (use {STIMULUS_FEED_MODES})")
+        if stimulus_feed != "none" and stimulus_time is None:
+            raise ConfigError("model.stimulus_time", "a feed switched on at the stimulus needs its time (s)")
         if jacobian not in JACOBIANS:
             raise ConfigError("model.jacobian", f"unknown jacobian '{jacobian}' (use one of {JACOBIANS})")
         self.gamma_mode = gamma_mode
@@ -140,6 +166,12 @@ class OutputErrorProblem(nn.Module):
         self.register_buffer("interval_lengths", lengths)
         self.register_buffer("interval_group", group)
         self.conv = conv
+        self.stimulus_mode = stimulus_feed
+        self.stimulus_time = None if stimulus_feed == "none" else float(stimulus_time)
+        self.stimulus_bounds = tuple(conv.gamma_bounds if stimulus_bounds is None else stimulus_bounds)
+        switch = stimulus_switch(self.t_train, self.stimulus_time)
+        self.register_buffer("switch", switch if switch is not None else self.t_train.new_zeros(0))
+        self.stimulus = nn.Parameter(x.new_zeros(modelled.shape[0]), requires_grad=stimulus_feed != "none")
         self.y0 = nn.Parameter(x[:, 0].clone(), requires_grad=self.fit_initial_state)
         # the per-cell (unpooled) optimum, kept while the pooled feeds are in ConsensusConv
         n = modelled.shape[0]
@@ -161,14 +193,48 @@ class OutputErrorProblem(nn.Module):
         return {"none": 0, "shared": 1, "per_cell": int(self.index.numel())}[self.gamma_mode]
 
     @property
+    def n_stimulus(self) -> int:
+        """Number of free switched feeds: G (per cell), 1 (shared) or 0 (none)."""
+        return {"none": 0, "shared": 1, "per_cell": int(self.index.numel())}[self.stimulus_mode]
+
+    @property
+    def has_leak(self) -> bool:
+        """The law has a leak rate ``delta`` (a second nonlinear parameter, after ``k``)."""
+        return getattr(self.conv, "leak_mode", "none") != "none"
+
+    @property
+    def n_nonlinear(self) -> int:
+        """The nonlinear parameters at the head of :meth:`theta`: ``k`` and, with a leak, ``delta``."""
+        return 1 + int(self.has_leak)
+
+    def layout(self) -> dict[str, slice]:
+        """Where each parameter group sits in :meth:`theta`: scalars first (``k``, ``leak``, a shared
+        ``gamma``, a shared ``stimulus``), then the per-cell blocks (``gamma``, ``stimulus``, ``y0``)."""
+        g = int(self.index.numel())
+        sizes = [("k", 1), ("leak", int(self.has_leak))]
+        sizes += [("gamma", 1)] if self.gamma_mode == "shared" else []
+        sizes += [("stimulus", 1)] if self.stimulus_mode == "shared" else []
+        sizes += [("gamma", g)] if self.gamma_mode == "per_cell" else []
+        sizes += [("stimulus", g)] if self.stimulus_mode == "per_cell" else []
+        sizes += [("y0", g if self.fit_initial_state else 0)]
+        out, start = {}, 0
+        for name, size in sizes:
+            out[name] = slice(start, start + size)
+            start += size
+        out.setdefault("gamma", slice(start, start))
+        out.setdefault("stimulus", slice(start, start))
+        return out
+
+    @property
     def n_parameters(self) -> int:
-        """P = 1 + free feeds + fitted initial states."""
-        return 1 + self.n_gamma + (int(self.index.numel()) if self.fit_initial_state else 0)
+        """P = nonlinear + free feeds + switched feeds + fitted initial states."""
+        return (self.n_nonlinear + self.n_gamma + self.n_stimulus
+                + (int(self.index.numel()) if self.fit_initial_state else 0))
 
     @property
     def feed_positions(self) -> slice:
-        """Where the free feeds sit in :meth:`theta` (after ``k``)."""
-        return slice(1, 1 + self.n_gamma)
+        """Where the free feeds ``gamma`` sit in :meth:`theta`."""
+        return self.layout()["gamma"]
 
     @property
     def n_residuals(self) -> int:
@@ -198,13 +264,12 @@ class OutputErrorProblem(nn.Module):
 
     def theta_bounds(self) -> tuple[Tensor, Tensor]:
         """Lower and upper bounds (P,) of :meth:`theta` (``y0`` unbounded), on the problem's device."""
-        n_y0 = int(self.index.numel()) if self.fit_initial_state else 0
-        k_lo, k_hi = self.conv.k_bounds
-        g_lo, g_hi = self.conv.gamma_bounds
-        sizes = (1, self.n_gamma, n_y0)
-        base = self.x_train
-        lo = torch.cat([base.new_full((n,), v) for n, v in zip(sizes, (k_lo, g_lo, -math.inf), strict=True)])
-        hi = torch.cat([base.new_full((n,), v) for n, v in zip(sizes, (k_hi, g_hi, math.inf), strict=True)])
+        boxes = {"k": self.conv.k_bounds, "gamma": self.conv.gamma_bounds, "stimulus": self.stimulus_bounds,
+                 "y0": (-math.inf, math.inf), "leak": getattr(self.conv, "leak_bounds", (0.0, 0.0))}
+        lo = self.x_train.new_empty(self.n_parameters)
+        hi = self.x_train.new_empty(self.n_parameters)
+        for name, where in self.layout().items():
+            lo[where], hi[where] = float(boxes[name][0]), float(boxes[name][1])
         return lo, hi
 
     def held_at_bounds(self, theta: Tensor, grad: Tensor) -> Tensor:
@@ -220,51 +285,73 @@ class OutputErrorProblem(nn.Module):
         return ((theta <= lo + slack) & (grad > 0)) | ((theta >= hi - slack) & (grad < 0))
 
     def theta(self) -> Tensor:
-        """The natural parameter vector ``(k, gamma (free), y0 (G, when fitted))``, (P,) float64."""
-        parts = [self.conv.k.detach().reshape(1)]
-        gamma = self.conv.gamma.detach()
-        if self.gamma_mode == "per_cell":
-            parts.append(gamma[self.index])
-        elif self.gamma_mode == "shared":
-            parts.append(gamma[:1])
+        """The natural parameter vector (P,) float64, laid out as :meth:`layout`."""
+        theta = self.x_train.new_zeros(self.n_parameters)
+        where = self.layout()
+        theta[where["k"]] = self.conv.k.detach().reshape(1)
+        if self.has_leak:
+            theta[where["leak"]] = self.conv.leak.detach().reshape(1)
+        gamma, stimulus = self.conv.gamma.detach(), self.stimulus.detach()
+        groups = (("gamma", gamma, self.gamma_mode), ("stimulus", stimulus, self.stimulus_mode))
+        for name, values, mode in groups:
+            if mode == "per_cell":
+                theta[where[name]] = values[self.index]
+            elif mode == "shared":
+                theta[where[name]] = values[self.index[:1]]
         if self.fit_initial_state:
-            parts.append(self.y0.detach()[self.index])
-        return torch.cat(parts)
+            theta[where["y0"]] = self.y0.detach()[self.index]
+        return theta
 
     def theta_unpooled(self) -> Tensor:
         """:meth:`theta` at the per-cell optimum (before pooled feeds were stored, :meth:`store_pooled`)."""
         theta = self.theta()
         if not bool(self.pooled):
             return theta
-        theta[self.feed_positions] = self.gamma_unpooled[self.index]
+        where = self.layout()
+        theta[where["gamma"]] = self.gamma_unpooled[self.index]
         if self.fit_initial_state:
-            theta[1 + self.n_gamma :] = self.y0_unpooled[self.index]
+            theta[where["y0"]] = self.y0_unpooled[self.index]
         return theta
 
-    def unpack(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``theta`` -> ``(k (), gamma (N,), y0 (N,))`` (differentiable)."""
-        k = theta[0]
-        g_free = theta[1 : 1 + self.n_gamma]
+    def unpack(self, theta: Tensor) -> ThetaParts:
+        """``theta`` -> :class:`ThetaParts` (``k``, ``gamma`` (N,), ``y0`` (N,), ``leak``, ``stimulus``
+        (N,)); differentiable."""
+        where = self.layout()
         zeros = theta.new_zeros(self.modelled.shape[0])
-        if self.gamma_mode == "per_cell":
-            gamma = zeros.index_put((self.index,), g_free)
-        elif self.gamma_mode == "shared":
-            gamma = zeros + g_free[0]
-        else:
-            gamma = zeros
+
+        def per_node(name: str, mode: str) -> Tensor:
+            free = theta[where[name]]
+            if mode == "per_cell":
+                return zeros.index_put((self.index,), free)
+            if mode == "shared":
+                return zeros + free[0]
+            return zeros
+
         y0 = self.x_train[:, 0]
         if self.fit_initial_state:
-            y0 = y0.index_put((self.index,), theta[1 + self.n_gamma :])
-        return k, gamma, y0
+            y0 = y0.index_put((self.index,), theta[where["y0"]])
+        leak = theta[where["leak"]][0] if self.has_leak else theta.new_zeros(())
+        return ThetaParts(theta[0], per_node("gamma", self.gamma_mode), y0, leak,
+                          per_node("stimulus", self.stimulus_mode))
+
+    def feeds(self, gamma: Tensor, stimulus: Tensor) -> Tensor:
+        """The law's feeds on the training frames: ``gamma`` (N,), or (N, T) with a switched feed."""
+        if self.stimulus_mode == "none":
+            return gamma
+        return feed_series(gamma, stimulus, self.switch)
 
     @torch.no_grad()
     def set_theta(self, theta: Tensor) -> None:
-        """Store ``theta`` in ``conv`` (bounded maps) and ``y0``."""
-        k, gamma, y0 = self.unpack(theta)
+        """Store ``theta`` in ``conv`` (bounded maps), the switched feeds and ``y0``."""
+        parts = self.unpack(theta)
+        gamma = parts.gamma
         if self.gamma_mode == "per_cell":
             gamma = torch.where(self.modelled, gamma, torch.full_like(gamma, self.conv.gamma_init))
-        self.conv.set_parameters(k, gamma)
-        self.y0.copy_(y0)
+        self.conv.set_parameters(parts.k, gamma)
+        if self.has_leak:
+            self.conv.set_leak(parts.leak)
+        self.stimulus.copy_(parts.stimulus)
+        self.y0.copy_(parts.y0)
 
     @torch.no_grad()
     def store_pooled(self, theta: Tensor) -> None:
@@ -284,10 +371,14 @@ class OutputErrorProblem(nn.Module):
             self.set_theta(theta)
 
     # ------------------------------------------------------------------------------- simulation
-    def simulate_window(self, k: Tensor, gamma: Tensor, y0: Tensor, drive: Tensor | None = None) -> Tensor:
+    def simulate_window(
+        self, k: Tensor, gamma: Tensor, y0: Tensor, drive: Tensor | None = None, leak: Tensor | None = None
+    ) -> Tensor:
         """Simulated (N, T_train) traces over the training window for the given parameters.
 
-        ``drive`` (N, T_train) replaces the traces that drive the cells outside G (default: their data).
+        ``gamma`` is (N,) or the (N, T_train) feeds of a stimulus law (:meth:`feeds`); ``leak`` the leak
+        rate (default: the one ``conv`` holds, 0 for the paper's law); ``drive`` (N, T_train) replaces
+        the traces that drive the cells outside G (default: their data).
         """
         return integrate(
             self.conv,
@@ -302,16 +393,20 @@ class OutputErrorProblem(nn.Module):
             substeps=self.substeps,
             method=self.ode_method,
             basis=self.modal_basis(),
+            leak=self.conv.leak.detach() if leak is None else leak,
         )
 
     def simulate_theta(self, theta: Tensor) -> Tensor:
         """Simulated (N, T_train) traces for the natural parameters ``theta``."""
-        return self.simulate_window(*self.unpack(theta))
+        parts = self.unpack(theta)
+        feeds = self.feeds(parts.gamma, parts.stimulus)
+        return self.simulate_window(parts.k, feeds, parts.y0, leak=parts.leak)
 
     def simulate_train(self) -> Tensor:
         """Simulated (N, T_train) traces with the module's own (trainable) parameters."""
         y0 = torch.where(self.modelled, self.y0, self.x_train[:, 0])
-        return self.simulate_window(self.conv.k, self.conv.gamma, y0)
+        return self.simulate_window(self.conv.k, self.feeds(self.conv.gamma, self.stimulus), y0,
+                                    leak=self.conv.leak)
 
     def residuals_theta(self, theta: Tensor) -> Tensor:
         """(G, T_train) residuals ``y(theta) - x`` of the modelled cells."""
@@ -359,23 +454,32 @@ class OutputErrorProblem(nn.Module):
     def _modal_design(
         self, theta: Tensor, basis: ModalBasis, with_k: bool = True
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """Dense columns (``k`` by one forward-mode pass, or zeros without ``with_k``; a shared feed)
-        and modal blocks at ``theta``."""
-        if with_k:
-            tangent = torch.zeros_like(theta)
-            tangent[0] = 1.0
-            _, k_column = torch.func.jvp(self.residuals_theta, (theta,), (tangent,))
-        else:
-            k_column = torch.zeros_like(self.x_train[self.index])
-        e, f = modal_responses(
-            basis, float(theta[0]), self.interval_lengths, self.interval_group, self.substeps, self.ode_method
+        """Dense columns (``k`` and ``delta`` by forward-mode passes, or zeros without ``with_k``; shared
+        feeds) and modal blocks (per-cell feeds, switched feeds, ``y0``) at ``theta``, in the order of
+        :meth:`layout`."""
+        nonlinear = []
+        for position in range(self.n_nonlinear):
+            if with_k:
+                tangent = torch.zeros_like(theta)
+                tangent[position] = 1.0
+                _, column = torch.func.jvp(self.residuals_theta, (theta,), (tangent,))
+            else:
+                column = torch.zeros_like(self.x_train[self.index])
+            nonlinear.append(column)
+        leak = float(self.unpack(theta).leak)
+        switch = self.switch if self.stimulus_mode != "none" else None
+        e, f, s = modal_responses(
+            basis, float(theta[0]), self.interval_lengths, self.interval_group, self.substeps,
+            self.ode_method, leak=leak, switch=switch,
         )
-        dense, blocks = [k_column], []
-        if self.gamma_mode == "shared":
-            ones = theta.new_ones(self.index.numel())
-            dense.append(basis.v @ (f.T * (basis.v_inv @ ones).reshape(-1, 1)))
-        elif self.gamma_mode == "per_cell":
-            blocks.append(f)
+        ones_modal = basis.v_inv @ theta.new_ones(self.index.numel())
+        dense, blocks = list(nonlinear), []
+        for mode, response in ((self.gamma_mode, f), (self.stimulus_mode, s)):
+            if mode == "shared":
+                dense.append(basis.v @ (response.T * ones_modal.reshape(-1, 1)))
+        for mode, response in ((self.gamma_mode, f), (self.stimulus_mode, s)):
+            if mode == "per_cell":
+                blocks.append(response)
         if self.fit_initial_state:
             blocks.append(e)
         return dense, blocks
@@ -384,7 +488,7 @@ class OutputErrorProblem(nn.Module):
         self._check_jacobian_size()
         jac = torch.func.jacfwd(lambda th: self.residuals_theta(th).reshape(-1))(theta)
         if not with_k:
-            jac[:, 0] = 0.0
+            jac[:, : self.n_nonlinear] = 0.0
         return jac
 
     def normal_equations(self, theta: Tensor, with_k: bool = True) -> tuple[Tensor, Tensor, Tensor]:
@@ -392,10 +496,11 @@ class OutputErrorProblem(nn.Module):
 
         Modal (the ``k`` column by one forward-mode pass) when :meth:`modal_basis` exists, else from the
         dense forward-mode Jacobian (P tangents). ``with_k=False``: the ``k`` row and column are 0 (not
-        computed; for fits at a fixed ``k``). The last result is cached (the same ``theta``, on the same
-        device, and ``with_k`` return it again). At a fixed ``k`` the problem is affine in the other
-        parameters, so ``J^T J`` without the ``k`` column depends on ``k`` alone: the modal one is kept
-        per ``k`` and only ``J^T r`` is formed again (profile fits move ``gamma`` and ``y0`` at one ``k``).
+        computed, nor the leak rate's: fits at fixed nonlinear parameters). The last result is cached
+        (the same ``theta``, on the same device, and ``with_k`` return it again). At fixed nonlinear
+        parameters the problem is affine in the others, so ``J^T J`` without their columns depends on
+        them alone: the modal one is kept per ``(k, delta)`` and only ``J^T r`` is formed again (profile
+        fits move ``gamma`` and ``y0`` at one ``k``).
         """
         if self.n_parameters > self.max_normal_parameters:
             raise ConfigError("model.max_normal_parameters", str(self.normal_equations_unavailable()))
@@ -411,7 +516,7 @@ class OutputErrorProblem(nn.Module):
         else:
             dense, blocks = self._modal_design(theta, basis, with_k)
             at_k = self._derived.get("linear_normal")
-            k = float(theta[0])
+            k = tuple(float(v) for v in theta[: self.n_nonlinear])
             if not with_k and at_k is not None and at_k[0] == k:
                 jtj, jtr = at_k[1], transpose_product(basis, blocks, dense, residuals)
             else:

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from calcium_gnn.physics.laws import feed_series, stimulus_switch
+
 
 @dataclass
 class FittedParameters:
@@ -22,6 +24,9 @@ class FittedParameters:
         gamma_mode: ``"none"`` (eq. 1 without feed), ``"shared"`` (eq. 2) or ``"per_cell"`` (eq. 3).
         k_bounds, gamma_bounds: the box the fit was held to (eq. 20), None for an unconstrained fit;
             the diagnostics report estimates that sit on it.
+        law: the member of the model family (:mod:`calcium_gnn.physics.laws`; ``"linear"``: the paper's).
+        leak: the leak rate ``delta`` (1/s) of the leak laws (0 otherwise); leak_bounds: its box.
+        stimulus_feed: (N,) feeds ``s_i`` switched on at ``stimulus_time`` (s), or None.
     """
 
     k: float
@@ -30,10 +35,36 @@ class FittedParameters:
     gamma_mode: str
     k_bounds: tuple[float, float] | None = None
     gamma_bounds: tuple[float, float] | None = None
+    law: str = "linear"
+    leak: float = 0.0
+    leak_bounds: tuple[float, float] | None = None
+    stimulus_feed: Tensor | None = None
+    stimulus_time: float | None = None
+
+    def feeds(self, t: Tensor) -> Tensor:
+        """The feeds at the frame times ``t`` (T,): ``gamma`` (N,) or, with a switched feed, (N, T)
+        (:func:`calcium_gnn.physics.laws.feed_series`)."""
+        gamma = torch.as_tensor(self.gamma).detach().double().reshape(-1)
+        switch = stimulus_switch(t, self.stimulus_time)
+        feed = None if self.stimulus_feed is None else torch.as_tensor(self.stimulus_feed).double().to(gamma)
+        return feed_series(gamma, feed, None if switch is None else switch.to(gamma.device))
 
     def k_at_scale(self, scale: float) -> float:
         """``k`` expressed for another edge-weight scale (``k / s`` is invariant)."""
         return self.k * float(scale) / self.edge_weight_scale
+
+
+def identifiable_truth_feed(data: Data) -> Tensor | None:
+    """The graph's true feeds as a fit can identify them: ``truth_gamma`` (N,), plus ``delta b`` for a
+    culture generated with a leak back to the baseline ``b`` (``truth_leak``, ``truth_leak_baseline``:
+    only ``gamma_i + delta b`` enters the law, :mod:`calcium_gnn.physics.laws`); None without truth."""
+    truth = getattr(data, "truth_gamma", None)
+    if truth is None:
+        return None
+    truth = torch.as_tensor(truth).detach().cpu().double().reshape(-1)
+    leak = float(getattr(data, "truth_leak", 0.0) or 0.0)
+    baseline = float(getattr(data, "truth_leak_baseline", 0.0) or 0.0)
+    return truth + leak * baseline if leak else truth
 
 
 def truth_errors(fitted: FittedParameters, data: Data, modelled: Tensor) -> dict[str, float]:
@@ -48,9 +79,8 @@ def truth_errors(fitted: FittedParameters, data: Data, modelled: Tensor) -> dict
         s_true = float(getattr(data, "truth_edge_weight_scale", fitted.edge_weight_scale))
         k_true = float(truth_k) * fitted.edge_weight_scale / s_true
         out["fit/k_rel_err"] = abs(fitted.k - k_true) / abs(k_true)
-    truth_gamma = getattr(data, "truth_gamma", None)
-    if truth_gamma is not None:
-        truth = torch.as_tensor(truth_gamma).detach().cpu().double().reshape(-1)
+    truth = identifiable_truth_feed(data)
+    if truth is not None:
         keep = modelled.detach().cpu().bool() & torch.isfinite(truth)
         if bool(keep.any()):
             gamma = fitted.gamma.detach().cpu().double()

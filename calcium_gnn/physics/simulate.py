@@ -80,8 +80,8 @@ def _check_inputs(
         raise ConfigError(
             "modelled", f"must be a ({n},) bool mask, got {tuple(modelled.shape)} {modelled.dtype}"
         )
-    if gamma.shape != (n,):
-        raise ConfigError("gamma", f"must have shape ({n},), got {tuple(gamma.shape)}")
+    if gamma.shape not in ((n,), (n, n_frames)):
+        raise ConfigError("gamma", f"must have shape ({n},) or ({n}, {n_frames}), got {tuple(gamma.shape)}")
     if y0 is not None and y0.shape != (n,):
         raise ConfigError("y0", f"must have shape ({n},), got {tuple(y0.shape)}")
     if isinstance(substeps, bool) or int(substeps) != substeps or substeps < 1:
@@ -196,7 +196,7 @@ def consensus_operator(
         probes = edge_weight.new_zeros(n, cols.numel(), dtype=dtype)
         probes[cols, torch.arange(cols.numel(), device=cols.device)] = 1.0
         out = conv(probes, torch.zeros_like(probes), edge_index, edge_weight, modelled, k=one,
-                   gamma=zero_gamma)
+                   gamma=zero_gamma, leak=zero_gamma)
         columns.append(out[index])
     return torch.cat(columns, dim=1) if columns else edge_weight.new_zeros(0, 0, dtype=dtype)
 
@@ -221,6 +221,7 @@ def integrate(
     method: str = "rk4",
     dt_rtol: float = 1e-4,
     basis: ModalBasis | None = None,
+    leak: float | Tensor = 0.0,
 ) -> Tensor:
     """The one simulator entry point, in the spirit of ``torchdiffeq.odeint(func, y0, t, method)``.
 
@@ -249,7 +250,9 @@ def integrate(
         edge_weight: (E,) normalised weights ``w_ij = u_ij l_ij / s``.
         modelled: (N,) bool, the group G.
         k: coupling constant (1/s), a float or a 0-d tensor.
-        gamma: (N,) feed terms (entries outside G are ignored).
+        gamma: (N,) feed terms, or (N, T) feeds at the frame times (a feed switched on at a stimulus,
+            :func:`calcium_gnn.physics.laws.feed_series`; linear between frames like the data);
+            entries outside G are ignored.
         y0: (N,) initial states at ``t[0]`` (entries outside G ignored); default ``x_obs[:, 0]``.
         substeps: integration steps per frame interval (>= 1, default 10).
         method: ``"rk4"`` (default) or ``"euler"``.
@@ -258,6 +261,7 @@ def integrate(
             frame times, about 2e-5 of a 10 s interval one hour into a movie).
         basis: the eigenbasis of ``A_1`` for these ``edge_weight`` and ``modelled`` (the caller's
             responsibility), for the modal fast path; default None.
+        leak: the leak rate ``delta`` of the leak law (``- delta y_i`` on G; default 0, the paper's law).
 
     Returns:
         (N, T) tensor in the dtype of ``x_obs``: simulated states of the modelled cells at the frame
@@ -279,9 +283,9 @@ def integrate(
     if affine and (basis is not None or propagators_pay_off(n_modelled, edge_index.shape[1], x_obs.shape[1],
                                                             int(substeps))):
         return _integrate_affine(conv, x_obs, t, edge_index, edge_weight, modelled, k, gamma, y0,
-                                 int(substeps), method, dt_rtol, basis)
+                                 int(substeps), method, dt_rtol, basis, leak)
     return _integrate_stepwise(conv, x_obs, t, edge_index, edge_weight, modelled, k, gamma, y0,
-                               int(substeps), method)
+                               int(substeps), method, leak)
 
 
 def simulate_consensus(
@@ -330,7 +334,7 @@ def propagators_pay_off(n_modelled: int, n_edges: int, n_frames: int, substeps: 
 def _integrate_affine(
     conv: ConsensusConv, x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor,
     modelled: Tensor, k: float | Tensor, gamma: Tensor, y0: Tensor | None, substeps: int, method: str,
-    dt_rtol: float, basis: ModalBasis | None = None,
+    dt_rtol: float, basis: ModalBasis | None = None, leak: float | Tensor = 0.0,
 ) -> Tensor:
     """Exact interval maps of the scheme for a right-hand side affine in the state (module docstring):
     ``y_{n+1} = Phi y_n + Psi_0 b_n + Psi_1 (b_{n+1} - b_n)``, per mode when ``basis`` is given."""
@@ -343,17 +347,20 @@ def _integrate_affine(
         return torch.where(modelled.reshape(-1, 1), y0.to(dtype).reshape(-1, 1), x_obs)
     w = edge_weight.reshape(-1).to(dtype)
     k_t = torch.as_tensor(k, dtype=dtype, device=device)
+    leak_t = torch.as_tensor(leak, dtype=dtype, device=device)
     # b_n = f(0, t_n): border drive + gamma at every frame, one batched call -> (G, T)
-    b = conv(torch.zeros_like(x_obs), x_obs, edge_index, w, modelled, k=k_t, gamma=gamma.to(dtype))[index]
+    b = conv(torch.zeros_like(x_obs), x_obs, edge_index, w, modelled, k=k_t, gamma=gamma.to(dtype),
+             leak=leak_t)[index]
     lengths, which = interval_groups(t, dt_rtol)
     start = x_obs[index, 0] if y0 is None else y0.to(dtype)[index]
     if basis is not None:
         real = basis.v.dtype
         y_sim = modal_trajectory(
-            basis, k_t.to(real), lengths, which, substeps, b.to(real), start.to(real), method
+            basis, k_t.to(real), lengths, which, substeps, b.to(real), start.to(real), method, leak_t.to(real)
         )
         return x_obs.index_put((index,), y_sim.to(dtype))
     a = k_t * consensus_operator(conv, edge_index, w, modelled, dtype)  # (G, G)
+    a = a - leak_t * torch.eye(a.shape[0], dtype=dtype, device=device)
     db = b[:, 1:] - b[:, :-1]
 
     # One propagator per distinct interval length (lengths equal to within dt_rtol share one, so the
@@ -380,17 +387,21 @@ def _integrate_affine(
 def _integrate_stepwise(
     conv: ConsensusConv, x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor,
     modelled: Tensor, k: float | Tensor, gamma: Tensor, y0: Tensor | None, substeps: int, method: str,
+    leak: float | Tensor = 0.0,
 ) -> Tensor:
     """``substeps`` steps of ``method`` per frame interval for any (possibly nonlinear) right-hand side.
 
-    Inside interval ``n`` the cells outside G follow ``x(t_n + tau) = x_n + tau / Delta (x_{n+1} - x_n)``.
+    Inside interval ``n`` the cells outside G follow ``x(t_n + tau) = x_n + tau / Delta (x_{n+1} - x_n)``
+    (and a feed given at the frames, (N, T), the same interpolation).
     """
     dtype = x_obs.dtype
     mask = modelled.reshape(-1, 1)
     zero = x_obs.new_zeros(())
     w = edge_weight.reshape(-1).to(dtype)
     k_t = torch.as_tensor(k, dtype=dtype, device=x_obs.device)
-    gamma_col = torch.where(mask, gamma.to(dtype).reshape(-1, 1), zero)
+    leak_t = torch.as_tensor(leak, dtype=dtype, device=x_obs.device)
+    gamma_frames = torch.where(mask, gamma.to(dtype).reshape(gamma.shape[0], -1), zero)  # (N, 1) or (N, T)
+    varying = gamma_frames.shape[1] > 1
     start = x_obs[:, :1] if y0 is None else y0.to(dtype).reshape(-1, 1)
     y = torch.where(mask, start, x_obs[:, :1])
     frames = [y]
@@ -401,11 +412,16 @@ def _integrate_stepwise(
         delta = deltas[n].to(dtype)
         h = delta / substeps
 
+        g_a = gamma_frames[:, n : n + 1] if varying else gamma_frames
+        g_b = gamma_frames[:, n + 1 : n + 2] if varying else gamma_frames
+
         def f(
-            state: Tensor, tau: Tensor, x_a: Tensor = x_a, x_b: Tensor = x_b, delta: Tensor = delta
+            state: Tensor, tau: Tensor, x_a: Tensor = x_a, x_b: Tensor = x_b, delta: Tensor = delta,
+            g_a: Tensor = g_a, g_b: Tensor = g_b,
         ) -> Tensor:
             x_now = x_a + (tau / delta) * (x_b - x_a)
-            dydt = conv(state, x_now, edge_index, w, modelled, k=k_t, gamma=gamma_col)
+            g_now = g_a + (tau / delta) * (g_b - g_a)
+            dydt = conv(state, x_now, edge_index, w, modelled, k=k_t, gamma=g_now, leak=leak_t)
             return torch.where(mask, dydt, zero)
 
         for s in range(substeps):

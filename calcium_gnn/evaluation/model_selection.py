@@ -1,0 +1,178 @@
+"""Which law do the data support? A comparison of fitted laws on the same cells and frames.
+
+Every candidate (a law of :mod:`calcium_gnn.physics.laws` fitted by the output-error model, or the
+learned GNN coupling) is fitted on the same modelled cells G and training frames and simulated over
+the training and the test window (:func:`calcium_gnn.evaluation.report.evaluate_fit`); this module
+reads their ``results.json`` and ranks them.
+
+Information criterion (training window). With ``M = G (T_train - 1)`` scored residuals, ``RSS =
+M mse_train`` and ``P`` fitted parameters, Schwarz's criterion for Gaussian residuals is
+``BIC = M log(RSS / M) + P log M``. The residuals of a simulation are correlated in time; with lag-1
+autocorrelation ``rho`` an AR(1) series carries about ``M_eff = M (1 - rho) / (1 + rho)`` independent
+values, so
+
+.. math::
+    \\mathrm{BIC} = M_{\\mathrm{eff}} \\log(\\mathrm{RSS} / M) + P \\log M_{\\mathrm{eff}},
+
+with one ``rho`` for every candidate (that of the candidate with the smallest RSS, the one closest to
+white residuals), so the criterion compares the same data. The chosen law has the smallest BIC; the
+difference to the next one is its support (Kass and Raftery: above :data:`STRONG_SUPPORT` is strong).
+
+Test window. Each candidate's test-window MSE is reported beside the two baselines of the diagnostics
+(a constant level; eq. 3 without coupling): a candidate that does not beat the constant level there,
+whose fit says it failed (``diagnostics.fit_ok``), or whose BIC is more than :data:`STRONG_SUPPORT`
+above the chosen one is reported *inadequate*, with the reasons. When the test window prefers a law
+other than the BIC's, the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+#: a BIC difference above this is strong evidence (Kass and Raftery 1995: 6-10 strong, > 10 very strong)
+STRONG_SUPPORT: float = 10.0
+#: the AR(1) correction's rho is clipped to [0, this] (rho -> 1 would leave no independent residual)
+MAX_RHO: float = 0.95
+
+
+def _scored_residuals(results: Mapping[str, Any]) -> int:
+    """``M = G (T_train - 1)``: the residuals the training MSE averages (its first frame is the start)."""
+    start, stop = results["simulation"]["train_frames"]
+    return len(results["modelled_cells"]) * max(int(stop) - int(start) - 1, 0)
+
+
+def n_parameters(results: Mapping[str, Any]) -> int:
+    """The number of fitted parameters: the law block's ``n_parameters`` when the model reports it, else
+    ``1 + G`` (``k`` and the feeds; the paper's least squares)."""
+    law = results.get("law") or {}
+    if law.get("n_parameters") is not None:
+        return int(law["n_parameters"])
+    return 1 + len(results["gamma"])
+
+
+def information_criteria(rss: float, m: int, p: int, rho: float) -> dict[str, float]:
+    """``bic`` and ``aic`` with the AR(1) effective sample size (module docstring)."""
+    rho = min(max(rho, 0.0), MAX_RHO)
+    m_eff = m * (1.0 - rho) / (1.0 + rho)
+    log_var = math.log(max(rss / m, 1e-300))
+    return {"bic": m_eff * log_var + p * math.log(max(m_eff, 2.0)), "aic": m_eff * log_var + 2.0 * p,
+            "m_effective": m_eff}
+
+
+def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
+                 failed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Rank fitted candidates (module docstring).
+
+    Args:
+        candidates: candidate name -> its results (``results.json`` content), all on the same cells and
+            windows.
+        failed: candidate name -> why it has no results (its fit raised an error).
+
+    Returns:
+        ``{"chosen", "support" (BIC difference to the runner-up), "strength", "criterion", "rho",
+        "test_window_prefers", "rows": {name: {...}}, "failed", "statement"}``.
+
+    Raises:
+        ValueError: no candidate, or candidates fitted on different cells or windows.
+    """
+    if not candidates:
+        raise ValueError("no fitted candidate to compare")
+    shapes = {(tuple(r["modelled_cells"]), tuple(r["simulation"]["train_frames"]),
+               tuple(r["simulation"]["test_frames"])) for r in candidates.values()}
+    if len(shapes) != 1:
+        raise ValueError("the candidates were fitted on different cells or windows: not comparable")
+    rows: dict[str, dict[str, Any]] = {}
+    for name, res in candidates.items():
+        m = _scored_residuals(res)
+        mse_train = res.get("mse_train")
+        rows[name] = {
+            "law": (res.get("law") or {}).get("name", name),
+            "method": res.get("method"),
+            "k": res.get("k"),
+            "k_interval": res.get("k_interval"),
+            "leak": (res.get("law") or {}).get("leak"),
+            "mse_train": mse_train,
+            "mse_test": res.get("mse_test"),
+            "n_parameters": n_parameters(res),
+            "n_residuals": m,
+            "rss": None if mse_train is None else float(mse_train) * m,
+            "rho": ((res.get("diagnostics") or {}).get("residuals") or {}).get("lag1_autocorrelation"),
+            "baselines": (res.get("diagnostics") or {}).get("baselines"),
+            "fit_ok": (res.get("diagnostics") or {}).get("fit_ok"),
+            "fit_problems": list((res.get("diagnostics") or {}).get("reasons") or []),
+        }
+    scored = {n: r for n, r in rows.items() if r["rss"] is not None and r["n_residuals"] > 0}
+    if not scored:
+        raise ValueError("no candidate has a training-window MSE to compare")
+    closest = min(scored, key=lambda n: scored[n]["rss"])
+    rho = float(scored[closest]["rho"] or 0.0)
+    for r in scored.values():
+        r.update(information_criteria(r["rss"], r["n_residuals"], r["n_parameters"], rho))
+    ranked = sorted(scored, key=lambda n: scored[n]["bic"])
+    chosen = ranked[0]
+    support = scored[ranked[1]]["bic"] - scored[chosen]["bic"] if len(ranked) > 1 else math.inf
+    for name, r in rows.items():
+        r["delta_bic"] = r["bic"] - scored[chosen]["bic"] if "bic" in r else None
+        r["inadequate"], r["why_inadequate"] = _adequacy(name, r, chosen)
+    tested = {n: r["mse_test"] for n, r in rows.items() if r["mse_test"] is not None}
+    test_best = min(tested, key=tested.get) if tested else None
+    strength = "strong" if support > STRONG_SUPPORT else "weak"
+    statement = (f"the data support the law '{rows[chosen]['law']}' ({name_list(ranked)} by BIC; "
+                 f"difference to the next {support:.1f}: {strength})")
+    if test_best is not None and test_best != chosen:
+        statement += f"; the test window prefers '{rows[test_best]['law']}'"
+    return {
+        "chosen": chosen,
+        "support": support if math.isfinite(support) else None,
+        "strength": strength,
+        "criterion": "BIC = M_eff log(RSS/M) + P log M_eff on the training window, "
+                     f"M_eff = M (1-rho)/(1+rho), rho = {rho:.3f} (lag-1 autocorrelation of the "
+                     f"residuals of '{closest}')",
+        "rho": rho,
+        "test_window_prefers": test_best,
+        "rows": rows,
+        "failed": dict(failed or {}),
+        "statement": statement,
+    }
+
+
+def name_list(names: list[str]) -> str:
+    """``"a < b < c"``: candidates in order of preference."""
+    return " < ".join(names)
+
+
+def _adequacy(name: str, row: Mapping[str, Any], chosen: str) -> tuple[bool, list[str]]:
+    """Whether a candidate is inadequate, and why (module docstring)."""
+    why: list[str] = []
+    base = row.get("baselines") or {}
+    constant = base.get("constant")
+    if row["mse_test"] is not None and constant is not None and row["mse_test"] >= constant:
+        why.append(f"does not beat a constant level on the test window (MSE {row['mse_test']:.3g} vs "
+                   f"{constant:.3g})")
+    if row.get("delta_bic") is not None and name != chosen and row["delta_bic"] > STRONG_SUPPORT:
+        why.append(f"BIC {row['delta_bic']:.1f} above the chosen law '{chosen}'")
+    if row.get("fit_ok") is False:
+        why.append("its fit reports problems: " + "; ".join(row["fit_problems"]))
+    return bool(why), why
+
+
+def selection_table(report: Mapping[str, Any]) -> str:
+    """The comparison as a plain-text table (one row per candidate) and the statement."""
+    head = (f"{'candidate':<16}{'k':>10}{'leak':>10}{'P':>7}{'MSE train':>12}{'MSE test':>12}{'dBIC':>10}"
+            "  verdict")
+    lines = [head, "-" * len(head)]
+    for name, r in report["rows"].items():
+        def fmt(v: Any, spec: str) -> str:
+            width = int(spec.split(".")[0])
+            return format(v, spec) if isinstance(v, (int, float)) else "-".rjust(width)
+        verdict = "chosen" if name == report["chosen"] else ("inadequate" if r["inadequate"] else "")
+        lines.append(f"{name:<16}{fmt(r['k'], '10.4g')}{fmt(r['leak'], '10.3g')}{r['n_parameters']:>7d}"
+                     f"{fmt(r['mse_train'], '12.3e')}{fmt(r['mse_test'], '12.3e')}"
+                     f"{fmt(r.get('delta_bic'), '10.1f')}"
+                     f"  {verdict}")
+    for name, why in report["failed"].items():
+        lines.append(f"{name:<16} failed: {why}")
+    lines.append(report["statement"])
+    return "\n".join(lines)
