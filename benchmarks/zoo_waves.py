@@ -11,10 +11,10 @@ the first ``--n-leak`` leak and ``--n-linear`` linear ones of at most ``--max-ce
 the stimulus members of the frozen test split at <= 2% noise.
 
 Each member goes through the real command path, as a lab would run it: ``train()`` with
-``experiment=select_law setup=stimulus setup.point=[x,y]`` (the centroid of the first stimulated cell:
-where the pipette was), ``setup.stimulus_time`` (when), ``setup.auto_drivers=[precedes,unexplained]``
-(the relays are not given) and the candidates ``linear`` and ``leak``. From ``model_selection.json``
-and the candidates' ``results.json``:
+``experiment=select_law setup=stimulus setup.point=[x,y]`` (the centroid of the stimulated cell that
+rises first: where the pipette was), ``setup.stimulus_time`` (when),
+``setup.auto_drivers=[precedes,unexplained]`` (the relays are not given) and the candidates
+``linear`` and ``leak``. From ``model_selection.json`` and the candidates' ``results.json``:
 
 * ``chosen``: the law the selection picked, against the generating law;
 * ``k err``: ``|k - k*| / k*`` of the leak law's fit (the acceptance's "stimulus setup plus the leak
@@ -89,9 +89,12 @@ def run_one(member_id: str, cache: str, out: str) -> dict[str, Any]:
     data = zoo.member_graph(member)
     path = Path(cache) / f"{member_id}.pt"
     save_graph(data, path)
-    stim = (data.truth_driver_kind == STIMULUS).nonzero().reshape(-1)
-    x0, y0 = (float(v) for v in data.pos[stim[0]])
     t_s = float(member.params["stimulus_time"])
+    # the pipette's cell: of the stimulated cells (two in some members), the one that rises first
+    stim = (data.truth_driver_kind == STIMULUS).nonzero().reshape(-1)
+    onset = activation_times(data.truth_x[stim].double().numpy(), data.t.double().numpy(), after=t_s)
+    first = int(stim[int(np.nanargmin(onset))]) if np.isfinite(onset).any() else int(stim[0])
+    x0, y0 = (float(v) for v in data.pos[first])
     run_dir = Path(out) / member_id
     overrides = [
         "experiment=select_law", f"data.graph={path}", "logger=none", "callbacks=none",
@@ -149,7 +152,6 @@ def run_one(member_id: str, cache: str, out: str) -> dict[str, Any]:
         within += int(a_on and b_on and abs(a - b) <= dt)
     row["map_cells"] = scored
     row["map_within_1_frame"] = within / scored if scored else None
-    del np
     return row
 
 

@@ -5,8 +5,12 @@ learned GNN coupling) is fitted on the same modelled cells G and training frames
 the training and the test window (:func:`calcium_gnn.evaluation.report.evaluate_fit`); this module
 reads their ``results.json`` and ranks them.
 
-Information criterion (training window). With ``M = G (T_train - 1)`` scored residuals, ``RSS =
-M mse_train`` and ``P`` fitted parameters, Schwarz's criterion for Gaussian residuals is
+Information criterion (training window). With ``M`` residuals, ``RSS`` their sum of squares at the
+fit's optimum (the model's own objective, ``law.rss_train`` and ``law.n_residuals`` of results.json:
+with its fitted initial states, not the evaluation's restart from the observed first frame, which a
+leak forgets faster and would be rewarded for; for models that do not report it, ``M = G (T_train -
+1)`` and ``RSS = M mse_train`` of the evaluation) and ``P`` fitted parameters, Schwarz's criterion for
+Gaussian residuals is
 ``BIC = M log(RSS / M) + P log M``. The residuals of a simulation are correlated in time; with lag-1
 autocorrelation ``rho`` an AR(1) series carries about ``M_eff = M (1 - rho) / (1 + rho)`` independent
 values, so
@@ -15,7 +19,8 @@ values, so
     \\mathrm{BIC} = M_{\\mathrm{eff}} \\log(\\mathrm{RSS} / M) + P \\log M_{\\mathrm{eff}},
 
 with one ``rho`` for every candidate (that of the candidate with the smallest RSS, the one closest to
-white residuals), so the criterion compares the same data. The chosen law has the smallest BIC; the
+white residuals: the pooled lag-1 autocorrelation of its fit's residuals, ``law.rho_train``, else the
+median of the evaluation's), so the criterion compares the same data. The chosen law has the smallest BIC; the
 difference to the next one is its support (Kass and Raftery: above :data:`STRONG_SUPPORT` is strong).
 
 Test window. Each candidate's test-window MSE is reported beside the two baselines of the diagnostics
@@ -85,8 +90,11 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
         raise ValueError("the candidates were fitted on different cells or windows: not comparable")
     rows: dict[str, dict[str, Any]] = {}
     for name, res in candidates.items():
-        m = _scored_residuals(res)
+        law = res.get("law") or {}
+        own = law.get("rss_train") is not None and law.get("n_residuals")
+        m = int(law["n_residuals"]) if own else _scored_residuals(res)
         mse_train = res.get("mse_train")
+        rss = float(law["rss_train"]) if own else (None if mse_train is None else float(mse_train) * m)
         rows[name] = {
             "law": (res.get("law") or {}).get("name", name),
             "method": res.get("method"),
@@ -97,8 +105,11 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
             "mse_test": res.get("mse_test"),
             "n_parameters": n_parameters(res),
             "n_residuals": m,
-            "rss": None if mse_train is None else float(mse_train) * m,
-            "rho": ((res.get("diagnostics") or {}).get("residuals") or {}).get("lag1_autocorrelation"),
+            "rss": rss,
+            "rss_source": "the fit's objective" if own else "the evaluation's training-window MSE",
+            # the fit's own residuals' autocorrelation when reported, else the evaluation's
+            "rho": law["rho_train"] if own and law.get("rho_train") is not None else
+            ((res.get("diagnostics") or {}).get("residuals") or {}).get("lag1_autocorrelation"),
             "baselines": (res.get("diagnostics") or {}).get("baselines"),
             "fit_ok": (res.get("diagnostics") or {}).get("fit_ok"),
             "fit_problems": list((res.get("diagnostics") or {}).get("reasons") or []),
@@ -123,6 +134,9 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
                  f"difference to the next {support:.1f}: {strength})")
     if test_best is not None and test_best != chosen:
         statement += f"; the test window prefers '{rows[test_best]['law']}'"
+    if rows[chosen]["inadequate"]:
+        statement = ("no law is adequate: even the best by BIC, '" + rows[chosen]["law"] + "', "
+                     + "; ".join(rows[chosen]["why_inadequate"]) + " (" + statement + ")")
     return {
         "chosen": chosen,
         "support": support if math.isfinite(support) else None,
@@ -147,7 +161,7 @@ def _adequacy(name: str, row: Mapping[str, Any], chosen: str) -> tuple[bool, lis
     """Whether a candidate is inadequate, and why (module docstring)."""
     why: list[str] = []
     base = row.get("baselines") or {}
-    constant = base.get("constant")
+    constant = base.get("mse_constant")  # the diagnostics' baselines block
     if row["mse_test"] is not None and constant is not None and row["mse_test"] >= constant:
         why.append(f"does not beat a constant level on the test window (MSE {row['mse_test']:.3g} vs "
                    f"{constant:.3g})")

@@ -320,7 +320,9 @@ class GNNODEModule(ConsensusModel):
         out: dict[str, Any] = {
             "anomaly": self.anomaly_scores(),
             "law": {"name": "gnn_ode", "terms": "eq. 3 with a learned message phi(z_j - y_i, u_ij, l_ij)",
-                    "n_parameters": problem.n_parameters + n_mlp},
+                    "n_parameters": problem.n_parameters + n_mlp,
+                    "rss_train": float(self.loss_train().detach()) * problem.n_residuals,
+                    "n_residuals": problem.n_residuals},
         }
         if bool(self.has_linear_fit):
             out["gnn_vs_linear"] = self.compare_with_linear(data)

@@ -79,7 +79,13 @@ from calcium_gnn.errors import ConfigError
 from calcium_gnn.inference.anomaly import AnomalyRule, AnomalyScores
 from calcium_gnn.inference.output_error import fit_anomaly_scores, laplace, parameter_intervals, pooled_feeds
 from calcium_gnn.inference.random_effects import MIN_POOLED_CELLS, PooledFeeds
-from calcium_gnn.inference.uncertainty import DEFAULT_LEVEL, ParameterIntervals, check_level, normal_interval
+from calcium_gnn.inference.uncertainty import (
+    DEFAULT_LEVEL,
+    ParameterIntervals,
+    check_level,
+    lag1_autocorrelation,
+    normal_interval,
+)
 from calcium_gnn.models.base import ConsensusModel
 from calcium_gnn.models.options import check_int, check_odd_window, check_positive
 from calcium_gnn.nn.consensus import (
@@ -561,6 +567,12 @@ class OutputErrorODE(ConsensusModel):
             out["stimulus_feed_mode"] = problem.stimulus_mode
             out["stimulus_feed"] = {str(ids[i]): values[i] for i in problem.index.tolist()}
         out["n_parameters"] = problem.n_parameters
+        # the fit's own objective at its optimum (fitted initial states, per-cell feeds): what the
+        # information criterion of the model selection scores (calcium_gnn.evaluation.model_selection)
+        residuals = problem.residuals_theta(problem.theta_unpooled())
+        out["rss_train"] = float(residuals.pow(2).sum())
+        out["n_residuals"] = problem.n_residuals
+        out["rho_train"] = lag1_autocorrelation(residuals)
         if problem.has_leak and problem.normal_equations_available:
             theta, cov = laplace(problem, self.autocorrelation_correction)
             se = cov.se[1:2].cpu()

@@ -1,0 +1,60 @@
+"""compare_laws: BIC with the AR(1) effective size, inadequate laws named, comparable candidates only."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from calcium_gnn.evaluation.model_selection import compare_laws, information_criteria, selection_table
+
+
+def _results(law: str, mse_train: float, mse_test: float, p: int, *, rho: float = 0.0, constant: float = 1.0,
+             fit_ok: bool = True, cells: int = 10, frames: tuple[int, int] = (0, 101)) -> dict:
+    return {
+        "modelled_cells": list(range(cells)),
+        "simulation": {"train_frames": list(frames), "test_frames": [frames[1], frames[1] + 50]},
+        "mse_train": mse_train, "mse_test": mse_test, "k": 0.01, "k_interval": None, "method": "neural_ode",
+        "gamma": {str(i): 0.0 for i in range(cells)},
+        "law": {"name": law, "n_parameters": p, "leak": 0.01 if law == "leak" else None},
+        "diagnostics": {"fit_ok": fit_ok, "reasons": [] if fit_ok else ["k is on its lower bound"],
+                        "residuals": {"lag1_autocorrelation": rho}, "baselines": {"mse_constant": constant}},
+    }
+
+
+def test_the_effective_size_shrinks_with_residual_autocorrelation() -> None:
+    white = information_criteria(rss=10.0, m=1000, p=5, rho=0.0)
+    red = information_criteria(rss=10.0, m=1000, p=5, rho=0.6)
+    assert white["m_effective"] == 1000 and red["m_effective"] == pytest.approx(250.0)
+    assert white["bic"] == pytest.approx(1000 * math.log(0.01) + 5 * math.log(1000))
+
+
+def test_a_real_improvement_wins_and_the_worse_law_is_named_inadequate() -> None:
+    report = compare_laws({"linear": _results("linear", 2e-3, 4e-3, 21, constant=3e-3),
+                           "leak": _results("leak", 1e-3, 1e-3, 22, constant=3e-3)})
+    assert report["chosen"] == "leak" and report["strength"] == "strong"
+    linear = report["rows"]["linear"]
+    assert linear["inadequate"] and len(linear["why_inadequate"]) == 2  # loses to a constant, and by BIC
+    assert not report["rows"]["leak"]["inadequate"]
+    assert "leak" in selection_table(report).splitlines()[-1]
+
+
+def test_a_parameter_that_buys_nothing_loses_and_the_test_window_is_mentioned() -> None:
+    report = compare_laws({"linear": _results("linear", 1e-3, 1.0e-3, 21),
+                           "leak": _results("leak", 0.9999e-3, 0.9e-3, 22)})
+    assert report["chosen"] == "linear" and report["strength"] == "weak"
+    assert report["test_window_prefers"] == "leak" and "test window prefers 'leak'" in report["statement"]
+
+
+def test_a_failed_fit_is_inadequate_even_when_chosen_and_failures_are_listed() -> None:
+    report = compare_laws({"linear": _results("linear", 1e-3, 1e-3, 21, fit_ok=False)},
+                          failed={"stimulus": "model.stimulus_time: missing"})
+    assert report["rows"]["linear"]["inadequate"]
+    assert report["failed"] == {"stimulus": "model.stimulus_time: missing"}
+    assert "no law is adequate" in report["statement"]
+
+
+def test_candidates_on_different_cells_are_refused() -> None:
+    with pytest.raises(ValueError, match="different cells"):
+        compare_laws({"linear": _results("linear", 1e-3, 1e-3, 21),
+                      "leak": _results("leak", 1e-3, 1e-3, 22, cells=9)})
