@@ -13,11 +13,13 @@ window's simulation ``y`` of the fitted parameters (:func:`calcium_gnn.evaluatio
 
 1. the cells with ``z_i > threshold`` (``setup.unexplained_z``, default 3: for Gaussian scores one cell
    in 740) become drivers, and the law is fitted again;
-2. when no cell is that far out but the top one has ``z > try_z`` (default 2), that cell is tried: the
-   law is fitted with it as a driver, and it stays one when the mean ``m_i`` of the *other* modelled cells
-   falls by at least ``gain`` (default 20%). A missed driver can spoil the whole fit (``k`` collapses
-   to a bound), which flattens every score; taking it out restores the others, while taking out an
-   ordinary cell changes the others' fit by about ``1/G``.
+2. when no cell is that far out, the cells with ``z > try_z`` (default 2; at most ``trial_share`` of
+   G, the highest first) are tried together: the law is fitted with them as drivers, and they stay
+   drivers when the mean ``m_i`` of the *other* modelled cells falls by at least ``gain`` (default
+   20%). Missed drivers can spoil the whole fit (``k`` collapses to a bound), which flattens every
+   score; taking them out restores the others, while taking out ordinary cells changes the others' fit
+   by about their share of G. Missed drivers are often many, each spoiling its own neighbourhood, so
+   they are tried together rather than one by one.
 
 At most ``setup.unexplained_rounds`` such rounds; each driver found is recorded with its z-score, its
 round and, for a tried cell, the gain.
@@ -54,6 +56,8 @@ class UnexplainedRule:
     try_z: float = 2.0
     gain: float = 0.2
     rounds: int = 4
+    #: at most this share of the modelled cells is tried at once
+    trial_share: float = 0.25
 
 
 @dataclass
@@ -118,21 +122,25 @@ def find_unexplained(
             continue
         if not scores:
             break
-        top, (z_top, _) = max(scores.items(), key=lambda item: item[1][0])
-        if z_top <= rule.try_z:
+        # no cell stands out: try the cells that stand out a little, together (missed drivers are often
+        # many, each spoiling the fit of its own neighbourhood, and only together restore the others)
+        limit = max(1, int(rule.trial_share * len(scores)))
+        trial_cells = sorted((c for c, (z, _) in scores.items() if z > rule.try_z),
+                             key=lambda c: -scores[c][0])[:limit]
+        if not trial_cells:
             break
-        trial_extra = {**extra, top: ""}
-        trial = setup_with(trial_extra)
+        trial = setup_with({**extra, **{c: "" for c in trial_cells}})
         trial_scores = residual_scores(data, trial, fit(trial), substeps=substeps)
         common = [c for c in trial_scores if c in scores]
         before = statistics.fmean(scores[c][1] for c in common) if common else 0.0
         after = statistics.fmean(trial_scores[c][1] for c in common) if common else 0.0
         drop = 1.0 - after / before if before > 0 else 0.0
-        log.info("unexplained-driver round %d: trying cell %d (z = %.1f): the others' residual falls by "
-                 "%.0f%%", round_, top, z_top, 100 * drop)
+        log.info("unexplained-driver round %d: trying %d cell(s) with z > %g: the others' residual falls by "
+                 "%.0f%%", round_, len(trial_cells), rule.try_z, 100 * drop)
         if drop < rule.gain:
             break
-        extra[top] = (f"{UNEXPLAINED_REASON} (round {round_}: residual z = {z_top:.1f}; as a driver the "
-                      f"others' residual falls by {100 * drop:.0f}%)")
+        extra.update({c: f"{UNEXPLAINED_REASON} (round {round_}: residual z = {scores[c][0]:.1f}; as drivers "
+                      f"with {len(trial_cells) - 1} other(s) the others' residual falls by {100 * drop:.0f}%)"
+                      for c in trial_cells})
         setup, scores = setup_with(extra), trial_scores
     return extra

@@ -132,3 +132,27 @@ def test_law_options_are_checked() -> None:
     assert law_terms("leak", None) == ("shared", "none")
     with pytest.raises(ConfigError, match="model.leak_bounds"):
         ConsensusConv(3, leak_mode="shared", leak_bounds=(-0.1, 0.1))
+
+
+def test_a_feed_switched_on_at_the_stimulus_is_recovered(graph) -> None:
+    """Data simulated with a switched feed s_i H(t - t_s): the stimulus law gets k and s_i back; the
+    paper's law, without the switch, cannot."""
+    data = graph.clone()
+    setup = resolve_setup(data)
+    w, _ = edge_weights(data.edge_attr)
+    t_s = float(data.t[15])
+    gamma = torch.where(setup.modelled, 1e-3, 0.0).double()
+    switched = torch.where(setup.modelled, 4e-3, 0.0).double()
+    feeds = feed_series(gamma, switched, stimulus_switch(data.t.double(), t_s))
+    data.x = simulate_consensus(data.x.double(), data.t, data.edge_index, w, setup.modelled, 0.02, feeds,
+                                substeps=20)
+    fits = {}
+    for law in ("linear", "stimulus"):
+        model = OutputErrorODE(data, setup, law=law, gamma_bounds=(-0.1, 0.1), stimulus_time=t_s,
+                               gamma_prior="none", border_noise_correction=False, train_fraction=1.0)
+        model.fit_levenberg_marquardt(60)
+        fits[law] = model.fitted_parameters()
+    assert fits["stimulus"].k == pytest.approx(0.02, rel=0.02)
+    recovered = fits["stimulus"].stimulus_feed[setup.modelled]
+    assert torch.allclose(recovered, switched[setup.modelled], rtol=0.05, atol=2e-4)
+    assert abs(fits["linear"].k / 0.02 - 1) > 0.05
