@@ -54,3 +54,14 @@ def test_a_stimulus_law_without_its_time_is_reported_as_failed(compose_train) ->
     report = train(cfg)
     assert report["chosen"] == "linear" and "stimulus" in report["failed"]
     assert "stimulus_time" in report["failed"]["stimulus"]
+
+
+@pytest.mark.slow
+def test_the_learned_coupling_joins_the_comparison_and_pays_for_its_parameters(compose_train) -> None:
+    """On the built-in culture (the linear law generated it) the GNN ODE's MLP buys nothing: the BIC
+    charges its parameters and reports it inadequate."""
+    cfg = compose_train("experiment=select_law", "selection.laws=[linear,gnn_ode]", "trainer.max_epochs=1")
+    report = train(cfg)
+    gnn = report["rows"]["gnn_ode"]
+    assert report["chosen"] == "linear" and gnn["inadequate"]
+    assert gnn["n_parameters"] > report["rows"]["linear"]["n_parameters"] + 100
