@@ -82,6 +82,7 @@ class DiagnosticRule:
         model_error_share: ... and flagged when the median model error (residual beyond the noise
             estimate) also exceeds this share of the traces' robust range (P95 - P5).
         uncertainty_share: flag when the half-width of the interval of ``k`` exceeds this share of ``k``.
+        leak_uncertainty_share: the same for the leak rate ``delta`` of the leak laws.
         reference_tolerance: flag when ``k`` lies further than this share of the reference's ``k``
             outside the reference's interval.
         identification_ratio: ``k`` is not identified when its interval is wider than this times ``k``.
@@ -96,6 +97,7 @@ class DiagnosticRule:
     residual_autocorrelation: float = 0.5
     model_error_share: float = 0.03
     uncertainty_share: float = 0.25
+    leak_uncertainty_share: float = 0.5
     reference_tolerance: float = 0.1
     identification_ratio: float = 1.0
     trajectory_disagreement: float = 0.1
@@ -394,6 +396,31 @@ def diagnose(
         "own_trajectory": own,
         "rule": asdict(rule),
     }
+
+
+def check_leak(law: dict[str, Any] | None, rule: DiagnosticRule, diagnostics: dict[str, Any]) -> None:
+    """The leak law's rate ``delta`` (results.json ``law``): flag it, in place in ``diagnostics``
+    (``leak`` block, ``reasons``, ``fit_ok``), when its interval reaches 0 (the data are as well
+    explained without a leak) or its half-width exceeds ``leak_uncertainty_share`` of ``delta``: ``k`` and
+    ``delta`` trade off along a valley of the loss, so an uncertain leak leaves ``k`` uncertain too."""
+    if not law or law.get("leak_interval") is None or law.get("leak") is None:
+        return
+    delta = float(law["leak"])
+    lo, hi = (float(v) for v in law["leak_interval"])
+    bound = (law.get("leak_bounds") or [0.0])[0]
+    half = 0.5 * (hi - lo)
+    diagnostics["leak"] = {"leak": delta, "leak_interval": [lo, hi],
+                           "half_width_over_leak": half / delta if delta else None}
+    if lo <= bound + rule.bound_rtol * max(abs(hi), 1e-12):
+        reason = (f"the leak is not identified: its interval [{lo:.3g}, {hi:.3g}] reaches {bound:g} (no "
+                  "leak); compare with the paper's law (experiment=select_law)")
+    elif half > rule.leak_uncertainty_share * delta:
+        reason = (f"the leak is uncertain: its interval is +-{100 * half / delta:.0f}% of delta = "
+                  f"{delta:.3g}, and k trades off against it")
+    else:
+        return
+    diagnostics["reasons"].append(reason)
+    diagnostics["fit_ok"] = False
 
 
 def compare_with_reference(

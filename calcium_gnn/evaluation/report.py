@@ -42,6 +42,7 @@ from calcium_gnn.evaluation.diagnostics import (
     DiagnosticRule,
     check_diverged,
     check_finite_parameters,
+    check_leak,
     diagnose,
     withhold_intervals,
 )
@@ -387,6 +388,7 @@ def evaluate_fit(
         interval_level=intervals.level if has_intervals else None,
         own_trajectory=own_trajectory, reference=reference, rule=rule,
     )
+    check_leak(results.get("law"), rule, diagnostics)
     results["diagnostics"] = diagnostics
     if setup.drivers:
         results["drivers"] = {str(c): reason for c, reason in setup.drivers.items()}

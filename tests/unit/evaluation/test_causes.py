@@ -50,3 +50,20 @@ def test_causes_are_given_only_for_a_failed_fit_and_name_cells_by_id() -> None:
     causes = likely_causes(x, t, x, modelled, _chain(), ids, slice(60, 100), failed)
     assert any("drivers inside the group" in c and "(13)" in c for c in causes)
     assert any(c.startswith("k at its lower bound") for c in causes)
+
+
+def test_an_unidentified_or_uncertain_leak_is_flagged() -> None:
+    from calcium_gnn.evaluation.diagnostics import DiagnosticRule, check_leak
+
+    def diagnose(law):
+        block = {"fit_ok": True, "reasons": []}
+        check_leak(law, DiagnosticRule(), block)
+        return block
+
+    sharp = diagnose({"leak": 0.016, "leak_interval": [0.015, 0.0176], "leak_bounds": [0.0, 0.1]})
+    assert sharp["fit_ok"] and sharp["leak"]["half_width_over_leak"] < 0.1
+    none = diagnose({"leak": 0.002, "leak_interval": [0.0, 0.004], "leak_bounds": [0.0, 0.1]})
+    assert not none["fit_ok"] and "not identified" in none["reasons"][0]
+    wide = diagnose({"leak": 0.057, "leak_interval": [0.027, 0.088], "leak_bounds": [0.0, 0.1]})
+    assert not wide["fit_ok"] and "uncertain" in wide["reasons"][0]
+    assert diagnose({"name": "linear"})["fit_ok"]  # the paper's law has no leak to check
