@@ -36,10 +36,15 @@ def _graph_and_setup(cfg):
     return data, resolve_setup(data, **OmegaConf.to_container(cfg.setup, resolve=True))
 
 
+#: the laws beyond the paper's (leak, switched feed) add a parameter, a switch buffer and a leak rate
+LAW_OVERRIDES = ["model=neural_ode", "model.law=leak_stimulus", "model.stimulus_time=1000"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("model_name", MODELS)
-def test_every_model_keeps_its_tensors_where_to_device_reaches(compose_train, model_name: str) -> None:
-    cfg = compose_train(f"model={model_name}")
+@pytest.mark.parametrize("overrides", [[f"model={name}"] for name in MODELS] + [LAW_OVERRIDES],
+                         ids=[*MODELS, "neural_ode-leak_stimulus"])
+def test_every_model_keeps_its_tensors_where_to_device_reaches(compose_train, overrides: list[str]) -> None:
+    cfg = compose_train(*overrides)
     data, setup = _graph_and_setup(cfg)
     model = instantiate_model(cfg.model, data, setup)
     assert stray_tensors(model) == []
