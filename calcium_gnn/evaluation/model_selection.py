@@ -27,7 +27,9 @@ Test window. Each candidate's test-window MSE is reported beside the two baselin
 (a constant level; eq. 3 without coupling): a candidate that does not beat the constant level there,
 whose fit says it failed (``diagnostics.fit_ok``), or whose BIC is more than :data:`STRONG_SUPPORT`
 above the chosen one is reported *inadequate*, with the reasons. When the test window prefers a law
-other than the BIC's, the report says so.
+other than the BIC's, the report says so; and when the support is weak and the runner-up's ``k`` lies
+outside the chosen law's interval, it says that ``k`` depends on a choice the data do not make
+(``k_depends_on_law``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from typing import Any
 
 #: a BIC difference above this is strong evidence (Kass and Raftery 1995: 6-10 strong, > 10 very strong)
 STRONG_SUPPORT: float = 10.0
+#: with weak support and no interval, a runner-up ``k`` this far from the chosen one is reported
+K_LAW_SHARE: float = 0.1
 #: the AR(1) correction's rho is clipped to [0, this] (rho -> 1 would leave no independent residual)
 MAX_RHO: float = 0.95
 
@@ -134,6 +138,11 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
                  f"difference to the next {support:.1f}: {strength})")
     if test_best is not None and test_best != chosen:
         statement += f"; the test window prefers '{rows[test_best]['law']}'"
+    sensitivity = _k_sensitivity(rows, ranked, support)
+    if sensitivity is not None:
+        statement += (f"; k depends on the law the data cannot decide between: {sensitivity['k_chosen']:.4g} "
+                      f"('{chosen}') vs {sensitivity['k_runner_up']:.4g} ('{sensitivity['runner_up']}'), "
+                      f"{100 * sensitivity['relative_difference']:+.0f}%")
     if rows[chosen]["inadequate"]:
         statement = ("no law is adequate: even the best by BIC, '" + rows[chosen]["law"] + "', "
                      + "; ".join(rows[chosen]["why_inadequate"]) + " (" + statement + ")")
@@ -148,8 +157,26 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
         "test_window_prefers": test_best,
         "rows": rows,
         "failed": dict(failed or {}),
+        "k_depends_on_law": sensitivity,
         "statement": statement,
     }
+
+
+def _k_sensitivity(rows: Mapping[str, Any], ranked: list[str], support: float) -> dict[str, Any] | None:
+    """When the support is weak, whether ``k`` of the runner-up lies outside the chosen law's interval
+    (or more than :data:`K_LAW_SHARE` away without one): then ``k`` depends on a choice the data do not
+    make, and the report says so."""
+    if len(ranked) < 2 or support > STRONG_SUPPORT:
+        return None
+    first, second = rows[ranked[0]], rows[ranked[1]]
+    k1, k2 = first.get("k"), second.get("k")
+    if not k1 or k2 is None:
+        return None
+    interval = first.get("k_interval")
+    outside = (not interval[0] <= k2 <= interval[1]) if interval else abs(k2 - k1) > K_LAW_SHARE * abs(k1)
+    if not outside:
+        return None
+    return {"runner_up": ranked[1], "k_chosen": k1, "k_runner_up": k2, "relative_difference": (k2 - k1) / k1}
 
 
 def name_list(names: list[str]) -> str:

@@ -58,3 +58,15 @@ def test_candidates_on_different_cells_are_refused() -> None:
     with pytest.raises(ValueError, match="different cells"):
         compare_laws({"linear": _results("linear", 1e-3, 1e-3, 21),
                       "leak": _results("leak", 1e-3, 1e-3, 22, cells=9)})
+
+
+def test_a_k_that_depends_on_an_undecided_law_is_reported() -> None:
+    linear = _results("linear", 1e-3, 1e-3, 21)
+    leak = _results("leak", 0.99995e-3, 1e-3, 22)
+    linear["k"], linear["k_interval"], leak["k"] = 0.010, [0.0095, 0.0105], 0.013
+    report = compare_laws({"linear": linear, "leak": leak})
+    assert report["chosen"] == "linear" and report["strength"] == "weak"
+    assert report["k_depends_on_law"]["runner_up"] == "leak"
+    assert "k depends on the law" in report["statement"]
+    leak["k"] = 0.0101  # inside the chosen law's interval: nothing to say
+    assert compare_laws({"linear": linear, "leak": leak})["k_depends_on_law"] is None
