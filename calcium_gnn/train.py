@@ -29,7 +29,6 @@ from calcium_gnn.config import register_resolvers
 from calcium_gnn.data.datamodule import CellGraphDataModule
 from calcium_gnn.data.sources import load_cell_graph
 from calcium_gnn.errors import CalciumGNNError, ConfigError, OutputError
-from calcium_gnn.evaluation.unexplained import UNEXPLAINED_REASON
 from calcium_gnn.models.base import ConsensusModel
 from calcium_gnn.physics.setups import Setup, auto_rules, resolve_setup
 from calcium_gnn.utils.console import quiet_library_messages
@@ -223,6 +222,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
 def unexplained_drivers(cfg: DictConfig) -> dict[int, str]:
     """The drivers the ``unexplained`` rule adds for this run's data, setup and model ``{cell id: reason}``
     (model selection decides them once, with its most general law, for every candidate)."""
+    from calcium_gnn.evaluation.unexplained import UNEXPLAINED_REASON
     from calcium_gnn.pipeline import options_from_config
 
     build_options = options_from_config(cfg.segmentation, cfg.preprocessing, cfg.graph, cfg.data)
