@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from calcium_gnn.evaluation.diagnostics import noise_sigma
-from calcium_gnn.graphs.activation import activation_times
+from calcium_gnn.graphs.activation import activation_times, neighbour_lead
 
 #: a modelled cell activating this many frames before every neighbour is probably driven
 PRECEDES_FRAMES: float = 1.0
@@ -40,12 +40,8 @@ def early_cells(x: Tensor, t: Tensor, modelled: Tensor, edge_index: Tensor) -> l
     neighbour that activates (cells with no activated neighbour are not counted)."""
     times = activation_times(x.detach().cpu().double().numpy(), t.detach().cpu().double().numpy())
     dt = float(np.median(np.diff(t.detach().cpu().double().numpy()))) if t.numel() > 1 else 1.0
-    src, dst = (v.detach().cpu().numpy() for v in edge_index)
-    earliest = np.full(times.shape, np.inf)
-    valid = np.isfinite(times[src])
-    np.minimum.at(earliest, dst[valid], times[src][valid])
-    lead = earliest - times
-    early = np.isfinite(times) & np.isfinite(earliest) & (lead >= PRECEDES_FRAMES * dt)
+    lead = neighbour_lead(times, edge_index.detach().cpu())  # +inf: no neighbour activates
+    early = np.isfinite(lead) & (lead >= PRECEDES_FRAMES * dt)
     return np.flatnonzero(early & modelled.detach().cpu().numpy()).tolist()
 
 

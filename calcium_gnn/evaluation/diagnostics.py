@@ -60,14 +60,11 @@ from torch import Tensor
 
 from calcium_gnn.errors import ConfigError, FitError
 from calcium_gnn.evaluation.metrics import scored_frames
+from calcium_gnn.graphs.activation import MAD_TO_SIGMA, SECOND_DIFFERENCE_VARIANCE
 
 if TYPE_CHECKING:
     from calcium_gnn.evaluation.reference_fit import ReferenceFit
 
-#: MAD to standard deviation for Gaussian noise
-MAD_TO_SIGMA = 1.4826
-#: variance of the second difference of white noise, in units of its variance
-SECOND_DIFFERENCE_VARIANCE = 6.0
 
 
 @dataclass(frozen=True)

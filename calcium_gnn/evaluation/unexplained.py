@@ -80,8 +80,8 @@ def residual_scores(
     fitted = fit.fitted
     train, _ = time_split(data.x.shape[1], fit.train_fraction)
     w, _ = edge_weights(data.edge_attr.double(), scale=fitted.edge_weight_scale)
-    feeds = fitted.feeds(data.t.double()) if fitted.stimulus_feed is not None else fitted.gamma.double()
-    sim = simulate_windows(data, modelled, fitted.k, feeds, w, train, slice(train.stop, train.stop),
+    no_test = slice(train.stop, train.stop)
+    sim = simulate_windows(data, modelled, fitted.k, fitted.feeds(data.t.double()), w, train, no_test,
                            substeps=substeps, field=fit.field, leak=fitted.leak)
     residual = (sim - data.x.double())[modelled][:, train.start + 1 : train.stop]
     mse = residual.pow(2).mean(dim=1).clamp_min(1e-300)

@@ -49,7 +49,13 @@ from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError, GraphError
 from calcium_gnn.evaluation.wave_figures import plot_activation_map
-from calcium_gnn.graphs.activation import ActivationRule, activation_times, crossing_levels, trace_noise
+from calcium_gnn.graphs.activation import (
+    MAD_TO_SIGMA,
+    ActivationRule,
+    activation_times,
+    crossing_levels,
+    trace_noise,
+)
 
 __all__ = [
     "TRIM_SIGMAS",
@@ -74,8 +80,6 @@ MIN_DOF: int = 2
 LEVEL: float = 0.9
 #: two activations count as agreeing within this many frames
 WITHIN_FRAMES: float = 1.0
-#: 1 / Phi^-1(3/4): the MAD of a Gaussian sample times this is its standard deviation
-MAD_TO_SIGMA: float = 1.4826
 #: file name of the activation-map figure written by :func:`wave_report`
 FIGURE_NAME: str = "activation_map.png"
 INTERVAL_METHOD: str = (

@@ -230,8 +230,7 @@ def activation_times(
             raise ConfigError("levels", f"expected ({n},) crossing levels, got shape {theta.shape}")
         active = np.isfinite(theta) & (peak >= np.where(np.isfinite(theta), theta, np.inf))
     else:
-        theta = crossing_levels(x, t, after=after, baseline=b, threshold_fraction=threshold_fraction,
-                                min_rise=min_rise, noise=sigma)
+        theta = _levels(peak, b, sigma, threshold_fraction, min_rise)
         active = np.isfinite(theta)
     confirm = np.minimum(theta + CONFIRM_NOISE * sigma, peak)
     out = np.full(n, np.nan)
@@ -257,9 +256,30 @@ def crossing_levels(
     start = int(np.searchsorted(t, after, side="right")) if after is not None else 0
     b = _per_cell(baseline, n, "baseline") if baseline is not None else _baseline(x, t, after)
     sigma = _per_cell(noise, n, "noise") if noise is not None else trace_noise(x)
-    rise = x[:, start:].max(axis=1) - b
+    return _levels(x[:, start:].max(axis=1), b, sigma, threshold_fraction, min_rise)
+
+
+def _levels(
+    peak: np.ndarray, b: np.ndarray, sigma: np.ndarray, threshold_fraction: float, min_rise: float | None
+) -> np.ndarray:
+    """``b + f (p - b)`` (N,) where the rise ``p - b`` clears the noise rule, NaN elsewhere."""
+    rise = peak - b
     active = (rise > MIN_RISE_NOISE * sigma) & (rise > (0.0 if min_rise is None else float(min_rise)))
     return np.where(active, b + float(threshold_fraction) * rise, np.nan)
+
+
+def neighbour_lead(times: ArrayLike, edge_index: ArrayLike) -> np.ndarray:
+    """How long each cell activates before the first of its neighbours: ``min_j tau_j - tau_i`` (N,) in
+    seconds over the neighbours ``j -> i`` of ``edge_index`` (2, E) that activate; ``+inf`` where no
+    neighbour activates, NaN where the cell itself does not. The rule behind the ``precedes`` drivers
+    (:mod:`calcium_gnn.physics.setups`) and the "drivers inside the group" cause
+    (:mod:`calcium_gnn.evaluation.causes`)."""
+    tau = np.asarray(_to_numpy(times), dtype=np.float64).reshape(-1)
+    src, dst = (np.asarray(_to_numpy(v)).reshape(-1) for v in edge_index)
+    earliest = np.full(tau.shape, np.inf)
+    activated = np.isfinite(tau[src])
+    np.minimum.at(earliest, dst[activated], tau[src][activated])
+    return earliest - tau
 
 
 def _per_cell(value: ArrayLike, n: int, key: str) -> np.ndarray:

@@ -63,7 +63,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.graphs.activation import activation_times
+from calcium_gnn.graphs.activation import activation_times, neighbour_lead
 from calcium_gnn.nn.consensus import GAMMA_MODES
 
 GROUPS: tuple[str, ...] = ("interior", "disc", "rectangle", "cells")
@@ -232,12 +232,10 @@ def _precedes_drivers(data: Data, group: Tensor, margin: object, stimulus_time: 
         raise ConfigError("setup.stimulus_time", problem)
     tau = torch.as_tensor(activation_times(data.x, t, after=after), dtype=torch.float64)
     dt = float(getattr(data, "dt", None) or (t[1:] - t[:-1]).median())
-    src, dst = data.edge_index.detach().cpu()
-    n = data.num_nodes
-    # gap_e = tau_j - tau_i for the edge j -> i; a neighbour that never activates counts as later (+inf)
-    gap = torch.where(tau[src].isnan(), torch.inf, tau[src] - tau[dst])
-    earliest = torch.full((n,), torch.inf, dtype=torch.float64).scatter_reduce(0, dst, gap, reduce="amin")
-    degree = torch.bincount(dst, minlength=n)
+    dst = data.edge_index[1].detach().cpu()
+    # a neighbour that never activates counts as later (+inf)
+    earliest = torch.as_tensor(neighbour_lead(tau, data.edge_index.detach().cpu()), dtype=torch.float64)
+    degree = torch.bincount(dst, minlength=data.num_nodes)
     chosen = group.detach().cpu() & tau.isfinite() & (degree > 0) & (earliest > m * dt)
     reasons = {}
     for i in chosen.nonzero().reshape(-1).tolist():
