@@ -151,9 +151,10 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
              data.edge_index.shape[1], source.origin)
     setup_cfg = OmegaConf.to_container(cfg.setup, resolve=True)
     _check_keys("setup", setup_cfg, resolve_setup)
-    setup = resolve_setup(data, **setup_cfg)
     if "unexplained" in auto_rules(setup_cfg.get("auto_drivers")):
-        setup = _unexplained_drivers(cfg, data, setup_cfg)
+        setup = _unexplained_drivers(cfg, data, setup_cfg)  # resolves (and checks) the setup first
+    else:
+        setup = resolve_setup(data, **setup_cfg)
     for line in setup.driver_lines():
         log.info("driver %s", line)
     model = instantiate_model(cfg.model, data, setup)
