@@ -54,7 +54,7 @@ def scores(data, setup, k: float, gamma: torch.Tensor) -> tuple[float, float]:
 def fit_output_error(data, setup, **kwargs) -> tuple[OutputErrorODE, float, int]:
     start = time.perf_counter()
     model = OutputErrorODE(data=data, setup=setup, **kwargs)
-    iterations = model.fit_levenberg_marquardt(max_iterations=30)
+    iterations = model.fit_exact(max_iterations=30)
     model.finish_fit()  # what a Lightning fit does when it ends: border-noise correction, pooling
     return model, time.perf_counter() - start, iterations
 
@@ -134,7 +134,7 @@ def run_noise(noise: float, gnn: bool) -> None:
 def _lm_fit(model: OutputErrorODE, max_iterations: int = 100) -> tuple[float, int]:
     """Levenberg-Marquardt to convergence from CRLSM; (seconds, iterations)."""
     start = time.perf_counter()
-    iterations = model.fit_levenberg_marquardt(max_iterations)
+    iterations = model.fit_exact(max_iterations)
     return time.perf_counter() - start, iterations
 
 

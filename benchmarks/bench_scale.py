@@ -8,7 +8,8 @@ memory (RSS sampled every 5 ms; on CUDA also the peak allocated GPU memory):
 
 ``culture`` (generation + true graph), ``crlsm`` (the paper's fit, the start), ``model`` (building
 the module: graph, training window, CRLSM start), ``fit`` (Levenberg-Marquardt to convergence; above
-``model.max_normal_parameters`` the model's L-BFGS for the experiment's 20 steps),
+``model.max_normal_parameters`` matrix-free variable projection to convergence, its eigenbasis
+included),
 ``border_noise`` (errors-in-variables correction of ``k``), ``pooling`` (random-effects feeds),
 ``intervals`` (Gauss-Newton intervals), ``evaluation`` (simulation of both windows, scores),
 ``figures`` (the run's PNGs). Printed: seconds, peak RSS, the ratio of each stage to CRLSM, the
@@ -34,7 +35,7 @@ import torch
 
 from calcium_gnn.data.synthetic import make_culture, truth_graph
 from calcium_gnn.evaluation.report import evaluate_fit
-from calcium_gnn.models.neural_ode import OutputErrorODE
+from calcium_gnn.models.neural_ode import EXACT_SOLVERS, OutputErrorODE
 from calcium_gnn.physics.border_noise import correct_border_noise
 from calcium_gnn.physics.least_squares import fit_least_squares
 from calcium_gnn.physics.setups import resolve_setup
@@ -103,10 +104,11 @@ def run(n_cells: int, device: torch.device, noise: float, out_dir: Path) -> None
     crlsm = stage(rows, "crlsm", lambda: fit_least_squares(data, setup, solver="crlsm"), device)
     model = stage(rows, "model", lambda: OutputErrorODE(data=data, setup=setup).to(device), device)
     def fit() -> int:
-        """What the experiment's trainer does (2 epochs of 10 steps): Levenberg-Marquardt to convergence,
-        or, where the normal equations are too large (model.max_normal_parameters), 20 L-BFGS steps."""
-        if model.optimizer_name == "gauss_newton":
-            return model.fit_levenberg_marquardt(max_iterations=30)
+        """What the experiment's trainer does: the exact solver to convergence (Levenberg-Marquardt, or
+        variable projection where the normal equations are too large: model.max_normal_parameters), or
+        20 steps of a gradient optimiser (2 epochs of 10)."""
+        if model.optimizer_name in EXACT_SOLVERS:
+            return model.fit_exact(max_iterations=30)
         model.initialise()
         optimizer = model.configure_optimizers()
 
@@ -136,9 +138,14 @@ def run(n_cells: int, device: torch.device, noise: float, out_dir: Path) -> None
     correction = stage(rows, "border_noise", border_noise, device)
     stage(rows, "pooling", model.apply_gamma_prior, device)
     unavailable = model.problem.normal_equations_unavailable()
-    stage(rows, "intervals", (lambda: None) if unavailable else model.parameter_intervals, device)
+    with_k = unavailable is None or model.projection_schur() is not None
+    intervals = stage(rows, "intervals", model.parameter_intervals if with_k else (lambda: None), device)
     if unavailable:
-        print(f"    no intervals, pooling or border-noise correction: {unavailable}", flush=True)
+        print(f"    no feed intervals, pooling or border-noise correction: {unavailable}", flush=True)
+    if intervals is not None:
+        lo, hi = intervals.k_interval
+        print(f"    k {intervals.level:.0%} interval [{lo:.5f}, {hi:.5f}] "
+              f"(holds the true k: {lo <= culture_.k <= hi})", flush=True)
     fitted = model.fitted_parameters()
     common = {"method_name": "neural_ode", "fit_seconds": 0.0, "model_results": None, "device": device}
     stage(rows, "evaluation", lambda: evaluate_fit(data, setup, fitted, **common), device)

@@ -35,7 +35,7 @@ from calcium_gnn.physics.setups import resolve_setup
 
 def fit(data, max_iterations: int = 30) -> OutputErrorODE:
     model = OutputErrorODE(data=data, setup=resolve_setup(data))
-    model.fit_levenberg_marquardt(max_iterations)
+    model.fit_exact(max_iterations)
     model.finish_fit()
     return model
 

@@ -68,7 +68,7 @@ def reference_fit(
         unavailable = model.problem.normal_equations_unavailable()
         if unavailable:
             return f"no reference fit: {unavailable}"
-        model.fit_levenberg_marquardt(max_iterations)
+        model.fit_exact(max_iterations)
         model.finish_fit()
         intervals = model.parameter_intervals(pool=False)
     except CalciumGNNError as err:

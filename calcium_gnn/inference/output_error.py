@@ -5,7 +5,8 @@ A :class:`LinearisedFit` is anything that can give its per-cell optimum ``theta`
 :class:`calcium_gnn.physics.output_error.OutputErrorProblem` is one. From it:
 
 * :func:`laplace`: the Gauss-Newton (Laplace) covariance at the per-cell optimum
-  (:mod:`calcium_gnn.inference.uncertainty`);
+  (:mod:`calcium_gnn.inference.uncertainty`); :func:`nonlinear_laplace` the same for ``k`` (and a leak
+  rate) alone from their Schur complement, where a matrix-free fit never forms the normal equations;
 * :func:`pooled_feeds`: the random-effects posterior of the feeds given ``k``
   (:mod:`calcium_gnn.inference.random_effects`);
 * :func:`parameter_intervals`: intervals of ``k`` and ``gamma_i``, pooled or per cell;
@@ -64,6 +65,19 @@ def laplace(fit: LinearisedFit, autocorrelation: bool = True) -> tuple[Tensor, G
     return theta, normal_matrix_covariance(jtj, residuals, autocorrelation=autocorrelation)
 
 
+def nonlinear_laplace(
+    fit: LinearisedFit, schur: Tensor, autocorrelation: bool = True
+) -> tuple[Tensor, GaussNewtonCovariance]:
+    """The optimum (P,) and the Gauss-Newton covariance of its nonlinear parameters (``k``, a leak rate)
+    from their Schur complement ``H`` (the inverse of their block of ``(J^T J)^{-1}``)."""
+    theta = fit.theta_unpooled()
+    residuals = fit.residuals_theta(theta)
+    cov = normal_matrix_covariance(
+        schur, residuals, autocorrelation=autocorrelation, ridge=0.0, n_parameters=theta.numel()
+    )
+    return theta, cov
+
+
 @torch.no_grad()
 def pooled_feeds(fit: LinearisedFit, autocorrelation: bool = True) -> PooledFeeds:
     """The random-effects posterior of the per-cell feeds given ``k`` (REML ``mu``, ``tau^2``; BLUP)."""
@@ -80,14 +94,25 @@ def parameter_intervals(
     *,
     autocorrelation: bool = True,
     pool: bool = False,
+    schur: Tensor | None = None,
 ) -> ParameterIntervals:
     """Intervals of ``k`` and ``gamma_i`` at the per-cell optimum; the feeds pooled when ``pool``.
 
     With ``pool`` the feed intervals are the BLUP's prediction intervals
-    (:mod:`calcium_gnn.inference.random_effects`). Returned on the CPU.
+    (:mod:`calcium_gnn.inference.random_effects`). ``schur`` (n_nonlinear, n_nonlinear): the Schur
+    complement of the nonlinear parameters from a matrix-free fit
+    (:mod:`calcium_gnn.physics.variable_projection`), where the normal equations are too large to form:
+    then only ``k`` gets an interval (the same one the full covariance would give) and the feeds' are
+    NaN. Returned on the CPU.
     """
-    theta, cov = laplace(fit, autocorrelation)
-    se = cov.se
+    if schur is not None:
+        theta, cov = nonlinear_laplace(fit, schur, autocorrelation)
+        se = torch.full_like(theta, math.nan)
+        se[: fit.n_nonlinear] = cov.se
+        pool = False
+    else:
+        theta, cov = laplace(fit, autocorrelation)
+        se = cov.se
     pooled = None
     if pool:
         pooled = pool_feeds(theta, cov.cov, fit.feed_positions, list(range(fit.n_nonlinear)))
@@ -110,6 +135,12 @@ def parameter_intervals(
         f"Gauss-Newton (Laplace) covariance sigma^2 (J^T J)^-1 at the output-error optimum, "
         f"sigma^2 = RSS/(M-P), {correction}; "
     )
+    if schur is not None:
+        method = (
+            f"Gauss-Newton (Laplace) variance of k from the Schur complement of the variable projection "
+            f"(the (k, k) entry of sigma^2 (J^T J)^-1 without forming it), sigma^2 = RSS/(M-P), "
+            f"{correction}; no feed intervals at this size (the normal equations are not formed); "
+        )
     if pooled is not None:
         method += "feeds pooled as random effects (REML mu, tau^2; BLUP prediction variance); "
     method += f"normal {level:.0%} intervals clipped to the bounds"

@@ -118,15 +118,19 @@ def normal_matrix_covariance(
     *,
     autocorrelation: bool = True,
     ridge: float = 1e-12,
+    n_parameters: int | None = None,
 ) -> GaussNewtonCovariance:
     """:func:`gauss_newton_covariance` from ``J^T J`` (P, P) instead of ``J`` (M = ``residuals.numel()``).
 
     For fits that assemble the normal matrix without forming ``J`` (:mod:`calcium_gnn.physics.modal`).
+    ``n_parameters``: the fit's number of parameters when ``normal_matrix`` is the Schur complement of
+    a subset (the information of ``k`` with the other parameters profiled out): the degrees of freedom
+    of ``sigma^2`` are ``M - n_parameters`` (default: the matrix's size).
     """
     r = residuals.detach().double()
     info = normal_matrix.detach().double()
     m, p = r.numel(), info.shape[0]
-    dof = max(m - p, 1)
+    dof = max(m - (p if n_parameters is None else int(n_parameters)), 1)
     sigma2 = float((r * r).sum()) / dof
     rho = lag1_autocorrelation(r) if autocorrelation else 0.0
     inflation = (1.0 + rho) / (1.0 - rho) if 0.0 < rho < 1.0 else 1.0

@@ -24,10 +24,16 @@ Optimisers (``optimizer``):
   = -J^T r`` over the parameters not held at a bound (active set), the step projected on the box, accepted
   when the loss decreases (then ``mu /= damping_factor``, else ``mu *= damping_factor`` and retried).
   The model is affine in ``(gamma, y0)``, so a few iterations converge.
+* ``"variable_projection"``: the same optimum without forming ``J^T J`` (P, P): the linear
+  parameters solved matrix-free by preconditioned conjugate gradients at each ``k``, ``k`` (and a leak
+  rate) by Gauss-Newton steps on the profiled loss (:mod:`calcium_gnn.physics.variable_projection`;
+  needs the eigenbasis). Memory O(G^2), time O(G^3) once for the eigenbasis plus O(T G^2) per
+  solve: what makes 10,000 cells possible. Intervals: ``k`` (and the leak rate) only.
 * ``"auto"``: ``"gauss_newton"`` when the normal equations can be formed: in the eigenbasis of the
   consensus operator (``jacobian="modal"``, :mod:`calcium_gnn.physics.modal`: O(G^3 + T G^2), no
   M x P Jacobian; needs symmetric weights, which the graph builder's are) or from the dense Jacobian
-  when the number of parameters P is at most ``max_jacobian_parameters``; else ``"lbfgs"``.
+  when the number of parameters P is at most ``max_jacobian_parameters``; above
+  ``max_normal_parameters`` ``"variable_projection"`` where the eigenbasis exists; else ``"lbfgs"``.
 * ``"lbfgs"``: ``torch.optim.LBFGS`` with a strong-Wolfe line search on the raw (bounded-map)
   parameters of ConsensusConv and ``y0``; ``"adam"``: Adam on the same.
 
@@ -77,7 +83,13 @@ from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError
 from calcium_gnn.inference.anomaly import AnomalyRule, AnomalyScores
-from calcium_gnn.inference.output_error import fit_anomaly_scores, laplace, parameter_intervals, pooled_feeds
+from calcium_gnn.inference.output_error import (
+    fit_anomaly_scores,
+    laplace,
+    nonlinear_laplace,
+    parameter_intervals,
+    pooled_feeds,
+)
 from calcium_gnn.inference.random_effects import MIN_POOLED_CELLS, PooledFeeds
 from calcium_gnn.inference.uncertainty import (
     DEFAULT_LEVEL,
@@ -105,10 +117,13 @@ from calcium_gnn.physics.output_error import JACOBIANS, OutputErrorProblem
 from calcium_gnn.physics.parameters import FittedParameters, truth_errors
 from calcium_gnn.physics.setups import Setup, resolve_setup
 from calcium_gnn.physics.steps import METHODS
+from calcium_gnn.physics.variable_projection import ProjectionSettings, VariableProjection
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS: tuple[str, ...] = ("auto", "gauss_newton", "lbfgs", "adam")
+OPTIMIZERS: tuple[str, ...] = ("auto", "gauss_newton", "variable_projection", "lbfgs", "adam")
+#: the optimisers that solve the least-squares problem exactly (no torch optimiser, no learning rate)
+EXACT_SOLVERS: tuple[str, ...] = ("gauss_newton", "variable_projection")
 INITS: tuple[str, ...] = ("crlsm", "constant")
 GAMMA_PRIORS: tuple[str, ...] = ("random_effects", "none")
 #: where the leak rate starts (1/s): inside its box, so the first Gauss-Newton step has a gradient to
@@ -227,14 +242,15 @@ class OutputErrorODE(ConsensusModel):
         data: the cell graph (schema: :mod:`calcium_gnn.io.graph_schema`); read when the module is built
             (the training window, the graph, the CRLSM start), not kept.
         setup: modelled cells and gamma mode (default: setup I, ``resolve_setup(data)``).
-        optimizer: ``"auto"`` (default), ``"gauss_newton"`` (Levenberg-Marquardt), ``"lbfgs"`` or ``"adam"``.
+        optimizer: ``"auto"`` (default), ``"gauss_newton"`` (Levenberg-Marquardt),
+            ``"variable_projection"`` (matrix-free, for thousands of cells), ``"lbfgs"`` or ``"adam"``.
         max_jacobian_parameters: largest P for which the dense Jacobian (LM steps, intervals) is
             formed (default 600; ``optimizer="auto"`` switches to L-BFGS above it when the modal
             normal equations are not available).
         max_normal_parameters: largest P for which the (P, P) normal equations are formed at all
-            (default 8,000, about 4,000 modelled cells; above it ``optimizer="auto"`` is L-BFGS and
-            results.json says that intervals, pooling and the border-noise correction are not
-            available, and why).
+            (default 8,000, about 4,000 modelled cells; above it ``optimizer="auto"`` is variable
+            projection, or L-BFGS without an eigenbasis, and results.json says that the feeds'
+            intervals, pooling and the border-noise correction are not available, and why).
         border_noise_correction: correct ``k`` for the noise of the border inputs when the fit ends
             (default True; :mod:`calcium_gnn.physics.border_noise`).
         border_noise_probes, border_noise_seed: Hutchinson probes of that correction (8, seed 0).
@@ -373,7 +389,7 @@ class OutputErrorODE(ConsensusModel):
             max_jacobian_parameters=max_jacobian_parameters, max_normal_parameters=max_normal_parameters,
             stimulus_feed=stimulus_mode, stimulus_time=self.stimulus_time,
         )
-        self.solver = LevenbergMarquardt(check_positive("model.damping", damping), settings)
+        damping = check_positive("model.damping", damping)
         self.register_buffer("initialised", torch.tensor(False))
         self.start = StartingPoint(
             data, setup, init, self.k_bounds, self.gamma_bounds, self.train_fraction, self.edge_weight_scale
@@ -382,16 +398,33 @@ class OutputErrorODE(ConsensusModel):
         self.fallback_reason: str | None = None
         if optimizer == "auto":
             self.fallback_reason = self.problem.normal_equations_unavailable()
-            optimizer = "gauss_newton" if self.fallback_reason is None else "lbfgs"
-            if self.fallback_reason is not None:
+            projection_unavailable = self.problem.modal_unavailable()
+            if self.fallback_reason is None:
+                optimizer = "gauss_newton"
+            elif projection_unavailable is None:
+                optimizer = "variable_projection"
+                log.info("neural_ode: variable projection (%s)", self.fallback_reason)
+            else:
+                optimizer = "lbfgs"
                 log.warning(
-                    "neural_ode falls back to L-BFGS (%s); it converges slowly on this problem (at 10,000 "
-                    "cells 20 steps left k 45%% off) and gives no intervals, pooling or border-noise "
-                    "correction", self.fallback_reason,
+                    "neural_ode falls back to L-BFGS (%s; %s); it converges slowly on this problem (at "
+                    "10,000 cells 20 steps left k 45%% off) and gives no intervals, pooling or "
+                    "border-noise correction", self.fallback_reason, projection_unavailable,
                 )
+        if optimizer == "variable_projection" and self.problem.modal_unavailable() is not None:
+            raise ConfigError("model.optimizer", f"variable_projection: {self.problem.modal_unavailable()}")
         self.optimizer_name = optimizer
-        self.uses_optimizer = optimizer != "gauss_newton"
-        self.automatic_optimization = optimizer != "gauss_newton"
+        projection = ProjectionSettings(
+            damping_factor=settings.damping_factor,
+            max_retries=settings.max_retries,
+            tolerance=settings.tolerance,
+        )
+        self.solver = (
+            VariableProjection(self.problem.n_nonlinear, damping, projection)
+            if optimizer == "variable_projection" else LevenbergMarquardt(damping, settings)
+        )
+        self.uses_optimizer = optimizer not in EXACT_SOLVERS
+        self.automatic_optimization = optimizer not in EXACT_SOLVERS
         self.num_threads = None if num_threads is None else check_int("model.num_threads", num_threads, 1)
 
     @property
@@ -407,7 +440,7 @@ class OutputErrorODE(ConsensusModel):
         self.initialised.fill_(True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer | None:
-        if self.optimizer_name == "gauss_newton":
+        if self.optimizer_name in EXACT_SOLVERS:
             return None
         params = [p for p in self.parameters() if p.requires_grad]
         return gradient_optimizer(params, self.optimizer_name, self.lr, self.lbfgs_max_iter)
@@ -428,12 +461,12 @@ class OutputErrorODE(ConsensusModel):
         return self.problem.loss_train()
 
     def training_step(self, batch: Data, batch_idx: int) -> Tensor | None:
-        if self.optimizer_name == "gauss_newton":
+        if self.optimizer_name in EXACT_SOLVERS:
             loss = self.problem.x_train.new_tensor(self.solver.step(self.problem))
         else:
             loss = self.loss_train()
         self._log_fit(loss, batch)
-        return None if self.optimizer_name == "gauss_newton" else loss
+        return None if self.optimizer_name in EXACT_SOLVERS else loss
 
     def _log_fit(self, loss: Tensor, batch: Data) -> None:
         self.log("train/loss", loss.detach().float(), prog_bar=True, batch_size=1)
@@ -445,10 +478,10 @@ class OutputErrorODE(ConsensusModel):
                 self.log(name, value, batch_size=1)
 
     @torch.no_grad()
-    def fit_levenberg_marquardt(self, max_iterations: int = 100) -> int:
-        """Fit without a Trainer: :meth:`initialise` if needed, then Levenberg-Marquardt iterations until
-        converged (at most ``max_iterations``). Returns the number of iterations. :meth:`finish_fit`
-        is not called."""
+    def fit_exact(self, max_iterations: int = 100) -> int:
+        """Fit without a Trainer: :meth:`initialise` if needed, then steps of the exact solver (Levenberg-
+        Marquardt, or variable projection with ``optimizer="variable_projection"``) until converged (at
+        most ``max_iterations``). Returns the number of steps. :meth:`finish_fit` is not called."""
         if not bool(self.initialised):
             self.initialise()
         return self.solver.fit(self.problem, max_iterations)
@@ -474,8 +507,11 @@ class OutputErrorODE(ConsensusModel):
             return "border_noise_correction=false"
         if bool(self.modelled.all()):
             return "no border cells"
-        if self.optimizer_name != "gauss_newton":
+        if self.optimizer_name not in EXACT_SOLVERS:
             return f"optimizer={self.optimizer_name} (the correction profiles with Gauss-Newton)"
+        unavailable = self.problem.normal_equations_unavailable()
+        if unavailable is not None:
+            return f"{unavailable}: the correction's noise gain needs the normal equations"
         return None
 
     @torch.no_grad()
@@ -573,8 +609,10 @@ class OutputErrorODE(ConsensusModel):
         out["rss_train"] = float(residuals.pow(2).sum())
         out["n_residuals"] = problem.n_residuals
         out["rho_train"] = lag1_autocorrelation(residuals)
-        if problem.has_leak and problem.normal_equations_available:
-            theta, cov = laplace(problem, self.autocorrelation_correction)
+        schur = self.projection_schur()
+        if problem.has_leak and (problem.normal_equations_available or schur is not None):
+            theta, cov = (laplace(problem, self.autocorrelation_correction) if schur is None
+                          else nonlinear_laplace(problem, schur, self.autocorrelation_correction))
             se = cov.se[1:2].cpu()
             lo, hi = normal_interval(theta[1:2].cpu(), se, self.interval_level, self.conv.leak_bounds)
             out.update(leak_se=float(se[0]), leak_interval=[float(lo[0]), float(hi[0])],
@@ -593,7 +631,18 @@ class OutputErrorODE(ConsensusModel):
             self.gamma_bounds,
             autocorrelation=self.autocorrelation_correction,
             pool=pool and self.gamma_prior_status() is None,
+            schur=self.projection_schur(),
         )
+
+    def projection_schur(self) -> Tensor | None:
+        """The Schur complement of ``k`` (and the leak rate) from a converged variable-projection fit,
+        where the normal equations cannot be formed (the only covariance there is); else ``None``."""
+        if self.optimizer_name != "variable_projection" or self.problem.normal_equations_available:
+            return None
+        schur = self.solver.schur
+        if not bool(self.solver.converged) or not bool((schur.diagonal() > 0).all()):
+            return None
+        return schur
 
     @torch.no_grad()
     def anomaly_scores(self, rule: AnomalyRule | None = None) -> AnomalyScores:
@@ -623,17 +672,35 @@ class OutputErrorODE(ConsensusModel):
             "gamma_unpooled": {str(ids[i]): gamma[i] for i in self.problem.index.tolist()},
         }
 
+    def optimizer_results(self) -> dict[str, Any]:
+        """results.json block ``optimizer``: the solver, why ``auto`` did not choose Gauss-Newton, and for
+        variable projection its conjugate-gradient work and whether every solve converged."""
+        out: dict[str, Any] = {
+            "name": self.optimizer_name,
+            "fallback_from_gauss_newton": self.fallback_reason,
+        }
+        if self.optimizer_name == "variable_projection":
+            out.update(converged=bool(self.solver.converged),
+                       conjugate_gradient_iterations=int(self.solver.cg_iterations),
+                       conjugate_gradients_converged=bool(self.solver.cg_converged))
+        return out
+
     def extra_results(self, data: Data) -> dict[str, Any]:
         """Intervals (a :class:`ParameterIntervals`; where the normal equations cannot be formed,
         ``intervals_unavailable`` says why), the pooling and border-noise blocks and the anomaly scores
         (an :class:`AnomalyScores`), for the evaluation to write (models/base.py)."""
         unavailable = self.problem.normal_equations_unavailable()
-        out: dict[str, Any] = {"intervals_unavailable": unavailable} if unavailable else {
-            "intervals": self.parameter_intervals()
-        }
+        out: dict[str, Any] = {}
+        if unavailable is None or self.projection_schur() is not None:
+            out["intervals"] = self.parameter_intervals()
+        if unavailable is not None:
+            out["intervals_unavailable"] = (
+                f"{unavailable}: the feeds' intervals" + (" (k's from the variable projection)"
+                                                          if "intervals" in out else "")
+            )
         out.update(
             law=self.law_results(),
-            optimizer={"name": self.optimizer_name, "fallback_from_gauss_newton": self.fallback_reason},
+            optimizer=self.optimizer_results(),
             gamma_prior=self.gamma_prior_results(),
             border_noise_correction=self.border_noise_results(),
             anomaly=self.anomaly_scores(),

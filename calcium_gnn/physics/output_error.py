@@ -45,6 +45,7 @@ from calcium_gnn.errors import ConfigError
 from calcium_gnn.nn.consensus import ConsensusConv
 from calcium_gnn.physics.laws import STIMULUS_FEED_MODES, feed_series, stimulus_switch
 from calcium_gnn.physics.modal import (
+    SYMMETRY_RTOL,
     ModalBasis,
     modal_basis,
     modal_responses,
@@ -262,6 +263,29 @@ class OutputErrorProblem(nn.Module):
             )
         return None
 
+    def modal_unavailable(self) -> str | None:
+        """Why the eigenbasis of the consensus operator cannot be used (``None`` when it can), checked
+        without computing it: a learned (non-affine) right-hand side, ``jacobian="dense"``, or edge
+        weights that are not symmetric inside G (``w_ij != w_ji``)."""
+        if self.jacobian == "dense":
+            return "model.jacobian=dense"
+        if not getattr(self.conv, "affine_in_state", False):
+            return "the right-hand side is not affine in the state (no eigenbasis)"
+        n = self.modelled.shape[0]
+        src, dst = self.edge_index
+        inside = self.modelled[src] & self.modelled[dst]
+        src, dst, w = src[inside], dst[inside], self.edge_weight[inside]
+        if src.numel() == 0:
+            return None
+        key, order = torch.sort(src * n + dst)
+        position = torch.searchsorted(key, dst * n + src).clamp(max=key.numel() - 1)
+        found = key[position] == dst * n + src
+        mirrored = w[order][position]
+        scale = float(w.abs().max())
+        if not bool(found.all()) or float((mirrored - w).abs().max()) > SYMMETRY_RTOL * max(scale, 1e-300):
+            return "the edge weights are not symmetric (w_ij != w_ji): no eigenbasis"
+        return None
+
     def theta_bounds(self) -> tuple[Tensor, Tensor]:
         """Lower and upper bounds (P,) of :meth:`theta` (``y0`` unbounded), on the problem's device."""
         boxes = {"k": self.conv.k_bounds, "gamma": self.conv.gamma_bounds, "stimulus": self.stimulus_bounds,
@@ -429,6 +453,11 @@ class OutputErrorProblem(nn.Module):
                 "(Levenberg-Marquardt, intervals) is too large; use optimizer=lbfgs or raise the limit",
             )
 
+    def degrees(self) -> Tensor:
+        """(G,) float64 ``|N_i|`` of the modelled cells (at least 1): the ``D`` of ``A_1 = D^{-1} S``."""
+        degree = torch.bincount(self.edge_index[1], minlength=self.modelled.shape[0])[self.index]
+        return degree.double().clamp(min=1.0)
+
     def modal_basis(self) -> ModalBasis | None:
         """The eigenbasis of the consensus operator on G (:mod:`calcium_gnn.physics.modal`), cached.
 
@@ -442,8 +471,7 @@ class OutputErrorProblem(nn.Module):
                 a1 = consensus_operator(
                     self.conv, self.edge_index, self.edge_weight, self.modelled, torch.float64
                 )
-                degree = torch.bincount(self.edge_index[1], minlength=self.modelled.shape[0])[self.index]
-                basis = modal_basis(a1.detach(), degree)
+                basis = modal_basis(a1.detach(), self.degrees())
                 if basis is None and self.jacobian == "modal":
                     raise ConfigError(
                         "model.jacobian", "'modal' needs symmetric edge weights (w_ij = w_ji); use 'dense'"

@@ -26,7 +26,7 @@ def test_missed_relays_are_found_and_no_ordinary_cell_is_taken() -> None:
 
     def fit(setup):
         model = OutputErrorODE(data, setup, law="leak", gamma_bounds=(-0.1, 0.1))
-        model.fit_levenberg_marquardt(60)
+        model.fit_exact(60)
         model.finish_fit()
         return FitOutcome(model.fitted_parameters(), model.train_fraction)
 

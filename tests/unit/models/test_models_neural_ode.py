@@ -23,7 +23,7 @@ def culture():
 
 
 def _fit(model: OutputErrorODE, steps: int = 30) -> OutputErrorODE:
-    model.fit_levenberg_marquardt(max_iterations=steps)
+    model.fit_exact(max_iterations=steps)
     return model
 
 
@@ -243,20 +243,39 @@ def test_a_fit_on_any_device_gives_the_cpu_result_on_the_host(culture, device) -
     assert extra["anomaly"].score.device.type == "cpu"
 
 
-def test_too_many_parameters_for_normal_equations_fall_back_and_say_so(culture) -> None:
-    """Above max_normal_parameters the fit is L-BFGS, and every statistic that needs the P x P normal
-    equations says it is not there, and why, instead of filling memory."""
+def test_too_many_parameters_for_normal_equations_switch_to_variable_projection(culture) -> None:
+    """Above max_normal_parameters the fit is matrix-free variable projection: the same optimum as
+    Levenberg-Marquardt, k's interval from its Schur complement, and every statistic that needs the
+    P x P normal equations says it is not there, and why, instead of filling memory."""
     data = truth_graph(culture, noise=0.02, seed=2)
     model = OutputErrorODE(data=data, max_normal_parameters=10)
-    assert model.optimizer_name == "lbfgs" and not model.problem.normal_equations_available
+    assert model.optimizer_name == "variable_projection" and not model.problem.normal_equations_available
     with pytest.raises(ConfigError, match="model.max_normal_parameters"):
         model.problem.normal_equations(model.problem.theta())
+    model.fit_exact(60)
+    model.finish_fit()
+    reference = _fit(OutputErrorODE(data=data))
+    intervals = reference.parameter_intervals(pool=False)
+    extra = model.extra_results(data)
+    assert abs(extra["intervals"].k - intervals.k) < 0.02 * intervals.k_se
+    assert extra["intervals"].k_se == pytest.approx(intervals.k_se, rel=1e-3)
+    assert "max_normal_parameters=10" in extra["intervals_unavailable"]
+    assert torch.isnan(extra["intervals"].gamma_se).all()
+    assert not extra["gamma_prior"]["applied"] and "max_normal_parameters" in extra["gamma_prior"]["reason"]
+    assert not extra["border_noise_correction"]["applied"]
+    assert extra["anomaly"].score.shape == (data.num_nodes,)
+    assert extra["optimizer"]["name"] == "variable_projection" and extra["optimizer"]["converged"]
+    assert "max_normal_parameters" in extra["optimizer"]["fallback_from_gauss_newton"]
+
+
+def test_without_an_eigenbasis_too_many_parameters_fall_back_to_lbfgs_and_say_so(culture) -> None:
+    data = truth_graph(culture, noise=0.02, seed=2)
+    model = OutputErrorODE(data=data, max_normal_parameters=10, jacobian="dense")
+    assert model.optimizer_name == "lbfgs"
     model.initialise()
     model.finish_fit()
     extra = model.extra_results(data)
     assert "intervals" not in extra and "max_normal_parameters=10" in extra["intervals_unavailable"]
-    assert not extra["gamma_prior"]["applied"] and "max_normal_parameters" in extra["gamma_prior"]["reason"]
-    assert not extra["border_noise_correction"]["applied"]
-    assert extra["anomaly"].score.shape == (data.num_nodes,)
-    assert extra["optimizer"]["name"] == "lbfgs"
     assert "max_normal_parameters" in extra["optimizer"]["fallback_from_gauss_newton"]
+    with pytest.raises(ConfigError, match="model.optimizer"):
+        OutputErrorODE(data=data, optimizer="variable_projection", jacobian="dense")

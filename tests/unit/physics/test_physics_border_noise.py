@@ -22,7 +22,7 @@ def culture():
 
 def _fitted(data, **kwargs) -> OutputErrorODE:
     model = OutputErrorODE(data=data, setup=resolve_setup(data), **kwargs)
-    model.fit_levenberg_marquardt(max_iterations=30)
+    model.fit_exact(max_iterations=30)
     return model
 
 
@@ -119,7 +119,7 @@ def test_a_barely_identified_k_is_left_alone(culture) -> None:
     data = truth_graph(make_culture(seed=0, render=False), noise=0.05, seed=1)
     setup = resolve_setup(data, group="cells", gamma_mode="shared", cell_ids=[12])
     model = OutputErrorODE(data=data, setup=setup)
-    model.fit_levenberg_marquardt(max_iterations=30)
+    model.fit_exact(max_iterations=30)
     before = model.problem.theta().clone()
     model.finish_fit()
     assert not model.border_correction.interior

@@ -111,7 +111,7 @@ def test_the_leak_law_recovers_k_and_the_leak_where_the_paper_law_cannot(leak_me
     fits = {}
     for law in ("linear", "leak"):
         model = OutputErrorODE(data, setup, law=law, gamma_bounds=(-0.1, 0.1))
-        model.fit_levenberg_marquardt(60)
+        model.fit_exact(60)
         model.finish_fit()
         fits[law] = model
     leak = fits["leak"].fitted_parameters()
@@ -150,7 +150,7 @@ def test_a_feed_switched_on_at_the_stimulus_is_recovered(graph) -> None:
     for law in ("linear", "stimulus"):
         model = OutputErrorODE(data, setup, law=law, gamma_bounds=(-0.1, 0.1), stimulus_time=t_s,
                                gamma_prior="none", border_noise_correction=False, train_fraction=1.0)
-        model.fit_levenberg_marquardt(60)
+        model.fit_exact(60)
         fits[law] = model.fitted_parameters()
     assert fits["stimulus"].k == pytest.approx(0.02, rel=0.02)
     recovered = fits["stimulus"].stimulus_feed[setup.modelled]
