@@ -36,7 +36,6 @@ import torch
 from calcium_gnn.data.synthetic import make_culture, truth_graph
 from calcium_gnn.evaluation.report import evaluate_fit
 from calcium_gnn.models.neural_ode import EXACT_SOLVERS, OutputErrorODE
-from calcium_gnn.physics.border_noise import correct_border_noise
 from calcium_gnn.physics.least_squares import fit_least_squares
 from calcium_gnn.physics.setups import resolve_setup
 
@@ -126,14 +125,8 @@ def run(n_cells: int, device: torch.device, noise: float, out_dir: Path) -> None
     k_fit = float(model.conv.k.detach())
 
     def border_noise() -> Any:
-        if model.border_noise_status() is not None:
-            return None
         model.problem.restore_unpooled()
-        correction = correct_border_noise(model.problem, model.border_noise_probes, model.border_noise_seed)
-        if correction.interior:
-            model.problem.set_theta(correction.theta)
-        model.border_correction = correction.on_host()
-        return correction
+        return model.correct_border_noise()
 
     correction = stage(rows, "border_noise", border_noise, device)
     stage(rows, "pooling", model.apply_gamma_prior, device)

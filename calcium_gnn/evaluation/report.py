@@ -40,6 +40,7 @@ from calcium_gnn.evaluation import figures
 from calcium_gnn.evaluation.causes import likely_causes
 from calcium_gnn.evaluation.diagnostics import (
     DiagnosticRule,
+    check_border_noise,
     check_diverged,
     check_finite_parameters,
     check_leak,
@@ -389,6 +390,7 @@ def evaluate_fit(
         own_trajectory=own_trajectory, reference=reference, rule=rule,
     )
     check_leak(results.get("law"), rule, diagnostics)
+    check_border_noise(results.get("border_noise_correction"), rule, diagnostics)
     results["diagnostics"] = diagnostics
     if setup.drivers:
         results["drivers"] = {str(c): reason for c, reason in setup.drivers.items()}

@@ -95,6 +95,7 @@ def parameter_intervals(
     autocorrelation: bool = True,
     pool: bool = False,
     schur: Tensor | None = None,
+    k_spread: tuple[float, float] | None = None,
 ) -> ParameterIntervals:
     """Intervals of ``k`` and ``gamma_i`` at the per-cell optimum; the feeds pooled when ``pool``.
 
@@ -103,7 +104,9 @@ def parameter_intervals(
     complement of the nonlinear parameters from a matrix-free fit
     (:mod:`calcium_gnn.physics.variable_projection`), where the normal equations are too large to form:
     then only ``k`` gets an interval (the same one the full covariance would give) and the feeds' are
-    NaN. Returned on the CPU.
+    NaN. ``k_spread`` ``(bias, sd)``: the corrected ``k``'s bias and spread from a parametric bootstrap
+    (:func:`~calcium_gnn.physics.border_noise.correct_border_noise_weighted`); they replace the
+    Gauss-Newton standard error of ``k`` and centre its interval on ``k - bias``. Returned on the CPU.
     """
     if schur is not None:
         theta, cov = nonlinear_laplace(fit, schur, autocorrelation)
@@ -119,7 +122,12 @@ def parameter_intervals(
         theta, se = pooled.theta, pooled.cov.diagonal().clamp(min=0).sqrt()
     theta, se = theta.detach().cpu(), se.detach().cpu()
     index = fit.index.detach().cpu()
-    k_lo, k_hi = normal_interval(theta[:1], se[:1], level, k_bounds)
+    k_centre = theta[:1].clone()
+    if k_spread is not None:
+        k_centre -= k_spread[0]
+        se = se.clone()
+        se[0] = k_spread[1]
+    k_lo, k_hi = normal_interval(k_centre, se[:1], level, k_bounds)
     n = fit.modelled.shape[0]
     nan = torch.full((n,), math.nan, dtype=torch.float64)
     gamma, gamma_se = fit.unpack(theta.to(fit.index.device)).gamma.detach().cpu().clone(), nan.clone()
@@ -140,6 +148,12 @@ def parameter_intervals(
             f"Gauss-Newton (Laplace) variance of k from the Schur complement of the variable projection "
             f"(the (k, k) entry of sigma^2 (J^T J)^-1 without forming it), sigma^2 = RSS/(M-P), "
             f"{correction}; no feed intervals at this size (the normal equations are not formed); "
+        )
+    if k_spread is not None:
+        method += (
+            "k: standard error and bias from a parametric bootstrap of the border-noise-corrected "
+            "estimator (the Gauss-Newton information counts border noise reaching G as information), "
+            "interval centred on k - bias; "
         )
     if pooled is not None:
         method += "feeds pooled as random effects (REML mu, tau^2; BLUP prediction variance); "

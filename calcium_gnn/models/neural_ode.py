@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from typing import Any
 
 import torch
@@ -107,7 +108,12 @@ from calcium_gnn.nn.consensus import (
     ConsensusConv,
     check_bounds,
 )
-from calcium_gnn.physics.border_noise import SEARCH_FACTOR, BorderNoiseCorrection, correct_border_noise
+from calcium_gnn.physics.border_noise import (
+    SEARCH_FACTOR,
+    BorderNoiseCorrection,
+    correct_border_noise,
+    correct_border_noise_weighted,
+)
 from calcium_gnn.physics.edge_weights import edge_weights
 from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
 from calcium_gnn.physics.laws import law_description, law_terms
@@ -254,6 +260,8 @@ class OutputErrorODE(ConsensusModel):
         border_noise_correction: correct ``k`` for the noise of the border inputs when the fit ends
             (default True; :mod:`calcium_gnn.physics.border_noise`).
         border_noise_probes, border_noise_seed: Hutchinson probes of that correction (8, seed 0).
+        border_noise_replicates: parametric-bootstrap replicates of the corrected ``k`` with variable
+            projection (default 10; they give ``k``'s interval there, 0: none and no interval).
         jacobian: how ``J^T J`` and ``J^T r`` are formed: ``"auto"`` (default: ``"modal"`` when the
             weights are symmetric, else ``"dense"``), ``"modal"`` (eigenbasis, any size) or
             ``"dense"`` (forward-mode Jacobian, P <= ``max_jacobian_parameters``).
@@ -327,6 +335,7 @@ class OutputErrorODE(ConsensusModel):
         border_noise_correction: bool = True,
         border_noise_probes: int = 8,
         border_noise_seed: int = 0,
+        border_noise_replicates: int = 10,
         law: str = "linear",
         leak_bounds: tuple[float, float] = DEFAULT_LEAK_BOUNDS,
         leak_init: float = DEFAULT_LEAK_INIT,
@@ -353,6 +362,7 @@ class OutputErrorODE(ConsensusModel):
         self.border_noise_correction = bool(border_noise_correction)
         self.border_noise_probes = check_int("model.border_noise_probes", border_noise_probes, 1)
         self.border_noise_seed = check_int("model.border_noise_seed", border_noise_seed, 0)
+        self.border_noise_replicates = check_int("model.border_noise_replicates", border_noise_replicates, 0)
         self.border_correction: BorderNoiseCorrection | None = None
         substeps = check_int("model.substeps", substeps, 1)
         self.steps_per_epoch = check_int("model.steps_per_epoch", steps_per_epoch, 1)
@@ -423,6 +433,10 @@ class OutputErrorODE(ConsensusModel):
             VariableProjection(self.problem.n_nonlinear, damping, projection)
             if optimizer == "variable_projection" else LevenbergMarquardt(damping, settings)
         )
+        if optimizer == "variable_projection":
+            # the border-noise correction searches k in the weighted metric: the unweighted stage of
+            # the fit would be discarded (it runs after all when the correction finds no minimum)
+            self.solver.weighted_only = self.border_noise_status() is None
         self.uses_optimizer = optimizer not in EXACT_SOLVERS
         self.automatic_optimization = optimizer not in EXACT_SOLVERS
         self.num_threads = None if num_threads is None else check_int("model.num_threads", num_threads, 1)
@@ -509,6 +523,8 @@ class OutputErrorODE(ConsensusModel):
             return "no border cells"
         if self.optimizer_name not in EXACT_SOLVERS:
             return f"optimizer={self.optimizer_name} (the correction profiles with Gauss-Newton)"
+        if self.optimizer_name == "variable_projection":
+            return None  # matrix-free, in the weighted metric (correct_border_noise_weighted)
         unavailable = self.problem.normal_equations_unavailable()
         if unavailable is not None:
             return f"{unavailable}: the correction's noise gain needs the normal equations"
@@ -546,15 +562,39 @@ class OutputErrorODE(ConsensusModel):
         :meth:`gamma_prior_status`).
         """
         self.problem.restore_unpooled()
-        if self.border_noise_status() is None:
-            correction = correct_border_noise(
-                self.problem, n_probes=self.border_noise_probes, seed=self.border_noise_seed
-            )
-            if correction.interior:
-                self.problem.set_theta(correction.theta)
-            self.border_correction = correction.on_host()
+        self.correct_border_noise()
         if self.gamma_prior_status() is None:
             self.apply_gamma_prior()
+
+    @torch.no_grad()
+    def correct_border_noise(self) -> BorderNoiseCorrection | None:
+        """Correct ``k`` for the noise of the border inputs (:mod:`calcium_gnn.physics.border_noise`) and
+        refit the linear parameters there; ``None`` where it does not apply (:meth:`border_noise_status`).
+
+        Levenberg-Marquardt: :func:`~calcium_gnn.physics.border_noise.correct_border_noise`. Variable
+        projection: :func:`~calcium_gnn.physics.border_noise.correct_border_noise_weighted` from the
+        weighted stage's ``k``, then the Schur complement at the corrected ``k`` (the interval's); when it
+        finds no interior minimum the fit's unweighted stage runs after all.
+        """
+        if self.border_noise_status() is not None:
+            return None
+        problem = self.problem
+        if self.optimizer_name == "variable_projection":
+            correction = correct_border_noise_weighted(
+                problem, self.border_noise_probes, self.border_noise_seed, self.solver.settings,
+                n_replicates=self.border_noise_replicates,
+            )
+            if correction.interior:
+                problem.set_theta(correction.theta)
+                self.solver.refresh_schur(problem)
+            else:  # the weighted stage's k stays uncorrected: the fit's own optimum after all
+                self.solver.resume(problem)
+        else:
+            correction = correct_border_noise(problem, self.border_noise_probes, self.border_noise_seed)
+            if correction.interior:
+                problem.set_theta(correction.theta)
+        self.border_correction = correction.on_host()
+        return correction
 
     def border_noise_results(self) -> dict[str, Any]:
         """results.json block ``border_noise_correction``: rule, ``k`` before and after, noise gain."""
@@ -562,23 +602,49 @@ class OutputErrorODE(ConsensusModel):
         if status is not None or self.border_correction is None:
             return {"applied": False, "reason": status or "the fit has not finished (finish_fit)"}
         c = self.border_correction
+        weighted = self.optimizer_name == "variable_projection"
         if not c.interior:
+            where = (
+                "within the box of k" if weighted
+                else f"within a factor {SEARCH_FACTOR} of {c.k_uncorrected:.4g}"
+            )
             return {
                 "applied": False,
-                "reason": "no interior minimum of the noise-normalised loss for k within a factor "
-                f"{SEARCH_FACTOR} of {c.k_uncorrected:.4g} (k barely identified)",
+                "reason": f"no interior minimum of the noise-normalised loss for k {where} (k barely "
+                "identified)",
                 "k_uncorrected": c.k_uncorrected,
                 "k_at_search_end": c.k,
             }
-        return {
+        probes = f"Hutchinson, {self.border_noise_probes} probes, seed {self.border_noise_seed}"
+        rule = (
+            "k minimises the degree-weighted min_{gamma,y0} RSS_D / E||(I - Pi_D)(F_k z_B - z_G)||_D^2 "
+            f"(unit noise on every cell; {probes}); k_uncorrected is the degree-weighted fit's"
+            if weighted
+            else "k minimises min_{gamma,y0} RSS / (M - P_linear + q(k)), q = border noise energy "
+            f"reaching G ({probes})"
+        )
+        out = {
             "applied": True,
-            "rule": "k minimises min_{gamma,y0} RSS / (M - P_linear + q(k)), q = border noise energy "
-            f"reaching G (Hutchinson, {self.border_noise_probes} probes, seed {self.border_noise_seed})",
+            "rule": rule,
             "k_uncorrected": c.k_uncorrected,
             "k": c.k,
             "noise_gain": c.noise_gain,
             "profile_fits": c.evaluations,
         }
+        spread = self.k_bootstrap()
+        if spread is not None:
+            out["bootstrap"] = {"replicates": len(c.replicates or []), "k_bias": spread[0], "k_sd": spread[1]}
+        return out
+
+    def k_bootstrap(self) -> tuple[float, float] | None:
+        """``(bias, sd)`` of the corrected ``k`` from its parametric-bootstrap replicates (variable
+        projection with the correction applied and at least 2 replicates), else ``None``."""
+        c = self.border_correction
+        if c is None or not c.interior or c.replicates is None or len(c.replicates) < 2:
+            return None
+        if self.optimizer_name != "variable_projection" or self.border_noise_status() is not None:
+            return None
+        return statistics.mean(c.replicates) - c.k, statistics.stdev(c.replicates)
 
     def fitted_parameters(self) -> FittedParameters:
         """``k``, ``gamma`` (N,) (0 outside G) on the CPU, the edge-weight scale and the gamma mode, and
@@ -632,6 +698,7 @@ class OutputErrorODE(ConsensusModel):
             autocorrelation=self.autocorrelation_correction,
             pool=pool and self.gamma_prior_status() is None,
             schur=self.projection_schur(),
+            k_spread=self.k_bootstrap(),
         )
 
     def projection_schur(self) -> Tensor | None:
@@ -681,6 +748,8 @@ class OutputErrorODE(ConsensusModel):
         }
         if self.optimizer_name == "variable_projection":
             out.update(converged=bool(self.solver.converged),
+                       weighted_stage="line search on k" if self.solver.line_searched else "Gauss-Newton",
+                       stopped_after_weighted_stage=self.solver.weighted_only,
                        conjugate_gradient_iterations=int(self.solver.cg_iterations),
                        conjugate_gradients_converged=bool(self.solver.cg_converged))
         return out
@@ -694,10 +763,12 @@ class OutputErrorODE(ConsensusModel):
         if unavailable is None or self.projection_schur() is not None:
             out["intervals"] = self.parameter_intervals()
         if unavailable is not None:
-            out["intervals_unavailable"] = (
-                f"{unavailable}: the feeds' intervals" + (" (k's from the variable projection)"
-                                                          if "intervals" in out else "")
+            source = (
+                "the bootstrap of the border-noise correction" if self.k_bootstrap() is not None
+                else "the variable projection"
             )
+            from_where = f" (k's from {source})" if "intervals" in out else ""
+            out["intervals_unavailable"] = f"{unavailable}: the feeds' intervals{from_where}"
         out.update(
             law=self.law_results(),
             optimizer=self.optimizer_results(),

@@ -28,11 +28,19 @@ minimum runs to an end of the search interval; the correction is then reported a
 (the same probes for every ``k``, so ``R`` is smooth); ``F_k z_p`` is one simulation of the linear
 part, ``Pi`` uses the normal equations of the fit. ``k`` is found by a bounded Brent search on
 ``log k`` around the plain output-error optimum.
+
+Beyond the normal equations (the variable-projection fit, thousands of cells)
+:func:`correct_border_noise_weighted` minimises the same ratio in the degree-weighted metric, where the
+profile over the linear parameters is exact and cheap (mode by mode,
+:mod:`calcium_gnn.physics.weighted_profile`), and walks ``k`` as far as the minimum is: the bias grows
+with the culture (44% low at 2,000 cells at 5% noise; 4.7% after the correction, against 2.9% for the
+same fit with clean border inputs).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +49,16 @@ from scipy.optimize import minimize_scalar
 from torch import Tensor
 
 from calcium_gnn.physics.levenberg_marquardt import profile_fit, ridged_block
+from calcium_gnn.physics.line_search import bracketed_minimum
 from calcium_gnn.physics.modal import input_response
 from calcium_gnn.physics.output_error import OutputErrorProblem
+from calcium_gnn.physics.variable_projection import (
+    ProfileSolution,
+    ProjectionSettings,
+    conjugate_gradients,
+    profile_solve,
+)
+from calcium_gnn.physics.weighted_profile import ModalWeightedProfile, weighted_profile_unavailable
 
 SEARCH_FACTOR: float = 1.5
 """The Brent search for ``k`` spans ``[k_hat / SEARCH_FACTOR, k_hat * SEARCH_FACTOR]`` (inside the box)."""
@@ -64,6 +80,8 @@ class BorderNoiseCorrection:
         interior: the minimum of ``R`` lies inside the search interval. When it sits on an end, ``R``
             has no usable minimum there (``k`` barely identified, e.g. one modelled cell) and the
             correction is not applied.
+        replicates: the corrected ``k`` of each parametric-bootstrap replicate
+            (:func:`correct_border_noise_weighted`; ``None`` where none were drawn).
     """
 
     k_uncorrected: float
@@ -72,13 +90,15 @@ class BorderNoiseCorrection:
     noise_gain: float
     evaluations: int
     interior: bool
+    replicates: list[float] | None = None
 
     def on_host(self) -> BorderNoiseCorrection:
         """The same result with ``theta`` as a numpy array (what a module keeps after the fit: no tensor
         outside its parameters and buffers)."""
         theta = self.theta.detach().cpu().numpy() if isinstance(self.theta, Tensor) else self.theta
         return BorderNoiseCorrection(
-            self.k_uncorrected, self.k, theta, self.noise_gain, self.evaluations, self.interior
+            self.k_uncorrected, self.k, theta, self.noise_gain, self.evaluations, self.interior,
+            self.replicates,
         )
 
 
@@ -188,3 +208,152 @@ def correct_border_noise(
         evaluations=len(cache),
         interior=interior,
     )
+
+
+def noise_energy_projected(
+    problem: OutputErrorProblem, solution: ProfileSolution, probes: list[Tensor], settings: ProjectionSettings
+) -> float:
+    """``E ||(I - Pi_w)(F_k z_B - z_G)||_D^2`` for unit white noise ``z`` on every cell (the denominator
+    of :func:`correct_border_noise_weighted`), by Hutchinson over ``probes`` (N, T_train) each, matrix-free.
+
+    ``solution``: a weighted profile solution without the box
+    (:func:`~calcium_gnn.physics.variable_projection.profile_solve`); its operator's preconditioner is
+    then exact, so each projection is one conjugate-gradient iteration. The general route, for what
+    :class:`~calcium_gnn.physics.weighted_profile.ModalWeightedProfile` cannot separate.
+    """
+    theta, operator = solution.theta, solution.operator
+    weights = operator.weights.reshape(-1, 1)
+    border = [z * (~problem.modelled).reshape(-1, 1).to(z.dtype) for z in probes]
+    responses = probe_responses(problem, theta[0], border, problem.unpack(theta).leak)
+    free = solution.free[problem.n_nonlinear :]
+    total = 0.0
+    for z, fz in zip(probes, responses, strict=True):
+        noise = fz - z[problem.index]
+        products = operator.transpose(noise)
+        explained, _ = conjugate_gradients(operator, products, free, settings)
+        total += float((weights * noise.pow(2)).sum()) - float(products @ explained)
+    return total / len(probes)
+
+
+def weighted_objective(
+    problem: OutputErrorProblem, n_probes: int, seed: int, settings: ProjectionSettings
+) -> tuple[Callable[[float], tuple[float, float]], str, ModalWeightedProfile | None]:
+    """``k -> (RSS_w(k), noise energy(k))`` of the weighted profile, which route computes it
+    (``"modal"``: mode by mode, O(G T) per ``k``, where it separates; else ``"conjugate_gradients"``),
+    and the modal profile (``None`` on the other route)."""
+    if weighted_profile_unavailable(problem) is None:
+        profile = ModalWeightedProfile(problem, n_probes, seed)
+        return profile.evaluate, "modal", profile
+    weights = problem.degrees()
+    theta_hat = problem.theta()
+    gen = torch.Generator().manual_seed(seed)
+    shape = tuple(problem.drive_train.shape)
+    probes = [
+        torch.randn(shape, generator=gen, dtype=torch.float64).to(problem.drive_train.device)
+        for _ in range(n_probes)
+    ]
+
+    def evaluate(k: float) -> tuple[float, float]:
+        theta = theta_hat.clone()
+        theta[0] = k
+        solution = profile_solve(problem, theta, settings, weights, box=False)
+        rss = float((weights.reshape(-1, 1) * solution.residuals.pow(2)).sum())
+        return rss, noise_energy_projected(problem, solution, probes, settings)
+
+    return evaluate, "conjugate_gradients", None
+
+
+@torch.no_grad()
+def correct_border_noise_weighted(
+    problem: OutputErrorProblem,
+    n_probes: int = 8,
+    seed: int = 0,
+    settings: ProjectionSettings | None = None,
+    n_replicates: int = 0,
+) -> BorderNoiseCorrection:
+    """The border-noise correction for cultures too large for the normal equations (the
+    variable-projection fit): :func:`correct_border_noise` in the degree-weighted metric.
+
+    The loss is ``||r||_D^2 = sum_i |N_i| sum_n r_in^2``, whose profile at fixed ``k`` (the feeds' box not
+    imposed) the eigenbasis solves exactly (``V^T D V = I``). With unit white noise ``z`` on every cell
+    (border inputs and observed traces of G, as for every cell of one movie) the residual noise after
+    profiling is ``(I - Pi_w)(F_k z_B - z_G)``, ``Pi_w`` the ``D``-orthogonal projection on the linear
+    parameters' columns, and
+
+    .. math::
+        R_w(k) = \\frac{\\min_{\\gamma, y_0} \\|r(k, \\gamma, y_0)\\|_D^2}
+        {\\mathbb E \\|(I - \\Pi_w)(F_k z_B - z_G)\\|_D^2}
+
+    has expectation ``sigma^2 + ||r*||_D^2 / denominator``: minimal where the clean misfit is. Both are
+    computed mode by mode where the problem separates
+    (:class:`~calcium_gnn.physics.weighted_profile.ModalWeightedProfile`, O(G T) per ``k``), else with
+    conjugate gradients and ``n_probes`` Hutchinson probes on all cells (:func:`noise_energy_projected`).
+    The search on ``log k`` (:func:`~calcium_gnn.physics.line_search.bracketed_minimum`) starts at the
+    problem's ``k`` and walks downhill until the minimum is bracketed: the bias is not bounded by a fixed
+    factor (about 2 at 2,000 cells at 5% noise). The returned ``theta`` is the fit's own (unweighted,
+    box-constrained) profile at the corrected ``k``; ``interior`` is False when the minimum runs to the
+    box of ``k`` (``k`` barely identified: the correction is then not applied).
+
+    ``n_replicates`` > 0 (modal route only): a parametric bootstrap of the corrected estimator. Each
+    replicate is the weighted fit at the corrected ``k`` observed again with white noise of the estimated
+    level ``sigma^2 = R_w(k)`` on every cell (its border inputs too, on top of the observed ones), and
+    gets the same search; their ``k`` (``replicates``) give the estimator's spread and bias where the
+    Gauss-Newton information does not: it counts the border noise that reaches G as information about
+    ``k``. Cost per replicate: one O(T G^2) change of basis and a search at O(G T) per point.
+    """
+    settings = settings or ProjectionSettings()
+    theta_hat = problem.theta()
+    k_hat = float(theta_hat[0])
+    evaluate, _, profile = weighted_objective(problem, n_probes, seed, settings)
+    energies: dict[float, float] = {}
+
+    def objective(log_k: float) -> float:
+        rss, energy = evaluate(math.exp(log_k))
+        energies[log_k] = energy
+        return rss / energy
+
+    lower, upper = (math.log(b) for b in problem.conv.k_bounds)
+    best, cache = bracketed_minimum(objective, math.log(k_hat), lower, upper)
+    interior = min(best - lower, upper - best) > EDGE_TOLERANCE
+    theta = theta_hat.clone()
+    theta[0] = math.exp(best)
+    final = profile_solve(problem, theta, settings)
+    replicates = None
+    if profile is not None and n_replicates > 0 and interior:
+        replicates = bootstrap_corrected_k(profile, math.exp(best), cache[best], n_replicates, seed,
+                                           (lower, upper))
+    return BorderNoiseCorrection(
+        k_uncorrected=k_hat,
+        k=float(final.theta[0]),
+        theta=final.theta,
+        noise_gain=energies[best],
+        evaluations=len(cache),
+        interior=interior,
+        replicates=replicates,
+    )
+
+
+def bootstrap_corrected_k(
+    profile: ModalWeightedProfile,
+    k: float,
+    sigma2: float,
+    n_replicates: int,
+    seed: int,
+    log_bounds: tuple[float, float],
+) -> list[float]:
+    """The corrected ``k`` of ``n_replicates`` parametric-bootstrap replicates (the fit at ``k`` observed
+    with noise ``sigma2`` on every cell, :meth:`ModalWeightedProfile.replicate`), each found as the data's
+    own (:func:`correct_border_noise_weighted`)."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    sigma = math.sqrt(max(sigma2, 0.0))
+    out = []
+    for _ in range(n_replicates):
+        target, drive = profile.replicate(k, sigma, generator)
+
+        def ratio(log_k: float, target: Tensor = target, drive: Tensor = drive) -> float:
+            rss, energy = profile.evaluate(math.exp(log_k), target, drive)
+            return rss / energy
+
+        best, _ = bracketed_minimum(ratio, math.log(k), *log_bounds)
+        out.append(math.exp(best))
+    return out

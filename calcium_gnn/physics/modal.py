@@ -156,9 +156,18 @@ def input_response(
 
     ``b`` is linear in time between frames (as the border drive); the simulation's scheme, per mode.
     """
-    rate = k * basis.lam - leak
-    coefficients = [interval_coefficients(rate, lengths[u], substeps, method) for u in range(lengths.numel())]
     beta = torch.einsum("gh,htk->gtk", basis.v_inv, forcing.double())
+    xi = modal_input_response(k * basis.lam - leak, lengths, which, substeps, beta, method)
+    return torch.einsum("gh,htk->gtk", basis.v, xi)
+
+
+def modal_input_response(
+    rate: Tensor, lengths: Tensor, which: Tensor, substeps: int, beta: Tensor, method: str = "rk4"
+) -> Tensor:
+    """Modal states ``xi`` (G, T, K) of ``dxi_m/dt = rate_m xi_m + beta_m(t)``, ``xi(t_0) = 0``, for K
+    modal forcings ``beta`` (G, T, K) (linear in time between frames; the simulation's scheme per mode,
+    :func:`interval_coefficients`). O(G T K): no change of basis."""
+    coefficients = [interval_coefficients(rate, lengths[u], substeps, method) for u in range(lengths.numel())]
     xi = torch.zeros_like(beta)
     for n, group in enumerate(which.tolist()):  # one host copy of the groups, no sync per frame
         phi, psi0, psi1 = coefficients[group]
@@ -167,7 +176,7 @@ def input_response(
             + psi0.reshape(-1, 1) * beta[:, n]
             + psi1.reshape(-1, 1) * (beta[:, n + 1] - beta[:, n])
         )
-    return torch.einsum("gh,htk->gtk", basis.v, xi)
+    return xi
 
 
 def modal_responses(

@@ -43,14 +43,17 @@ O(G^3) per Levenberg-Marquardt trial. Memory: the eigenbasis (three (G, G) matri
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from calcium_gnn.physics.line_search import bracketed_minimum
 from calcium_gnn.physics.modal import ModalBasis, transpose_product
 from calcium_gnn.physics.output_error import OutputErrorProblem
+from calcium_gnn.physics.weighted_profile import ModalWeightedProfile, weighted_profile_unavailable
 
 RIDGE: float = 1e-12
 """Relative ridge on each mode's block of the preconditioner (a finite inverse for a mode a block
@@ -70,6 +73,7 @@ class ProjectionSettings:
             fraction of its standard error (a move that small is far inside the estimate's own
             uncertainty).
         profile_iterations: most active-set rounds of one profile fit.
+        line_tolerance: of the weighted stage's line search on ``log k`` (where it is one).
         damping_factor, max_retries, tolerance: of the damped Gauss-Newton steps on ``phi`` (as
             :class:`~calcium_gnn.physics.levenberg_marquardt.LMSettings`).
     """
@@ -79,6 +83,7 @@ class ProjectionSettings:
     cg_max_iterations: int = 300
     step_tolerance: float = 1e-2
     profile_iterations: int = 20
+    line_tolerance: float = 1e-4
     damping_factor: float = 10.0
     max_retries: int = 8
     tolerance: float = 1e-9
@@ -361,7 +366,10 @@ class VariableProjection(nn.Module):
     Two stages. First the *degree-weighted* loss ``sum_i |N_i| sum_n r_in^2`` without the feeds' box: in
     the eigenbasis its normal equations split exactly into one small system per mode (``V^T D V = I``),
     so every conjugate-gradient solve ends in one iteration and ``phi`` comes close to its optimum
-    cheaply from a poor start (CRLSM's ``k`` can be 40 % off at 5 % noise). Then the fit's own loss
+    cheaply from a poor start (CRLSM's ``k`` can be 40 % off at 5 % noise). With ``k`` alone nonlinear
+    and per-cell linear parameters the weighted profile even separates by mode, and the stage is one
+    line search on ``k`` at O(G T) per point (:mod:`calcium_gnn.physics.weighted_profile`, one
+    :meth:`step`). Then the fit's own loss
     with the box, from there: a few steps. The weighted stage only chooses the start; what is returned
     is the optimum of the unweighted, box-constrained output-error problem (the Levenberg-Marquardt
     optimum, tested to rounding on small cultures).
@@ -371,18 +379,31 @@ class VariableProjection(nn.Module):
     (n_phi, n_phi) holds ``H`` at the optimum (the Gauss-Newton information of ``phi``) and
     :attr:`cg_converged` whether every conjugate-gradient solve reached its tolerance.
 
+    With ``weighted_only`` the fit stops after the weighted stage (:attr:`schur` then stays 0): for a
+    caller that corrects ``k`` in the weighted metric next
+    (:func:`~calcium_gnn.physics.border_noise.correct_border_noise_weighted`) and would discard the
+    unweighted optimum; :meth:`resume` runs the unweighted stage after all.
+
     Args:
         n_nonlinear: number of nonlinear parameters ``phi`` (1: ``k``; 2: ``k`` and a leak rate).
         damping: initial damping ``mu`` of the steps on ``phi`` (default 1e-3).
         settings: the solver's settings.
+        weighted_only: stop after the weighted stage (default False).
     """
 
     def __init__(
-        self, n_nonlinear: int = 1, damping: float = 1e-3, settings: ProjectionSettings | None = None
+        self,
+        n_nonlinear: int = 1,
+        damping: float = 1e-3,
+        settings: ProjectionSettings | None = None,
+        weighted_only: bool = False,
     ) -> None:
         super().__init__()
         self.settings = settings or ProjectionSettings()
         self.damping = float(damping)
+        self.weighted_only = bool(weighted_only)
+        #: whether the weighted stage was a line search on ``k`` (else damped Gauss-Newton steps)
+        self.line_searched = False
         self.register_buffer("mu", torch.tensor(float(damping), dtype=torch.float64))
         self.register_buffer("weighted_stage", torch.tensor(True))
         self.register_buffer("converged", torch.tensor(False))
@@ -428,6 +449,9 @@ class VariableProjection(nn.Module):
             self.mu.fill_(self.damping)
             lo, hi = problem.theta_bounds()
             problem.set_theta(torch.minimum(torch.maximum(problem.theta(), lo), hi))
+            if self.weighted_only:  # the weighted information is not the fit's: no Schur until refreshed
+                self.schur.zero_()
+                self.converged.fill_(True)
         else:
             self.converged.fill_(True)
 
@@ -441,6 +465,8 @@ class VariableProjection(nn.Module):
         one lowers it by less than ``tolerance`` (relative)."""
         problem.restore_unpooled()
         settings = self.settings
+        if bool(self.weighted_stage) and self._line_search_applies(problem):
+            return self._weighted_line_search(problem)
         current = self._profile(problem, problem.theta())
         self._keep(problem, current)
         if bool(self.converged):
@@ -475,6 +501,35 @@ class VariableProjection(nn.Module):
         self._next_stage(problem)
         return float(current.residuals.pow(2).mean())
 
+    @staticmethod
+    def _line_search_applies(problem: OutputErrorProblem) -> bool:
+        """Whether the weighted stage is a line search on ``k`` (one nonlinear parameter, and the weighted
+        profile separates by mode: :mod:`calcium_gnn.physics.weighted_profile`)."""
+        return problem.n_nonlinear == 1 and weighted_profile_unavailable(problem) is None
+
+    def _weighted_line_search(self, problem: OutputErrorProblem) -> float:
+        """The whole weighted stage in one step: ``k`` minimising the weighted profile's ``RSS_w(k)``
+        (O(G T) per ``k``, :class:`~calcium_gnn.physics.weighted_profile.ModalWeightedProfile`), by
+        :func:`~calcium_gnn.physics.line_search.bracketed_minimum` on ``log k`` to ``line_tolerance``,
+        then the linear parameters' weighted profile there. Returns the fit's mean squared residual."""
+        profile = ModalWeightedProfile(problem, n_probes=0)
+        lower, upper = (math.log(b) for b in problem.conv.k_bounds)
+        best, _ = bracketed_minimum(
+            lambda log_k: profile.evaluate(math.exp(log_k))[0],
+            math.log(float(problem.theta()[0])),
+            lower,
+            upper,
+            x_tolerance=self.settings.line_tolerance,
+        )
+        theta = problem.theta().clone()
+        theta[0] = math.exp(best)
+        solution = profile_solve(problem, theta, self.settings, problem.degrees(), box=False)
+        self._record(solution)
+        self._keep(problem, solution)
+        self.line_searched = True
+        self._next_stage(problem)
+        return problem.loss_theta(problem.theta())
+
     def _step_within_uncertainty(
         self, h: Tensor, g: Tensor, free: Tensor, solution: ProfileSolution, problem: OutputErrorProblem
     ) -> bool:
@@ -495,9 +550,18 @@ class VariableProjection(nn.Module):
         while iterations < max_iterations and not bool(self.converged):
             self.step(problem)
             iterations += 1
-        if not bool(self.converged) or bool(self.weighted_stage):
+        if not self.weighted_only and (not bool(self.converged) or bool(self.weighted_stage)):
             self.refresh_schur(problem)
         return iterations
+
+    @torch.no_grad()
+    def resume(self, problem: OutputErrorProblem, max_iterations: int = 100) -> int:
+        """After a ``weighted_only`` fit: the unweighted stage after all (to convergence, as :meth:`fit`)."""
+        self.weighted_only = False
+        self.weighted_stage.fill_(False)
+        self.converged.fill_(False)
+        self._derived = {}
+        return self.fit(problem, max_iterations)
 
     @torch.no_grad()
     def refresh_schur(self, problem: OutputErrorProblem) -> ProfileSolution:

@@ -201,3 +201,23 @@ def test_an_interval_wider_than_half_k_says_k_is_uncertain(grid_graph):
     assert res["diagnostics"]["identification"]["identified"] is True
     assert res["k_interval"] is not None
     assert any("k is uncertain: its 90% interval is +-33% of k" in r for r in res["diagnostics"]["reasons"])
+
+
+def test_a_k_set_by_the_border_noise_correction_is_flagged() -> None:
+    """A correction by a factor 2 (what 2,000 and 10,000 cells at 5% noise need) says the corrected k rests
+    on the noise model; a correction by 10% (1,000 cells) or none passes."""
+    from calcium_gnn.evaluation.diagnostics import check_border_noise
+
+    def run(block):
+        diagnostics = {"reasons": [], "fit_ok": True}
+        check_border_noise(block, DiagnosticRule(), diagnostics)
+        return diagnostics
+
+    flagged = run({"applied": True, "k_uncorrected": 0.0035, "k": 0.0072})
+    assert not flagged["fit_ok"] and "set by the border-noise correction (x2.06" in flagged["reasons"][0]
+    assert flagged["border_noise"]["k_over_uncorrected"] == pytest.approx(0.0072 / 0.0035)
+    small = run({"applied": True, "k_uncorrected": 0.0176, "k": 0.0195})
+    assert small["fit_ok"] and not small["reasons"]
+    assert run({"applied": False, "reason": "no border cells"}) == {"reasons": [], "fit_ok": True}
+    lowered = run({"applied": True, "k_uncorrected": 0.02, "k": 0.01})  # either way
+    assert not lowered["fit_ok"]

@@ -248,8 +248,9 @@ def test_too_many_parameters_for_normal_equations_switch_to_variable_projection(
     Levenberg-Marquardt, k's interval from its Schur complement, and every statistic that needs the
     P x P normal equations says it is not there, and why, instead of filling memory."""
     data = truth_graph(culture, noise=0.02, seed=2)
-    model = OutputErrorODE(data=data, max_normal_parameters=10)
+    model = OutputErrorODE(data=data, max_normal_parameters=10, border_noise_correction=False)
     assert model.optimizer_name == "variable_projection" and not model.problem.normal_equations_available
+    assert not model.solver.weighted_only  # no correction: the fit runs to its own optimum
     with pytest.raises(ConfigError, match="model.max_normal_parameters"):
         model.problem.normal_equations(model.problem.theta())
     model.fit_exact(60)
@@ -266,6 +267,48 @@ def test_too_many_parameters_for_normal_equations_switch_to_variable_projection(
     assert extra["anomaly"].score.shape == (data.num_nodes,)
     assert extra["optimizer"]["name"] == "variable_projection" and extra["optimizer"]["converged"]
     assert "max_normal_parameters" in extra["optimizer"]["fallback_from_gauss_newton"]
+
+
+def test_variable_projection_corrects_k_for_border_noise_in_the_weighted_metric(culture) -> None:
+    """With the correction on, variable projection stops after its degree-weighted stage, the correction
+    searches k in that metric, and k's interval comes from the Schur complement at the corrected k."""
+    data = truth_graph(culture, noise=0.1, seed=1)
+    model = OutputErrorODE(data=data, max_normal_parameters=10, gamma_prior="none")
+    assert model.solver.weighted_only
+    model.fit_exact(60)
+    assert model.projection_schur() is None  # the weighted stage's information is not the fit's
+    k_weighted = float(model.conv.k.detach())
+    model.finish_fit()
+    extra = model.extra_results(data)
+    block = extra["border_noise_correction"]
+    assert block["applied"] and "degree-weighted" in block["rule"]
+    assert block["k_uncorrected"] == pytest.approx(k_weighted)
+    assert block["k"] > k_weighted  # noisy border inputs bias k low; the correction raises it
+    intervals = extra["intervals"]
+    assert intervals.k == pytest.approx(block["k"]) and "bootstrap" in intervals.method
+    bias, sd = model.k_bootstrap()
+    assert block["bootstrap"] == {"replicates": 10, "k_bias": bias, "k_sd": sd}
+    assert intervals.k_se == pytest.approx(sd) and sd > 0
+    assert sum(intervals.k_interval) / 2 == pytest.approx(block["k"] - bias, rel=1e-9)
+    assert extra["optimizer"]["converged"]
+
+
+def test_variable_projection_without_an_interior_correction_fits_its_own_optimum(culture) -> None:
+    """When the noise-normalised loss falls all the way to the box of k (here an upper bound just above the
+    weighted fit's k, 0.0243, below the corrected one, 0.0267), the correction is reported and not
+    applied, and the fit's unweighted stage runs after all: the same k as without the correction."""
+    data = truth_graph(culture, noise=0.1, seed=1)
+    kwargs = {"max_normal_parameters": 10, "gamma_prior": "none", "k_bounds": (1e-3, 0.025)}
+    model = OutputErrorODE(data=data, **kwargs)
+    model.fit_exact(60)
+    model.finish_fit()
+    block = model.border_noise_results()
+    assert not block["applied"] and "box of k" in block["reason"]
+    plain = OutputErrorODE(data=data, border_noise_correction=False, **kwargs)
+    plain.fit_exact(60)
+    assert float(model.conv.k.detach()) == pytest.approx(float(plain.conv.k.detach()), rel=1e-4)
+    assert bool(model.solver.converged) and not model.solver.weighted_only
+    assert model.projection_schur() is not None  # the unweighted optimum's information: an interval
 
 
 def test_without_an_eigenbasis_too_many_parameters_fall_back_to_lbfgs_and_say_so(culture) -> None:
