@@ -8,9 +8,11 @@ memory (RSS sampled every 5 ms; on CUDA also the peak allocated GPU memory):
 
 ``culture`` (generation + true graph), ``crlsm`` (the paper's fit, the start), ``model`` (building
 the module: graph, training window, CRLSM start), ``fit`` (Levenberg-Marquardt to convergence; above
-``model.max_normal_parameters`` matrix-free variable projection to convergence, its eigenbasis
-included),
-``border_noise`` (errors-in-variables correction of ``k``), ``pooling`` (random-effects feeds),
+``model.max_normal_parameters`` matrix-free variable projection, its eigenbasis included, which stops
+after its degree-weighted stage when the border-noise correction follows),
+``border_noise`` (errors-in-variables correction of ``k``; with variable projection in the weighted
+metric, then the fit's own profile at the corrected ``k`` and the bootstrap replicates that give its
+interval), ``pooling`` (random-effects feeds),
 ``intervals`` (Gauss-Newton intervals), ``evaluation`` (simulation of both windows, scores),
 ``figures`` (the run's PNGs). Printed: seconds, peak RSS, the ratio of each stage to CRLSM, the
 whole run (everything but ``culture``) against the issue's targets, and the accuracy of ``k``.
