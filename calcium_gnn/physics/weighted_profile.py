@@ -83,30 +83,10 @@ class ModalWeightedProfile:
         self.leak = float(problem.unpack(theta).leak)
         index, dtype = problem.index, torch.float64
         n_frames = int(problem.x_train.shape[1])
-        unit_k = torch.ones((), dtype=dtype, device=theta.device)
-
-        def coupling(inputs: Tensor) -> Tensor:
-            """``D^{-1} S_GB inputs`` at unit ``k``: the border drive of G (G, F) for inputs (N, F)."""
-            zero = torch.zeros(inputs.shape[0], dtype=dtype, device=inputs.device)
-            out = problem.conv(torch.zeros_like(inputs), inputs, problem.edge_index, problem.edge_weight,
-                               problem.modelled, k=unit_k, gamma=zero, leak=torch.zeros_like(unit_k))
-            return out[index].double()
-
-        border = (~problem.modelled).nonzero().reshape(-1)
-        identity = torch.zeros(problem.modelled.shape[0], border.numel(), dtype=dtype, device=theta.device)
-        identity[border, torch.arange(border.numel(), device=theta.device)] = 1.0
-        per_border = coupling(identity)  # (G, B)
-        reached = per_border.abs().sum(dim=1).nonzero().reshape(-1)  # cells of G touching the border
-        v_inv = basis.v_inv[:, reached]
-        #: (G, B) V^{-1} D^{-1} S_GB at unit k: border inputs -> modal drive
-        self.border_map = v_inv @ per_border[reached]
+        #: (G, B) border inputs -> modal drive at unit k; (G, T) the observed border drive and x_G, modal
+        self.border_map, self.drive, self.target = modal_data(problem)
         #: (G,) variance of each mode's border drive per unit white noise on the border inputs
         self.border_variance = self.border_map.pow(2).sum(dim=1)
-        drive = problem.drive_train.double().clone()
-        drive[problem.modelled] = 0.0
-        #: (G, T) V^{-1} of the observed border drive at unit k, and V^{-1} x_G
-        self.drive = v_inv @ coupling(drive)[reached]
-        self.target = basis.v_inv @ problem.x_train[index].double()
         gen = torch.Generator().manual_seed(seed)
         white = torch.randn(index.numel(), n_frames, n_probes, generator=gen, dtype=dtype)
         self.probes = white.to(theta.device) * self.border_variance.sqrt().reshape(-1, 1, 1)
@@ -176,3 +156,39 @@ class ModalWeightedProfile:
         target = self.fitted(k) + sigma * (self.basis.v_inv @ interior)
         drive = self.drive + sigma * (self.border_map @ border.to(device))
         return target, drive
+
+
+def modal_data(problem: OutputErrorProblem) -> tuple[Tensor, Tensor, Tensor]:
+    """The data of the weighted profile in the eigenbasis, computed once per problem (cached with its
+    other derived values): ``V^{-1} D^{-1} S_GB`` (G, B), the map from border inputs to the modal drive
+    at unit ``k``; ``V^{-1}`` of the observed border drive (G, T); and ``V^{-1} x_G`` (G, T).
+
+    O(T G^2) for ``V^{-1} x_G``; the border terms use only the cells of G that touch the border."""
+    cached = problem._derived.get("weighted_profile_data")
+    if cached is not None:
+        return cached
+    basis = problem.modal_basis()
+    if basis is None:
+        raise ValueError("the weighted profile needs the eigenbasis of the consensus operator")
+    index, dtype, device = problem.index, torch.float64, problem.x_train.device
+    unit_k = torch.ones((), dtype=dtype, device=device)
+
+    def coupling(inputs: Tensor) -> Tensor:
+        """``D^{-1} S_GB inputs`` at unit ``k``: the border drive of G (G, F) for inputs (N, F)."""
+        zero = torch.zeros(inputs.shape[0], dtype=dtype, device=inputs.device)
+        out = problem.conv(torch.zeros_like(inputs), inputs, problem.edge_index, problem.edge_weight,
+                           problem.modelled, k=unit_k, gamma=zero, leak=torch.zeros_like(unit_k))
+        return out[index].double()
+
+    border = (~problem.modelled).nonzero().reshape(-1)
+    identity = torch.zeros(problem.modelled.shape[0], border.numel(), dtype=dtype, device=device)
+    identity[border, torch.arange(border.numel(), device=device)] = 1.0
+    per_border = coupling(identity)  # (G, B)
+    reached = per_border.abs().sum(dim=1).nonzero().reshape(-1)  # cells of G touching the border
+    v_inv = basis.v_inv[:, reached]
+    drive = problem.drive_train.double().clone()
+    drive[problem.modelled] = 0.0
+    out = (v_inv @ per_border[reached], v_inv @ coupling(drive)[reached],
+           basis.v_inv @ problem.x_train[index].double())
+    problem._derived["weighted_profile_data"] = out
+    return out
