@@ -256,7 +256,8 @@ class OutputErrorODE(ConsensusModel):
         max_normal_parameters: largest P for which the (P, P) normal equations are formed at all
             (default 8,000, about 4,000 modelled cells; above it ``optimizer="auto"`` is variable
             projection, or L-BFGS without an eigenbasis, and results.json says that the feeds'
-            intervals, pooling and the border-noise correction are not available, and why).
+            intervals and pooling are not available, and why; the border-noise correction runs in the
+            degree-weighted metric, and with L-BFGS not at all).
         border_noise_correction: correct ``k`` for the noise of the border inputs when the fit ends
             (default True; :mod:`calcium_gnn.physics.border_noise`).
         border_noise_probes, border_noise_seed: Hutchinson probes of that correction (8, seed 0).
