@@ -136,7 +136,7 @@ def run(n_cells: int, device: torch.device, noise: float, out_dir: Path) -> None
     with_k = unavailable is None or model.projection_schur() is not None
     intervals = stage(rows, "intervals", model.parameter_intervals if with_k else (lambda: None), device)
     if unavailable:
-        print(f"    no feed intervals, pooling or border-noise correction: {unavailable}", flush=True)
+        print(f"    no feed intervals or pooling: {unavailable}", flush=True)
     if intervals is not None:
         lo, hi = intervals.k_interval
         print(f"    k {intervals.level:.0%} interval [{lo:.5f}, {hi:.5f}] "

@@ -145,15 +145,15 @@ class ModalWeightedProfile:
         _, part = self._project(self._columns(k), (self.target - response).unsqueeze(-1))
         return part[:, :, 0] + response
 
-    def replicate(self, k: float, sigma: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """A parametric-bootstrap replicate of the modal data: the fit at ``k`` observed with white noise
-        ``sigma`` on every cell (``V^{-1}`` of the noise on G, the border map of the noise on the border
-        inputs, added to the observed drive). Returns ``(target, drive)`` (G, T) each."""
+    def replicate(self, fitted: Tensor, sigma: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A parametric-bootstrap replicate of the modal data: the fit ``fitted`` (G, T) (:meth:`fitted`)
+        observed with white noise ``sigma`` on every cell (``V^{-1}`` of the noise on G, the border map of
+        the noise on the border inputs, added to the observed drive). Returns ``(target, drive)``."""
         n_g, n_frames = self.target.shape
         device = self.target.device
         interior = torch.randn(n_g, n_frames, generator=generator, dtype=torch.float64).to(device)
         border = torch.randn(self.border_map.shape[1], n_frames, generator=generator, dtype=torch.float64)
-        target = self.fitted(k) + sigma * (self.basis.v_inv @ interior)
+        target = fitted + sigma * (self.basis.v_inv @ interior)
         drive = self.drive + sigma * (self.border_map @ border.to(device))
         return target, drive
 

@@ -159,8 +159,8 @@ def test_the_weighted_correction_leaves_noiseless_data_at_the_truth(culture) -> 
     assert correction.interior and correction.k == pytest.approx(culture.k, rel=5e-3)
 
 
-@pytest.mark.parametrize(("gamma_mode", "route"), [("per_cell", "modal"), ("shared", "conjugate_gradients")])
-def test_the_weighted_correction_removes_most_of_the_errors_in_variables_bias(culture, gamma_mode, route):
+@pytest.mark.parametrize(("gamma_mode", "modal"), [("per_cell", True), ("shared", False)])
+def test_the_weighted_correction_removes_most_of_the_errors_in_variables_bias(culture, gamma_mode, modal):
     """Both routes (mode by mode; conjugate gradients where a shared feed couples the modes, on a culture
     whose cells share one feed), through the model's finish_fit: k stored, the linear parameters
     refitted in the fit's own metric and box."""
@@ -171,7 +171,7 @@ def test_the_weighted_correction_removes_most_of_the_errors_in_variables_bias(cu
     for seed in range(4):
         data = truth_graph(culture, noise=0.1, seed=seed)
         model = _projected(data, gamma_mode=gamma_mode, gamma_prior="none")
-        assert weighted_objective(model.problem, 1, 0, model.solver.settings)[1] == route
+        assert (weighted_objective(model.problem, 1, 0, model.solver.settings)[1] is not None) == modal
         model.finish_fit()
         c = model.border_correction
         assert c.interior and float(model.conv.k.detach()) == pytest.approx(c.k)
