@@ -42,7 +42,9 @@ ABLATIONS: tuple[tuple[str, list[str]], ...] = (
     ("raw time / outputs", ["model.scale_time=false", "model.scale_output=false"]),
     ("raw k, gamma (projected)", ["model.parametrization=raw"]),
     ("Adam only (no L-BFGS)", ["model.lbfgs_steps=0", "model.adam_steps=900", "trainer.max_epochs=9"]),
+    ("collocation at the frames only (x1, not x4)", ["model.interpolation_factor=1"]),
     ("collocation x10 interpolated", ["model.interpolation_factor=10"]),
+    ("border cells driven by their data (paper)", ["model.border_trial=data"]),
     ("start from CRLSM", ["model.init_from=crlsm"]),
 )
 

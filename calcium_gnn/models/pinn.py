@@ -1,7 +1,8 @@
 """PINNModule: a physics-informed neural network that identifies ``k`` and ``gamma_i`` (paper sec. 2.3).
 
-The trial solution is one network of time for the G modelled cells,
-``y_hat(t) = mu + sigma * u_theta((t - c)/h)`` (:class:`calcium_gnn.nn.mlp.TraceNet`, shapes (G, B)),
+The trial solution is one network of time for the G modelled cells and (``border_trial="network"``,
+as ``configs/model/pinn.yaml`` sets it) their B border cells, ``y_hat(t) = mu + sigma * u_theta((t - c)/h)``
+(:class:`calcium_gnn.nn.mlp.TraceNet`, shapes (G + B, T)),
 trained on the training window only (:func:`calcium_gnn.physics.interpolation.time_split`, the
 same split as CRLSM) with the loss
 
@@ -10,11 +11,21 @@ same split as CRLSM) with the loss
 
 * :math:`\\mathcal L_{\\mathcal F}` (eq. 21): the mean square of the residual
   ``r_i(t) = dy_hat_i/dt - k/|N_i| sum_j w_ij (z_j - y_hat_i) - gamma_i`` at collocation times ``t``
-  in the window (``z_j = y_hat_j`` for modelled, ``x_j`` linearly interpolated for border cells),
-  computed by :class:`calcium_gnn.nn.consensus.ConsensusConv`; ``dy_hat/dt`` for all G cells comes
-  from one forward-mode AD pass (:meth:`TraceNet.value_and_rate`);
-* :math:`\\mathcal L_{data}` (eq. 22): the mean square of ``y_hat_i - x_i`` at the observed frames
-  (``data_points="frames"``) or at the interpolated collocation points (``"collocation"``, the paper).
+  in the window, computed by :class:`calcium_gnn.nn.consensus.ConsensusConv`, for the modelled cells
+  only; ``z_j = y_hat_j`` for modelled cells, and for border cells their own trial solution
+  (``border_trial="network"``) or their data linearly interpolated between frames (``"data"``, the
+  paper); ``dy_hat/dt`` comes from one forward-mode AD pass (:meth:`TraceNet.value_and_rate`);
+* :math:`\\mathcal L_{data}` (eq. 22): the mean square of ``y_hat_i - x_i`` over the cells with a trial
+  solution, at the observed frames (``data_points="frames"``) or at the interpolated collocation
+  points (``"collocation"``, the paper).
+
+Why border cells get a trial solution: their observed traces carry the observation noise, and in
+``r_i`` that noise multiplies ``k`` (errors in variables), which pulls ``k`` towards 0 as a noisy
+regressor does. Their trial solution is the band-limited fit of their data (the physics term does
+not act on them), so they still follow their data, without its frame-to-frame noise. And why the
+collocation points lie between the frames too (``interpolation_factor: 4`` in ``pinn.yaml``): at the
+frames alone a network can fit the data's values and, independently, the derivatives the residual
+asks for, at any ``k``; between the frames its values and derivatives are tied together.
 
 Two configurations are meant (``configs/model/pinn.yaml`` and ``pinn_paper.yaml``):
 
@@ -68,6 +79,7 @@ from calcium_gnn.physics.setups import Setup
 
 PARAMETRIZATIONS: tuple[str, ...] = ("bounded", "scaled", "raw")
 DATA_POINTS: tuple[str, ...] = ("frames", "collocation")
+BORDER_TRIALS: tuple[str, ...] = ("network", "data")
 INITS: tuple[str | None, ...] = (None, "crlsm")
 
 DEFAULT_NET: dict[str, Any] = {
@@ -146,7 +158,11 @@ class PINNModule(ConsensusModel):
         init_from: None (default) or ``"crlsm"``: start ``k`` and ``gamma`` from the CRLSM fit.
         edge_weight_scale: ``s`` of ``w = u l / s``: ``"mean"`` (default) or a number.
         interpolation_factor: collocation points per frame interval when ``n_collocation`` is None
-            (default 1: the frames themselves, where the border data are exact; the paper: 10).
+            (default 1: the frames themselves; ``pinn.yaml``: 4; the paper: 10).
+        border_trial: ``"data"`` (default, the paper): border cells drive the residual with their
+            observed traces, linearly interpolated between frames; ``"network"`` (``pinn.yaml``):
+            border cells get their own outputs of the trial solution, fitted to their data by the
+            data term (not by the physics), and drive the residual with them.
         n_collocation: number of evenly spaced collocation times in the window (overrides
             ``interpolation_factor``; paper: 2610).
         data_points: ``"frames"`` (default: the data loss uses the observed frames only) or
@@ -197,6 +213,7 @@ class PINNModule(ConsensusModel):
         edge_weight_scale: float | str = "mean",
         interpolation_factor: int = 1,
         n_collocation: int | None = None,
+        border_trial: str = "data",
         data_points: str = "frames",
         batch_size: int | None = None,
         steps_per_epoch: int | None = None,
@@ -219,6 +236,7 @@ class PINNModule(ConsensusModel):
         self.train_fraction = float(train_fraction)
         self.parametrization = check_choice("model.parametrization", parametrization, PARAMETRIZATIONS)
         self.data_points = check_choice("model.data_points", data_points, DATA_POINTS)
+        self.border_trial = check_choice("model.border_trial", border_trial, BORDER_TRIALS)
         self.init_from = check_choice("model.init_from", init_from, INITS)
         self.cell_reduction = cell_reduction
         self.normalize_losses = bool(normalize_losses)
@@ -272,9 +290,15 @@ class PINNModule(ConsensusModel):
         # this epoch's shuffled collocation points (minibatches); rebuilt at each epoch start
         self.register_buffer("_order", self._permutation(0, n_points), persistent=False)
 
-        x_g = x_train[self.modelled.to(x_train.device)]
-        mean, std = x_g.mean(dim=1), x_g.std(dim=1).clamp_min(1e-6 * (x_g.abs().max() + 1e-12))
+        # the cells with a trial solution (node order): G, and its border with border_trial "network"
+        fitted = self.modelled | self.border if self.border_trial == "network" else self.modelled.clone()
+        self.register_buffer("fitted", fitted)
+        self.register_buffer("fitted_modelled", self.modelled[fitted])  # (G + B,) rows that are in G
+        self.register_buffer("fitted_border", self.border[fitted])  # (G + B,) rows that are border
+        x_fit = x_train[fitted]
+        mean, std = x_fit.mean(dim=1), x_fit.std(dim=1).clamp_min(1e-6 * (x_fit.abs().max() + 1e-12))
         self.register_buffer("data_scale", std if self.normalize_losses else torch.ones_like(std))
+        x_g = x_train[self.modelled]
         rate = torch.diff(x_g, dim=1) / torch.diff(t_train).float()
         rate_rms = rate.pow(2).mean().sqrt().clamp_min(1e-12)
         physics_scale = rate_rms if self.normalize_losses else torch.ones_like(rate_rms)
@@ -293,7 +317,7 @@ class PINNModule(ConsensusModel):
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             self.net = TraceNet(
-                int(self.modelled.sum()),
+                int(fitted.sum()),
                 (float(t_train[0]), float(t_train[-1])),
                 mean=mean,
                 std=std,
@@ -407,7 +431,7 @@ class PINNModule(ConsensusModel):
     @torch.no_grad()
     def own_trajectory(self) -> Tensor:
         """The network's trajectory ``y_hat`` (G, T_train) on the training frames, float64 on the CPU."""
-        return self.net(self.t_frames).detach().double().cpu()
+        return self.net(self.t_frames)[self.fitted_modelled].detach().double().cpu()
 
     # ----------------------------------------------------------------------------------------------
     # the loss
@@ -450,19 +474,24 @@ class PINNModule(ConsensusModel):
         """
         t_col = self.t_collocation if index is None else self.t_collocation[index]
         x_col = self.x_collocation if index is None else self.x_collocation[:, index]
-        y_hat, dy_hat = self.net.value_and_rate(t_col)
+        z_hat, dz_hat = self.net.value_and_rate(t_col)
+        y_hat, dy_hat = z_hat[self.fitted_modelled], dz_hat[self.fitted_modelled]
+        drive = x_col
+        if self.border_trial == "network":
+            drive = x_col.clone()
+            drive[self.border] = z_hat[self.fitted_border].to(x_col.dtype)
         residual = consensus_residual(
-            self.conv, y_hat, dy_hat, x_col, self.edge_index, self.edge_weight, self.modelled,
+            self.conv, y_hat, dy_hat, drive, self.edge_index, self.edge_weight, self.modelled,
             k=self.k if self.parametrization == "raw" else None,
             gamma=None if self.parametrization == "bounded" else self.gamma,
         )
         physics = mean_square(residual, self.physics_scale, self.cell_reduction)
         if self.data_points == "collocation":
-            misfit = y_hat - x_col[self.modelled]
+            misfit = z_hat - x_col[self.fitted]
         elif frames is None:
-            misfit = self.net(self.t_frames) - self.x_frames[self.modelled]
+            misfit = self.net(self.t_frames) - self.x_frames[self.fitted]
         else:
-            misfit = self.net(self.t_frames[frames]) - self.x_frames[:, frames][self.modelled]
+            misfit = self.net(self.t_frames[frames]) - self.x_frames[:, frames][self.fitted]
         data = mean_square(misfit, self.data_scale, self.cell_reduction)
         return {"data": data, "physics": physics}
 

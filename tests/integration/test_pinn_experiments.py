@@ -32,8 +32,10 @@ def test_paper_config_is_the_papers(compose_train) -> None:
     m = cfg.model
     assert (m.net.hidden_features, m.net.num_layers, m.net.activation, m.net.fourier) == (32, 4, "tanh", None)
     assert (m.adam_lr, m.batch_size, m.n_collocation, cfg.trainer.max_epochs) == (1e-3, 80, 2610, 500)
-    raw = (m.scale_time, m.scale_output, m.parametrization, m.normalize_losses)
-    assert raw == (False, False, "raw", False)
+    raw = (m.scale_time, m.scale_output, m.parametrization, m.normalize_losses, m.border_trial)
+    assert raw == (False, False, "raw", False, "data")
+    ours = compose_train("experiment=setup1_pinn").model
+    assert (ours.border_trial, ours.interpolation_factor) == ("network", 4)
     single = compose_train("experiment=single_cell_pinn_paper", run="single")
     assert single.model.batch_size == 20
 

@@ -120,6 +120,7 @@ def test_pinn_rejects_bad_config() -> None:
         ({"batch_size": 0}, "model.batch_size"),
         ({"lbfgs_steps": 3}, "model.adam_steps"),
         ({"init_from": "lsm"}, "model.init_from"),
+        ({"border_trial": "smoothed"}, "model.border_trial"),
     ]:
         with pytest.raises(ConfigError) as err:
             PINNModule(data, setup, **kwargs)
@@ -160,6 +161,37 @@ def test_tiny_pinn_moves_k_toward_the_truth() -> None:
     assert metrics["fit/gamma_mae"] < 0.5 * GAMMA_TRUE
     for key in ("train/loss", "train/loss_data", "train/loss_physics", "fit/k"):
         assert key in trainer.callback_metrics
+
+
+def test_border_cells_drive_the_residual_with_their_own_trial_solution() -> None:
+    """border_trial "network" (pinn.yaml): the border cells get outputs of the trial solution, fitted
+    to their data by the data term; the residual of the modelled cell uses those outputs, not the
+    observed border traces. border_trial "data" (the class default, the paper): the observed traces,
+    and outputs for G only."""
+    data = three_cell_graph(n_frames=21)
+    setup = resolve_setup(data, group="interior", gamma_mode="shared")
+    net = {"hidden_features": 8, "num_layers": 1}
+    model = PINNModule(data, setup, net=net, train_fraction=1.0, border_trial="network")
+    assert model.fitted.tolist() == [True, True, True]
+    assert model.net(model.t_frames).shape == (3, 21)
+    assert model.own_trajectory().shape == (1, 21)  # the modelled cell only
+    before = model.losses()
+    with torch.no_grad():  # move the observed border traces: the residual must not see it
+        model.x_collocation[0] += 0.3
+        model.x_frames[0] += 0.3
+    after = model.losses()
+    assert float(after["physics"].detach()) == pytest.approx(float(before["physics"].detach()), rel=1e-6)
+    # ... the border cell's data term does
+    assert float(after["data"].detach()) > float(before["data"].detach())
+
+    paper = PINNModule(data, setup, net=net, train_fraction=1.0)
+    assert paper.border_trial == "data"
+    assert paper.net(paper.t_frames).shape == (1, 21)
+    before = paper.losses()
+    with torch.no_grad():
+        paper.x_collocation[0] += 0.3
+    moved = float(paper.losses()["physics"].detach())
+    assert moved != pytest.approx(float(before["physics"].detach()), rel=1e-3)
 
 
 def test_raw_parametrization_is_projected_onto_the_bounds() -> None:
