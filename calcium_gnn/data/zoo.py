@@ -83,6 +83,7 @@ __all__ = [
     "dev_members",
     "test_members",
     "custom_member",
+    "dish_member",
     "member_culture",
     "member_graph",
     "member_movie",
@@ -185,6 +186,34 @@ def custom_member(family: str, seed: int) -> ZooMember:
     choices = {**zp.draw_choices(rng), "family": family}
     units = zp.draw_units(rng)
     return _member(f"{family}-{int(seed)}", "custom", key, zp.member_params(family, choices, units, rng))
+
+
+#: spawn-key tag of the dishes of simulated plates (:func:`dish_member`)
+DISH_TAG: int = 7
+
+
+def dish_member(base: ZooMember, *, k: float, noise: float, experiment: int, dish: int) -> ZooMember:
+    """One dish of a simulated multi-dish experiment: ``base``'s design with its own culture.
+
+    The dish keeps every parameter of ``base`` (family, law, cell count and size, frame interval,
+    drivers' signal, imaging) but draws its own geometry, drivers, feeds and noise (its key extends
+    ``base``'s by ``(DISH_TAG, experiment, dish)``), with coupling ``k`` and observation ``noise``. This is
+    how ``scripts/power.py`` builds plates: the dishes of one experiment differ as cultures do.
+
+    Raises:
+        ConfigError: ``base`` is a member of the frozen test split (never a design for simulations), or
+            ``k`` / ``noise`` outside (0, inf) / [0, inf).
+    """
+    if base.split == "test":
+        raise ConfigError("zoo dish", f"{base.id} is in the frozen test split: base plates on a dev or "
+                                      "custom member")
+    if not k > 0:
+        raise ConfigError("zoo dish", f"k must be > 0, got {k}")
+    if not noise >= 0:
+        raise ConfigError("zoo dish", f"noise must be >= 0, got {noise}")
+    params = {**base.params, "k": float(k), "noise": float(noise)}
+    key = (*base.key, DISH_TAG, int(experiment), int(dish))
+    return _member(f"{base.id}/experiment-{int(experiment)}/dish-{int(dish)}", "custom", key, params)
 
 
 def member(member_id: str) -> ZooMember:

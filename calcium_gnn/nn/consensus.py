@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -133,6 +135,13 @@ class ConsensusConv(MessagePassing):
         # the paper's law has no leak parameter at all (not an empty one: every parameter is differentiated)
         self.raw_leak = nn.Parameter(torch.zeros(1)) if leak_mode == "shared" else None
         self.reset_parameters()
+
+    @contextmanager
+    def simulation(self, dtype: torch.dtype) -> Iterator[None]:
+        """The scope of one step-by-step simulation (:func:`calcium_gnn.physics.simulate.integrate`):
+        a law with terms that do not depend on the state computes them once here instead of at every
+        stage of every step. The paper's law has none."""
+        yield
 
     def reset_parameters(self) -> None:
         """Set k, gamma and the leak back to ``k_init``, ``gamma_init`` and ``leak_init``."""

@@ -407,24 +407,25 @@ def _integrate_stepwise(
     frames = [y]
     step = STEPS[method]
     deltas = t[1:] - t[:-1]
-    for n in range(x_obs.shape[1] - 1):
-        x_a, x_b = x_obs[:, n : n + 1], x_obs[:, n + 1 : n + 2]
-        delta = deltas[n].to(dtype)
-        h = delta / substeps
+    with conv.simulation(dtype):  # state-independent terms of a learned law, once
+        for n in range(x_obs.shape[1] - 1):
+            x_a, x_b = x_obs[:, n : n + 1], x_obs[:, n + 1 : n + 2]
+            delta = deltas[n].to(dtype)
+            h = delta / substeps
 
-        g_a = gamma_frames[:, n : n + 1] if varying else gamma_frames
-        g_b = gamma_frames[:, n + 1 : n + 2] if varying else gamma_frames
+            g_a = gamma_frames[:, n : n + 1] if varying else gamma_frames
+            g_b = gamma_frames[:, n + 1 : n + 2] if varying else gamma_frames
 
-        def f(
-            state: Tensor, tau: Tensor, x_a: Tensor = x_a, x_b: Tensor = x_b, delta: Tensor = delta,
-            g_a: Tensor = g_a, g_b: Tensor = g_b,
-        ) -> Tensor:
-            x_now = x_a + (tau / delta) * (x_b - x_a)
-            g_now = g_a + (tau / delta) * (g_b - g_a)
-            dydt = conv(state, x_now, edge_index, w, modelled, k=k_t, gamma=g_now, leak=leak_t)
-            return torch.where(mask, dydt, zero)
+            def f(
+                state: Tensor, tau: Tensor, x_a: Tensor = x_a, x_b: Tensor = x_b, delta: Tensor = delta,
+                g_a: Tensor = g_a, g_b: Tensor = g_b,
+            ) -> Tensor:
+                x_now = x_a + (tau / delta) * (x_b - x_a)
+                g_now = g_a + (tau / delta) * (g_b - g_a)
+                dydt = conv(state, x_now, edge_index, w, modelled, k=k_t, gamma=g_now, leak=leak_t)
+                return torch.where(mask, dydt, zero)
 
-        for s in range(substeps):
-            y = step(f, y, s * h, h)
-        frames.append(y)
+            for s in range(substeps):
+                y = step(f, y, s * h, h)
+            frames.append(y)
     return torch.where(mask, torch.cat(frames, dim=1), x_obs)

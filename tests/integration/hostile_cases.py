@@ -27,6 +27,7 @@ from calcium_gnn.errors import (
     CalciumGNNError,
     ConfigError,
     GraphError,
+    InputFileError,
     MasksError,
     MovieError,
     OutputError,
@@ -441,6 +442,16 @@ def culture_folder_missing(tmp: Path) -> tuple[Thunk, str]:
     return (lambda: fit_cultures(cfg, train)), "data.folder"
 
 
+def design_table_missing_dish(tmp: Path) -> tuple[Thunk, str]:
+    from calcium_gnn.batch import fit_cultures
+    from calcium_gnn.train import train
+
+    table = tmp / "design.csv"
+    table.write_text("path,condition\nno_such_dish.tif,control\n")
+    cfg = compose_train(tmp, "data=culture_folder", f"data.table={table}")
+    return (lambda: fit_cultures(cfg, train)), str(table)
+
+
 CASES: tuple[Case, ...] = (
     Case("movie-truncated-tiff", MovieError, "truncated", truncated_tiff),
     Case("movie-corrupt-tiff", MovieError, "tiff", corrupt_tiff),
@@ -485,4 +496,6 @@ CASES: tuple[Case, ...] = (
     Case("cache-unwritable-dir", OutputError, "cannot write", cache_unwritable),
     Case("outputs-into-a-file", OutputError, "not a folder", outputs_into_a_file),
     Case("culture-folder-missing", ConfigError, "does not exist", culture_folder_missing),
+    Case("design-table-missing-dish", InputFileError, "no_such_dish.tif does not exist",
+         design_table_missing_dish),
 )

@@ -320,3 +320,23 @@ def test_rendered_movie_polarity_and_labels(pool, membrane, dye):
         assert mean[(nuclei > 0) & inner].mean() > mean[(labels > 0) & (nuclei == 0) & inner].mean()
     else:
         assert rendered.nuclei is None
+
+
+def test_dish_members_follow_the_design_with_their_own_cultures() -> None:
+    base = zoo.member("border-25")
+    a = zoo.dish_member(base, k=0.01, noise=0.05, experiment=3, dish=0)
+    b = zoo.dish_member(base, k=0.01, noise=0.05, experiment=3, dish=1)
+    assert a.id == "border-25/experiment-3/dish-0" and (a.k, a.noise, a.split) == (0.01, 0.05, "custom")
+    assert {k: v for k, v in a.params.items() if k not in ("k", "noise")} == {
+        k: v for k, v in base.params.items() if k not in ("k", "noise")}
+    ga, gb = zoo.member_graph(a), zoo.member_graph(b)
+    assert not torch.equal(ga.pos[:5], gb.pos[:5])  # another culture: its own geometry
+    again = zoo.member_graph(zoo.dish_member(base, k=0.01, noise=0.05, experiment=3, dish=0))
+    assert torch.equal(ga.x, again.x) and ga.truth_k == pytest.approx(0.01)
+
+
+def test_dish_members_refuse_the_test_split_and_bad_values() -> None:
+    with pytest.raises(ConfigError, match="frozen test split"):
+        zoo.dish_member(zoo.member("test-0"), k=0.01, noise=0.0, experiment=0, dish=0)
+    with pytest.raises(ConfigError, match="k must be > 0"):
+        zoo.dish_member(zoo.member("border-25"), k=0.0, noise=0.0, experiment=0, dish=0)

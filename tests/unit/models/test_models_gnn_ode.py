@@ -79,6 +79,9 @@ def test_gnn_starts_at_the_linear_fit_and_does_not_get_worse(graph) -> None:
     } <= set(comparison)
     extra = model.extra_results(graph)
     assert isinstance(extra["anomaly"], AnomalyScores) and "gnn_vs_linear" in extra
+    # one L-BFGS step of at most 5 iterations, logged (its evaluations are the training steps' calls)
+    assert len(model.fit_log) == 1 and 1 <= model.fit_log[0]["evaluations"] <= 7
+    assert extra["optimizer"]["steps"] == 1 and "ran out" in extra["optimizer"]["stopped"]
     with pytest.raises(ConfigError, match="model"):
         model.parameter_intervals()
 
@@ -90,8 +93,25 @@ def test_gnn_starts_at_the_linear_fit_and_does_not_get_worse(graph) -> None:
         ({"init": "zeros"}, "model.init"),
         ({"mlp_weight_decay": -1.0}, "model.mlp_weight_decay"),
         ({"gamma_prior": "random_effects"}, "model.gamma_prior"),
+        ({"stop_tolerance": -1e-4}, "model.stop_tolerance"),
+        ({"stop_tolerance": 1.0}, "model.stop_tolerance"),
     ],
 )
 def test_bad_config(graph, kwargs, key) -> None:
     with pytest.raises(ConfigError, match=key):
         GNNODEModule(data=graph, **kwargs)
+
+
+def test_the_fit_stops_when_a_step_no_longer_lowers_the_loss(graph) -> None:
+    model = GNNODEModule(data=graph, init="constant", stop_tolerance=1e-4)
+    for losses, stops in (([1.0, 0.95, 0.9], False), ([0.9, 0.85], False), ([0.85, 0.84999], True)):
+        model._step_losses = list(losses)
+        assert model.end_step() is stops
+    assert [e["evaluations"] for e in model.fit_log] == [3, 5, 7]
+    assert [e["best_loss"] for e in model.fit_log] == [0.9, 0.85, 0.84999]
+    assert model.stopped_early.startswith("step 3 lowered the loss by 1.18e-05 of it")
+    assert model.optimizer_results()["stopped"] == model.stopped_early
+    every_step = GNNODEModule(data=graph, init="constant", stop_tolerance=0.0)
+    for losses in ([1.0], [1.0], [1.0]):
+        every_step._step_losses = losses
+        assert not every_step.end_step()

@@ -65,3 +65,24 @@ def test_wrong_edge_features_are_graph_errors() -> None:
     y = torch.zeros(4, 1, dtype=torch.float64)
     with pytest.raises(GraphError, match="edge_index"):
         layer(y, y, EDGE_INDEX[:, :4], W[:4])
+
+
+def test_the_simulation_scope_computes_phi_at_zero_once_with_the_same_result_and_gradients() -> None:
+    layer = _layer()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in layer.phi.parameters():
+            p.normal_()
+    y = torch.tensor([[0.1, 0.5], [0.4, 0.2], [0.9, 0.3], [0.2, 0.8]], dtype=torch.float64)
+    plain = layer(y, y, EDGE_INDEX, W)
+    grad_plain = torch.autograd.grad(plain.pow(2).sum(), list(layer.phi.parameters()))
+    with layer.simulation(torch.float64):
+        assert layer.phi_at_zero.shape == (6, 1)
+        scoped = layer(y, y, EDGE_INDEX, W) + layer(2 * y, 2 * y, EDGE_INDEX, W) * 0  # two stages
+        grad_scoped = torch.autograd.grad(scoped.pow(2).sum(), list(layer.phi.parameters()))
+    assert layer.phi_at_zero is None  # nothing kept after the simulation (device contract)
+    assert torch.allclose(scoped, plain, atol=1e-15)
+    assert all(torch.allclose(a, b, atol=1e-13) for a, b in zip(grad_plain, grad_scoped, strict=True))
+    with pytest.raises(RuntimeError, match="boom"), layer.simulation(torch.float64):
+        raise RuntimeError("boom")
+    assert layer.phi_at_zero is None and "phi_at_zero" not in layer.state_dict()

@@ -1,0 +1,181 @@
+"""How many dishes an experiment needs: power and false-positive rate of the condition comparison.
+
+A simulated experiment has ``n`` dishes per condition, each a culture of the zoo design ``base`` with
+its own geometry, drivers, feeds and observation noise (:func:`calcium_gnn.data.zoo.dish_member`).
+Cultures differ in coupling too: dish j of a condition with coupling ``k_c`` has
+
+.. math::
+    k_j = k_c \\exp(\\sigma_d z_j), \\qquad z_j \\sim \\mathcal N(0, 1), \\qquad
+    \\sigma_d = \\sqrt{\\log(1 + \\mathrm{cv}_d^2)}
+
+(``cv_d`` the between-dish coefficient of variation, ``dish_cv``). Three groups are simulated per
+experiment: ``control`` (``k_c = k_0``), ``control'`` (``k_0`` again) and ``treated``
+(``k_0 (1 - effect)``). Every dish is fitted as a run would fit it (the function ``fit`` given, e.g.
+the output-error fit of ``experiment=setup1_neural_ode``) and the hierarchical model
+(:func:`calcium_gnn.inference.conditions.compare_conditions`) compares ``control`` with ``treated``
+(a rejection at ``alpha`` is a detection: the power) and ``control`` with ``control'`` (a rejection
+is a false positive). The two comparisons of one experiment share its control dishes.
+
+Reported (:func:`summarise`): power and false-positive rate with their Monte-Carlo standard errors
+``sqrt(p (1 - p) / N)``, the median estimated ratio against the true ``1 - effect``, how often the
+ratio's interval holds the truth, and the median per-dish error of ``k``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from calcium_gnn.data import zoo
+from calcium_gnn.inference.conditions import compare_conditions, log_k_and_se
+
+__all__ = ["PlateDesign", "DishFit", "dish_couplings", "plate_members", "simulate_experiment", "summarise"]
+
+#: a dish's fit: its cell graph -> results with ``k``, ``k_interval``, ``interval_level``
+DishFit = Callable[[Data], Mapping[str, Any]]
+#: the groups of a simulated experiment, in dish order
+GROUPS: tuple[str, ...] = ("control", "control'", "treated")
+#: the random stream of the dishes' couplings is seeded by (this tag, experiment)
+K_STREAM_TAG: int = 2027
+
+
+@dataclass(frozen=True)
+class PlateDesign:
+    """A simulated experiment (module docstring).
+
+    Attributes:
+        base: the zoo member whose design every dish follows (a dev or custom member of the
+            ``border`` family: the paper's setting, border cells = the cells at the image edge).
+        n_dishes: dishes per condition. effect: relative drop of ``k`` in ``treated`` (0.2 = 20%).
+        noise: observation noise of every dish (fraction of the traces' range).
+        dish_cv: between-dish coefficient of variation of ``k``. alpha: test level.
+        k0: the control coupling (1/s); None: ``base``'s.
+    """
+
+    base: str
+    n_dishes: int = 5
+    effect: float = 0.2
+    noise: float = 0.05
+    dish_cv: float = 0.1
+    alpha: float = 0.05
+    k0: float | None = None
+
+    def check(self) -> zoo.ZooMember:
+        """The base member, after checking the design.
+
+        Raises:
+            ConfigError: a test-split or non-border base, fewer than 2 dishes, effect outside [0, 1),
+                negative noise or dish_cv, alpha outside (0, 1).
+        """
+        from calcium_gnn.errors import ConfigError
+
+        member = zoo.member(self.base)
+        if member.split == "test":
+            raise ConfigError("base", f"{member.id} is in the frozen test split: use a dev or custom member")
+        if member.family != "border":
+            raise ConfigError("base", f"{member.id} is a {member.family} member: use a 'border' member "
+                                      "(its border cells are the cells at the image edge)")
+        for name, ok in (("n_dishes", self.n_dishes >= 2), ("effect", 0 <= self.effect < 1),
+                         ("noise", self.noise >= 0), ("dish_cv", self.dish_cv >= 0),
+                         ("alpha", 0 < self.alpha < 1), ("k0", self.k0 is None or self.k0 > 0)):
+            if not ok:
+                raise ConfigError(name, f"invalid value {getattr(self, name)!r}")
+        return member
+
+
+def dish_couplings(design: PlateDesign, k0: float, experiment: int) -> dict[str, np.ndarray]:
+    """(n_dishes,) true ``k`` per group of one experiment (module docstring)."""
+    rng = np.random.default_rng([K_STREAM_TAG, int(experiment)])
+    sigma = math.sqrt(math.log1p(design.dish_cv**2))
+    centre = {"control": k0, "control'": k0, "treated": k0 * (1 - design.effect)}
+    return {g: centre[g] * np.exp(sigma * rng.standard_normal(design.n_dishes)) for g in GROUPS}
+
+
+def plate_members(design: PlateDesign, experiment: int) -> dict[str, list[zoo.ZooMember]]:
+    """The dishes of one simulated experiment, per group of :data:`GROUPS` (``n_dishes`` each; their
+    true ``k`` is the member's ``k``, :func:`dish_couplings`)."""
+    base = design.check()
+    k0 = float(design.k0 if design.k0 is not None else base.k)
+    true_k = dish_couplings(design, k0, experiment)
+    return {
+        group: [zoo.dish_member(base, k=float(k), noise=design.noise, experiment=experiment,
+                                dish=g * design.n_dishes + d) for d, k in enumerate(true_k[group])]
+        for g, group in enumerate(GROUPS)
+    }
+
+
+def simulate_experiment(design: PlateDesign, experiment: int, fit: DishFit) -> dict[str, Any]:
+    """Simulate and fit one experiment; compare control with treated and with control'.
+
+    Returns:
+        ``p_effect``, ``ratio_effect``, ``covered_effect`` (the ratio's interval holds ``1 - effect``),
+        ``p_null``, ``ratio_null``, ``covered_null``, ``k_rel_err`` (per dish), ``failed`` (dishes
+        without an estimate), ``dishes`` (per dish: group, true ``k``, ``log k`` and its standard
+        error) and ``seconds``.
+    """
+    start = time.perf_counter()
+    estimates: dict[str, list[tuple[float | None, float | None]]] = {}
+    errors: list[float] = []
+    dishes: list[dict[str, Any]] = []
+    failed = 0
+    for group, members in plate_members(design, experiment).items():
+        estimates[group] = []
+        for member in members:
+            log_k, se = log_k_and_se(fit(zoo.member_graph(member, dtype=torch.float64)))
+            failed += log_k is None
+            if log_k is not None:
+                errors.append(abs(math.exp(log_k) - member.k) / member.k)
+            estimates[group].append((log_k, se))
+            dishes.append({"group": group, "k_true": member.k, "log_k": log_k, "se_log_k": se})
+    row: dict[str, Any] = {"experiment": int(experiment), "k_rel_err": errors, "failed": failed,
+                           "dishes": dishes}
+    for name, other, truth in (("effect", "treated", 1 - design.effect), ("null", "control'", 1.0)):
+        pairs = estimates["control"] + estimates[other]
+        values = [None if lk is None else math.exp(lk) for lk, _ in pairs]
+        labels = ["control"] * design.n_dishes + [other] * design.n_dishes
+        try:
+            result = compare_conditions(values, [se for _, se in pairs], labels, reference="control",
+                                        level=1 - design.alpha)
+        except ValueError:
+            row.update({f"p_{name}": None, f"ratio_{name}": None, f"covered_{name}": None})
+            continue
+        contrast = result.contrasts[0]
+        row[f"p_{name}"] = contrast.p_value
+        row[f"ratio_{name}"] = contrast.ratio
+        row[f"covered_{name}"] = contrast.interval[0] <= truth <= contrast.interval[1]
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def _rate(flags: list[bool]) -> tuple[float, float]:
+    n = len(flags)
+    p = sum(flags) / n if n else math.nan
+    return p, math.sqrt(p * (1 - p) / n) if n else math.nan
+
+
+def summarise(design: PlateDesign, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Power, false-positive rate (each with its Monte-Carlo standard error), the estimated ratios,
+    their interval coverage and the per-dish ``k`` error over the simulated experiments ``rows``."""
+    out: dict[str, Any] = {"experiments": len(rows), "design": design.__dict__.copy()}
+    for name in ("effect", "null"):
+        done = [r for r in rows if r.get(f"p_{name}") is not None]
+        rate, mc = _rate([r[f"p_{name}"] < design.alpha for r in done])
+        key = "power" if name == "effect" else "false_positive_rate"
+        out[key] = rate
+        out[f"{key}_mc_se"] = mc
+        out[f"ratio_{name}_median"] = statistics.median(r[f"ratio_{name}"] for r in done) if done else None
+        out[f"coverage_{name}"] = _rate([bool(r[f"covered_{name}"]) for r in done])[0]
+        out[f"experiments_{name}"] = len(done)
+    errors = [e for r in rows for e in r["k_rel_err"]]
+    out["dish_k_rel_err_median"] = statistics.median(errors) if errors else None
+    out["dishes_failed"] = sum(r["failed"] for r in rows)
+    out["seconds_per_experiment"] = statistics.fmean(r["seconds"] for r in rows) if rows else None
+    return out

@@ -1,0 +1,40 @@
+"""scripts/power.py as a user runs it: a tiny study prints its table and writes every experiment; a bad
+design is one clear line, not a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "power.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_a_small_study_prints_power_and_false_positives(tmp_path: Path) -> None:
+    out = tmp_path / "power.json"
+    done = _run("--experiments", "2", "--dishes", "2", "--effect", "0.5", "--noise", "0.01",
+                "--dish-cv", "0", "--jobs", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    table = done.stdout.splitlines()
+    header = next(i for i, line in enumerate(table) if line.strip().startswith("dishes"))
+    cells = table[header + 1].split()
+    assert cells[:2] == ["2", "0.00"] and cells[2].endswith("%") and cells[4].endswith("%")
+    runs = json.loads(out.read_text())
+    assert runs[0]["summary"]["experiments"] == 2 and len(runs[0]["experiments"]) == 2
+    assert all(len(e["dishes"]) == 6 for e in runs[0]["experiments"])
+    assert runs[0]["summary"]["dish_k_rel_err_median"] < 0.1
+
+
+def test_a_test_split_base_is_refused_in_one_line() -> None:
+    done = _run("--base", "test-3", "--experiments", "1")
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("power.py: base: test-3 is in the frozen test split: use a dev or "
+                                   "custom member")
