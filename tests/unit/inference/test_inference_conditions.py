@@ -109,3 +109,17 @@ def test_log_k_and_se_read_the_fit_interval() -> None:
     assert se == pytest.approx((math.log(0.022) - math.log(0.018)) / (2 * stats.norm.ppf(0.95)))
     assert log_k_and_se({"k": 0.02, "k_interval": None}) == (pytest.approx(math.log(0.02)), None)
     assert log_k_and_se({"k": None}) == (None, None)
+
+
+def test_three_conditions_are_each_compared_with_the_chosen_reference() -> None:
+    rng = np.random.default_rng(5)
+    centres = {"low": 0.5, "ctrl": 1.0, "high": 1.5}
+    labels = [c for c in ("low", "ctrl", "high") for _ in range(6)]
+    values = [0.02 * centres[c] * math.exp(0.05 * rng.standard_normal()) for c in labels]
+    result = compare_conditions(values, [0.02] * 18, labels, reference="ctrl")
+    assert [c.condition for c in result.conditions] == ["low", "ctrl", "high"]
+    assert [(c.condition, c.reference) for c in result.contrasts] == [("low", "ctrl"), ("high", "ctrl")]
+    for contrast in result.contrasts:
+        truth = centres[contrast.condition]
+        assert contrast.interval[0] <= truth <= contrast.interval[1] and contrast.p_value < 1e-3
+    assert result.df == 18 - 3
