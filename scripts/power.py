@@ -95,6 +95,14 @@ def main() -> None:
             design.check()
     except CalciumGNNError as err:
         parser.exit(2, f"power.py: {err}\n")
+    try:
+        _init(args.experiment)
+    except Exception as err:  # noqa: BLE001 - Hydra's own errors for an unknown experiment name
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        parser.exit(2, f"power.py: --experiment: {args.experiment!r} does not compose: {first}\n")
+    if not str(_FIT["cfg"].model.get("_target_", "")).endswith(".OutputErrorODE"):
+        parser.exit(2, f"power.py: --experiment: {args.experiment} fits model {_FIT['cfg'].model._target_}; "
+                       "power.py needs the output-error fit (experiment=setup1_neural_ode or one like it)\n")
     print(f"base {base.id}: {base.n_cells} cells, {base.n_frames} frames at {base.dt} s, k0 {base.k}; "
           f"{args.experiments} experiments per design, {args.jobs} processes, fit by "
           f"experiment={args.experiment}", flush=True)

@@ -38,3 +38,9 @@ def test_a_test_split_base_is_refused_in_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == ("power.py: base: test-3 is in the frozen test split: use a dev or "
                                    "custom member")
+
+
+def test_an_experiment_without_the_output_error_fit_is_refused_in_one_line() -> None:
+    done = _run("--experiment", "setup1_crlsm", "--experiments", "1")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "power.py needs the output-error fit" in done.stderr
