@@ -20,6 +20,7 @@ On the built-in culture (``make_culture(seed=0)``: 108 cells, 361 frames, setup 
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 from contextlib import contextmanager
 
@@ -32,8 +33,8 @@ from calcium_gnn.models.gnn_ode import GNNODEModule
 from calcium_gnn.nn.consensus import ConsensusConv
 from calcium_gnn.nn.coupling import CouplingConv
 
-#: the default of configs/model/gnn_ode.yaml
-STOP_TOLERANCE = 1e-4
+#: the model's default (configs/model/gnn_ode.yaml sets the same)
+STOP_TOLERANCE = inspect.signature(GNNODEModule).parameters["stop_tolerance"].default
 
 
 @contextmanager

@@ -28,30 +28,23 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from calcium_gnn.errors import CalciumGNNError  # noqa: E402
-from calcium_gnn.evaluation.plate_power import PlateDesign, simulate_experiment, summarise  # noqa: E402
+from calcium_gnn.evaluation.plate_power import PlateDesign, fit_dish, simulate_experiment, summarise  # noqa: E402
 
 _FIT: dict[str, Any] = {}
 
 
 def _dish_fit(data: Any) -> dict[str, Any]:
-    """Fit one dish with the experiment's setup and model, as ``train()`` does (no evaluation)."""
+    """Fit one dish with the experiment's setup and model, as ``train()`` does (no evaluation); the
+    model is the output-error fit (checked in :func:`main`)."""
     from omegaconf import OmegaConf
 
-    from calcium_gnn.models.neural_ode import OutputErrorODE
     from calcium_gnn.physics.setups import resolve_setup
     from calcium_gnn.train import instantiate_model
 
     cfg = _FIT["cfg"]
     setup = resolve_setup(data, **OmegaConf.to_container(cfg.setup, resolve=True))
     model = instantiate_model(cfg.model, data, setup)
-    if not isinstance(model, OutputErrorODE):
-        raise CalciumGNNError("--experiment", f"{cfg.task_name}: power.py fits with an exact solver "
-                                              "(experiment=setup1_neural_ode or one like it)")
-    model.fit_exact(max_iterations=int(cfg.trainer.max_epochs) * int(model.steps_per_epoch))
-    model.finish_fit()
-    intervals = model.parameter_intervals()
-    return {"k": float(model.fitted_parameters().k), "k_interval": list(intervals.k_interval),
-            "interval_level": float(intervals.level)}
+    return fit_dish(model, max_iterations=int(cfg.trainer.max_epochs) * int(model.steps_per_epoch))
 
 
 def _init(experiment: str) -> None:

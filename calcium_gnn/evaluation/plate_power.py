@@ -35,9 +35,12 @@ import torch
 from torch_geometric.data import Data
 
 from calcium_gnn.data import zoo
+from calcium_gnn.errors import ConfigError
 from calcium_gnn.inference.conditions import compare_conditions, log_k_and_se
+from calcium_gnn.models.neural_ode import OutputErrorODE
 
-__all__ = ["PlateDesign", "DishFit", "dish_couplings", "plate_members", "simulate_experiment", "summarise"]
+__all__ = ["PlateDesign", "DishFit", "dish_couplings", "plate_members", "fit_dish", "simulate_experiment",
+           "summarise"]
 
 #: a dish's fit: its cell graph -> results with ``k``, ``k_interval``, ``interval_level``
 DishFit = Callable[[Data], Mapping[str, Any]]
@@ -75,8 +78,6 @@ class PlateDesign:
             ConfigError: a test-split or non-border base, fewer than 2 dishes, effect outside [0, 1),
                 negative noise or dish_cv, alpha outside (0, 1).
         """
-        from calcium_gnn.errors import ConfigError
-
         member = zoo.member(self.base)
         if member.split == "test":
             raise ConfigError("base", f"{member.id} is in the frozen test split: use a dev or custom member")
@@ -112,6 +113,17 @@ def plate_members(design: PlateDesign, experiment: int) -> dict[str, list[zoo.Zo
     }
 
 
+def fit_dish(model: OutputErrorODE, max_iterations: int) -> dict[str, Any]:
+    """What a run of the output-error model does with one dish, without the evaluation: the exact fit,
+    its end (border-noise correction, pooling) and the intervals, as ``results.json``'s ``k``,
+    ``k_interval`` and ``interval_level`` (the :data:`DishFit` result)."""
+    model.fit_exact(max_iterations=max_iterations)
+    model.finish_fit()
+    intervals = model.parameter_intervals()
+    return {"k": float(model.fitted_parameters().k), "k_interval": list(intervals.k_interval),
+            "interval_level": float(intervals.level)}
+
+
 def simulate_experiment(design: PlateDesign, experiment: int, fit: DishFit) -> dict[str, Any]:
     """Simulate and fit one experiment; compare control with treated and with control'.
 
@@ -122,28 +134,24 @@ def simulate_experiment(design: PlateDesign, experiment: int, fit: DishFit) -> d
         error) and ``seconds``.
     """
     start = time.perf_counter()
-    estimates: dict[str, list[tuple[float | None, float | None]]] = {}
-    errors: list[float] = []
     dishes: list[dict[str, Any]] = []
-    failed = 0
     for group, members in plate_members(design, experiment).items():
-        estimates[group] = []
         for member in members:
             log_k, se = log_k_and_se(fit(zoo.member_graph(member, dtype=torch.float64)))
-            failed += log_k is None
-            if log_k is not None:
-                errors.append(abs(math.exp(log_k) - member.k) / member.k)
-            estimates[group].append((log_k, se))
             dishes.append({"group": group, "k_true": member.k, "log_k": log_k, "se_log_k": se})
-    row: dict[str, Any] = {"experiment": int(experiment), "k_rel_err": errors, "failed": failed,
-                           "dishes": dishes}
+    fitted = [d for d in dishes if d["log_k"] is not None]
+    row: dict[str, Any] = {
+        "experiment": int(experiment),
+        "k_rel_err": [abs(math.exp(d["log_k"]) - d["k_true"]) / d["k_true"] for d in fitted],
+        "failed": len(dishes) - len(fitted),
+        "dishes": dishes,
+    }
     for name, other, truth in (("effect", "treated", 1 - design.effect), ("null", "control'", 1.0)):
-        pairs = estimates["control"] + estimates[other]
-        values = [None if lk is None else math.exp(lk) for lk, _ in pairs]
-        labels = ["control"] * design.n_dishes + [other] * design.n_dishes
+        pairs = [d for d in dishes if d["group"] in ("control", other)]
+        values = [None if d["log_k"] is None else math.exp(d["log_k"]) for d in pairs]
         try:
-            result = compare_conditions(values, [se for _, se in pairs], labels, reference="control",
-                                        level=1 - design.alpha)
+            result = compare_conditions(values, [d["se_log_k"] for d in pairs], [d["group"] for d in pairs],
+                                        reference="control", level=1 - design.alpha)
         except ValueError:
             row.update({f"p_{name}": None, f"ratio_{name}": None, f"covered_{name}": None})
             continue

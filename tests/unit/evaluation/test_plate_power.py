@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.evaluation.plate_power import PlateDesign, dish_couplings, simulate_experiment, summarise
+from calcium_gnn.evaluation.plate_power import (
+    PlateDesign,
+    dish_couplings,
+    fit_dish,
+    simulate_experiment,
+    summarise,
+)
 
 
 def test_dish_couplings_have_the_design_spread_and_effect() -> None:
@@ -43,12 +49,7 @@ def test_one_experiment_with_real_fits_compares_both_ways() -> None:
     from calcium_gnn.physics.setups import resolve_setup
 
     def fit(data):  # the output-error fit with its defaults, as scripts/power.py runs it
-        model = OutputErrorODE(data=data, setup=resolve_setup(data))
-        model.fit_exact(max_iterations=20)
-        model.finish_fit()
-        intervals = model.parameter_intervals()
-        return {"k": float(model.fitted_parameters().k), "k_interval": list(intervals.k_interval),
-                "interval_level": intervals.level}
+        return fit_dish(OutputErrorODE(data=data, setup=resolve_setup(data)), max_iterations=20)
 
     torch.set_num_threads(1)
     design = PlateDesign("border-25", n_dishes=2, effect=0.5, noise=0.01, dish_cv=0.0)
