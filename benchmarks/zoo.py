@@ -144,8 +144,14 @@ def _row(
     return row
 
 
-def run_one(member_id: str, estimator: str, cache: str, out: str) -> dict[str, Any]:
-    """Fit one member with one estimator through ``train()``; the row of the table."""
+def fit_member(
+    member_id: str, estimator: str, cache: str, out: str, extra: tuple[str, ...] = ()
+) -> tuple[dict[str, Any] | None, Any, float, str | None]:
+    """Fit one member with one estimator through ``train()`` (``extra``: more Hydra overrides).
+
+    Returns:
+        ``(results or None, the member's graph, seconds, error or None)``.
+    """
     import torch
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
@@ -168,6 +174,7 @@ def run_one(member_id: str, estimator: str, cache: str, out: str) -> dict[str, A
         f"paths.root_dir={out}",
         f"paths.cache_dir={cache}",
         "trainer.enable_progress_bar=false",
+        *extra,
     ]
     if drivers:
         overrides.append("setup.drivers=[" + ",".join(map(str, drivers)) + "]")
@@ -182,7 +189,13 @@ def run_one(member_id: str, estimator: str, cache: str, out: str) -> dict[str, A
         error = None
     except CalciumGNNError as err:
         results, error = None, str(err)
-    return _row(member_id, estimator, results, data, time.perf_counter() - start, error)
+    return results, data, time.perf_counter() - start, error
+
+
+def run_one(member_id: str, estimator: str, cache: str, out: str) -> dict[str, Any]:
+    """Fit one member with one estimator through ``train()``; the row of the table."""
+    results, data, seconds, error = fit_member(member_id, estimator, cache, out)
+    return _row(member_id, estimator, results, data, seconds, error)
 
 
 def _quantile(values: list[float], q: float) -> float | None:

@@ -19,6 +19,11 @@ class CalciumGNNError(ValueError):
         message = problem if culprit is None else f"{culprit}: {problem}"
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[type, tuple[str | None, str]]:
+        """Rebuilt from ``(culprit, problem)``: the error crosses process boundaries (a worker of a batch
+        or a benchmark raises it, the parent reports it) instead of breaking the pool."""
+        return type(self), (self.culprit, self.problem)
+
 
 class InputFileError(CalciumGNNError):
     """A file the user gave us is missing, unreadable, or holds the wrong kind of data."""

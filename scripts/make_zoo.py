@@ -6,7 +6,8 @@ Usage::
     python scripts/make_zoo.py list=dev [n=20]       # or list=test: one line per member
     python scripts/make_zoo.py freeze=true           # rewrite calcium_gnn/data/zoo_test_split.json
 
-``member=`` takes ``dev-<i>``, ``test-<i>`` or ``<family>-<seed>`` (``calcium_gnn.data.zoo``). ``out=DIR``
+``member=`` takes ``dev-<i>``, ``test-<i>``, ``<family>-<seed>`` or ``<law>-<seed>`` (a nonlinear law,
+``saturating``, ``threshold``, ``rectifying`` or ``paracrine``; ``calcium_gnn.data.zoo``). ``out=DIR``
 receives a culture directory (``calcium_gnn.io.culture_files``: ``movie.tif`` with ``finterval = dt``,
 ``labels.tif``, ``truth.npz``, ``truth.json``) plus ``graph.pt``, the member's true cell graph with its
 truth fields, ``traces.csv`` (its noisy traces, a row per cell) and ``centroids.csv`` (``cell_id, x,

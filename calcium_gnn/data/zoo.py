@@ -5,7 +5,8 @@ culture. The zoo spans what real recordings show (:mod:`calcium_gnn.data.zoo_par
 the image edge (the paper's setting), at interior cells hit by a point stimulus that starts a radial
 wave, or at spontaneous pacemakers (:mod:`calcium_gnn.data.zoo_drivers`); transients of 5 s to 5 min,
 slow oscillations and plateaus; ``k`` in [0.002, 0.08] 1/s; feeds of both signs; the paper's linear
-law or a law with a leak back to baseline; 30 to 2,000 cells of 15 to 80 px; frame intervals of 0.5
+law or a law with a leak back to baseline (and, outside both splits, four nonlinear coupling laws:
+:mod:`calcium_gnn.data.zoo_laws`); 30 to 2,000 cells of 15 to 80 px; frame intervals of 0.5
 to 20 s; 100 to 1,000 frames; observation noise 0 to 5 %; bleaching; dark or bright membranes;
 cytosolic or nuclear dye.
 
@@ -33,7 +34,8 @@ Usage::
         ...
 
 Members are identified by strings: ``"dev-<i>"`` (any ``i >= 0``), ``"test-<i>"`` (``0 <= i < 60``)
-and ``"<family>-<seed>"`` (a custom member of that family, e.g. ``"stimulus-7"``). Each is
+``"<family>-<seed>"`` (a custom member of that family, e.g. ``"stimulus-7"``) and ``"<law>-<seed>"`` (a
+member of a nonlinear law, e.g. ``"saturating-2"``, :func:`law_member`). Each is
 deterministic from its id. How the test split is kept apart and frozen: :mod:`calcium_gnn.data.zoo_split`.
 
 What "truth" means. In every member the cells touching the image edge are drivers (the paper's
@@ -55,6 +57,7 @@ import numpy as np
 from calcium_gnn.data import zoo_params as zp
 from calcium_gnn.data.synthetic import true_geometry_graph
 from calcium_gnn.data.zoo_culture import ZOO_ENTROPY, ZooCulture, make_zoo_culture, member_streams
+from calcium_gnn.data.zoo_laws import NONLINEAR_LAWS, draw_law_params
 from calcium_gnn.data.zoo_render import ZooMovie, render_zoo_movie
 from calcium_gnn.data.zoo_split import (
     CUSTOM,
@@ -83,6 +86,8 @@ __all__ = [
     "dev_members",
     "test_members",
     "custom_member",
+    "law_member",
+    "NONLINEAR_LAWS",
     "dish_member",
     "member_culture",
     "member_graph",
@@ -106,7 +111,8 @@ class ZooMember:
         id: ``"dev-<i>"``, ``"test-<i>"`` or ``"<family>-<seed>"``.
         split: ``"dev"``, ``"test"`` or ``"custom"``.
         family: ``"border"``, ``"stimulus"`` or ``"pacemaker"`` (where the drivers are).
-        law: ``"linear"`` (the paper's eq. 3) or ``"leak"`` (eq. 3 minus ``leak (y - leak_baseline)``).
+        law: ``"linear"`` (the paper's eq. 3), ``"leak"`` (eq. 3 minus ``leak (y - leak_baseline)``) or,
+            for :func:`law_member`, a nonlinear law (:mod:`calcium_gnn.data.zoo_laws`).
         signal: the drivers' signal, ``"transient"``, ``"oscillation"`` or ``"plateau"``.
         n_cells, n_frames: N and T. dt: frame interval (s). k: coupling constant (1/s).
         noise: observation noise of the graph's ``x``, a fraction of the traces' dynamic range.
@@ -188,6 +194,34 @@ def custom_member(family: str, seed: int) -> ZooMember:
     return _member(f"{family}-{int(seed)}", "custom", key, zp.member_params(family, choices, units, rng))
 
 
+#: spawn keys of nonlinear-law members are ``(CUSTOM, LAW_TAG + law index, seed)``, disjoint from the
+#: custom members' ``(CUSTOM, family index, seed)``
+LAW_TAG: int = 10
+
+
+def law_member(law: str, seed: int) -> ZooMember:
+    """A member of the nonlinear ``law`` (:data:`~calcium_gnn.data.zoo_laws.NONLINEAR_LAWS`) drawn from
+    ``seed`` (id ``"<law>-<seed>"``), outside both splits.
+
+    Its family, signal, imaging and spanned numbers are drawn as a custom member's (typical size: 30-300
+    cells, 100-400 frames), its law's parameters (:data:`~calcium_gnn.data.zoo_laws.LAW_RANGES`) after
+    them from the same stream. Neither the frozen test split nor any dev member changes.
+
+    Raises:
+        ConfigError: unknown law or a negative seed.
+    """
+    if law not in NONLINEAR_LAWS:
+        raise ConfigError("zoo law", f"unknown nonlinear law {law!r} (use one of {NONLINEAR_LAWS})")
+    if int(seed) < 0:
+        raise ConfigError("zoo seed", f"must be >= 0, got {seed}")
+    key = (CUSTOM, LAW_TAG + NONLINEAR_LAWS.index(law), int(seed))
+    rng = member_streams(key)["params"]
+    choices = {**zp.draw_choices(rng), "size": "typical", "law": "linear"}
+    params = zp.member_params(choices["family"], choices, zp.draw_units(rng), rng)
+    params.update(draw_law_params(law, rng), law=law)
+    return _member(f"{law}-{int(seed)}", "custom", key, params)
+
+
 #: spawn-key tag of the dishes of simulated plates (:func:`dish_member`)
 DISH_TAG: int = 7
 
@@ -224,8 +258,8 @@ def member(member_id: str) -> ZooMember:
     """
     match = _ID.match(str(member_id))
     expected = (
-        f"expected 'dev-<i>', 'test-<i>' with 0 <= i < {N_TEST}, or '<family>-<seed>' with a family "
-        f"in {FAMILIES}"
+        f"expected 'dev-<i>', 'test-<i>' with 0 <= i < {N_TEST}, '<family>-<seed>' with a family "
+        f"in {FAMILIES}, or '<law>-<seed>' with a law in {NONLINEAR_LAWS}"
     )
     if match is None:
         raise ConfigError("zoo member", f"bad member id {member_id!r}: {expected}")
@@ -236,6 +270,8 @@ def member(member_id: str) -> ZooMember:
         return _test_member(index)
     if prefix in FAMILIES:
         return custom_member(prefix, index)
+    if prefix in NONLINEAR_LAWS:
+        return law_member(prefix, index)
     raise ConfigError("zoo member", f"unknown member id {member_id!r}: {expected}")
 
 
@@ -280,7 +316,9 @@ def member_graph(zoo_member: ZooMember, dtype: torch.dtype | None = None) -> Dat
         ``truth_gamma`` (N,) (NaN for drivers), ``truth_edge_weight_scale``, ``truth_x`` (N, T),
         ``is_driver`` (N,) bool (every cell with prescribed levels: treat as border cells),
         ``truth_driver_kind`` (N,) long (codes of ``zoo_drivers.DRIVER_KINDS``), ``truth_law``
-        (``"linear"`` / ``"leak"``), ``truth_leak`` (``lambda``, 1/s; 0 for linear),
+        (``"linear"`` / ``"leak"`` / a nonlinear law), ``truth_law_constants`` (a nonlinear law's
+        resolved constants, :mod:`calcium_gnn.data.zoo_laws`; empty otherwise), ``truth_leak``
+        (``lambda``, 1/s; 0 for linear),
         ``truth_leak_baseline`` (``b``), ``truth_noise``, ``zoo_id``, ``zoo_family``, ``zoo_signal``.
     """
     import torch
@@ -300,6 +338,7 @@ def member_graph(zoo_member: ZooMember, dtype: torch.dtype | None = None) -> Dat
     )
     data.truth_driver_kind = torch.as_tensor(c.drivers.kind, dtype=torch.long)
     data.truth_law = zoo_member.law
+    data.truth_law_constants = {name: float(v) for name, v in c.law_constants.items()}
     data.truth_leak = float(c.leak)
     data.truth_leak_baseline = float(c.leak_baseline)
     data.truth_noise = float(zoo_member.noise)

@@ -12,7 +12,9 @@
    ``[-1, 1]`` (``feed_sign`` positive, negative or mixed) and ``r_min`` the slowest decay rate of the
    modelled cells, so a feed moves the steady state by about ``feed_offset`` calcium units at most,
    whatever ``k`` and the culture's size;
-4. the modelled cells' traces by the exact modal solution (:mod:`calcium_gnn.data.zoo_dynamics`).
+4. the modelled cells' traces by the exact modal solution (:mod:`calcium_gnn.data.zoo_dynamics`), or,
+   for a member of a nonlinear law, by RK4 from the law's steady state (:mod:`calcium_gnn.data.zoo_laws`;
+   the feeds' scale still comes from the linear law's slowest rate).
 
 Randomness: ``numpy.random.SeedSequence(ZOO_ENTROPY, spawn_key=member.key)`` spawns the member's
 streams (:data:`STREAMS`), so the traces do not depend on whether the movie is rendered and the
@@ -21,7 +23,7 @@ observation noise does not depend on the imaging.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,7 @@ from calcium_gnn.data.synthetic_dynamics import consensus_system
 from calcium_gnn.data.synthetic_geometry import lloyd_relaxation, polygon_geometry, rasterise, voronoi_cells
 from calcium_gnn.data.zoo_drivers import DriverPlan, draw_drivers
 from calcium_gnn.data.zoo_dynamics import LawSystem, integrate_exact, law_system
+from calcium_gnn.data.zoo_laws import NONLINEAR_LAWS, integrate_rk4, resolve_law, steady_state
 from calcium_gnn.errors import ConfigError
 
 #: the root entropy of every zoo draw (disjoint from ``make_culture(seed)``'s ``SeedSequence(seed)``)
@@ -62,7 +65,9 @@ class ZooCulture:
         drivers: which cells are drivers (``kind``) and their prescribed levels.
         gamma: (N,) true feeds (1/s), NaN for drivers.
         k, leak, leak_baseline: the law's constants (``leak = 0`` for the linear law).
-        system: the diagonalised law of the modelled cells.
+        system: the diagonalised linear law of the modelled cells (eq. 3, with the leak).
+        law: the member's law; law_constants: a nonlinear law's resolved constants
+            (:attr:`calcium_gnn.data.zoo_laws.NonlinearLaw.constants`), empty for ``linear`` / ``leak``.
     """
 
     params: dict[str, Any]
@@ -83,6 +88,8 @@ class ZooCulture:
     leak: float
     leak_baseline: float
     system: LawSystem
+    law: str = "linear"
+    law_constants: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_driver(self) -> np.ndarray:
@@ -141,7 +148,18 @@ def make_zoo_culture(params: dict[str, Any], key: tuple[int, ...]) -> ZooCulture
     gamma_o = _feeds(p, system, rng["feeds"])
     traces = plan.levels.copy()
     drive = plan.levels[system.driver_nodes]
-    traces[system.ode_nodes] = integrate_exact(system, drive, t, gamma_o + p["leak"] * p["leak_baseline"])
+    constants: dict[str, float] = {}
+    if p["law"] in NONLINEAR_LAWS:
+        law = resolve_law(p["law"], p, p["k"], edge_index, u * l / scale, len(areas), centroids, drive)
+        feed = np.zeros(len(areas))
+        feed[system.ode_nodes] = gamma_o
+        start = plan.levels[:, 0].copy()
+        start[system.ode_nodes] = integrate_exact(system, drive[:, :1], t[:1], gamma_o)[:, 0]
+        start = steady_state(law, start, ~plan.is_driver, feed)
+        traces = integrate_rk4(law, start, plan.levels, t, ~plan.is_driver, feed)
+        constants = dict(law.constants)
+    else:
+        traces[system.ode_nodes] = integrate_exact(system, drive, t, gamma_o + p["leak"] * p["leak_baseline"])
     gamma = np.full(len(areas), np.nan)
     gamma[system.ode_nodes] = gamma_o
     return ZooCulture(
@@ -163,4 +181,6 @@ def make_zoo_culture(params: dict[str, Any], key: tuple[int, ...]) -> ZooCulture
         leak=float(p["leak"]),
         leak_baseline=float(p["leak_baseline"]),
         system=system,
+        law=str(p["law"]),
+        law_constants=constants,
     )

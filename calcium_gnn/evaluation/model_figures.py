@@ -1,4 +1,4 @@
-"""Figures of the model-specific results: parameter intervals and the anomaly map.
+"""Figures of the model-specific results: parameter intervals, the anomaly map, the learned message.
 
 The statistics themselves live in :mod:`calcium_gnn.inference` (below the models in the layering);
 these functions draw them, at the evaluation boundary (:func:`calcium_gnn.evaluation.report.evaluate_fit`).
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from calcium_gnn.inference.anomaly import AnomalyScores
+from calcium_gnn.inference.learned_law import LearnedLaw
 from calcium_gnn.inference.uncertainty import ParameterIntervals
 from calcium_gnn.io.figure_files import save_figure
 
@@ -121,5 +122,49 @@ def plot_anomaly_map(
     ax.set_title("anomaly score per cell", fontsize=10)
     if flagged.any():
         ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+#: at most this many message samples are drawn (a scatter of 20,000 points is slow to render and to read)
+MAX_MESSAGE_POINTS: int = 4000
+
+
+def plot_learned_message(law: LearnedLaw, path: str | Path) -> Path:
+    """The learned flux per unit weight against ``Delta`` over the visited states, beside the true law's
+    (when known) and the linear fit's; right: learned against true (or against the symbolic summary).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = law.samples
+    keep = np.random.default_rng(0).permutation(len(s.delta))[:MAX_MESSAGE_POINTS]
+    delta, source, learned = s.delta[keep], s.source[keep], s.learned[keep]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
+    if s.true is not None:
+        left.scatter(delta, s.true[keep], s=4, c="lightgrey", label=f"true law ({s.true_law})")
+    shown = left.scatter(delta, learned, s=4, c=source, cmap="viridis", label="learned")
+    if np.isfinite(s.linear_k):
+        grid = np.linspace(delta.min(), delta.max(), 50)
+        left.plot(grid, s.linear_k * grid, "r--", lw=1.2, label=f"linear fit, k = {s.linear_k:.4g}")
+    fig.colorbar(shown, ax=left, label="source level z_j")
+    left.set_xlabel("Delta = z_j - y_i")
+    left.set_ylabel("flux per unit weight q (1/s x level)")
+    left.legend(fontsize=8, markerscale=3)
+    summary = law.summary
+    reference = s.true[keep] if s.true is not None else None
+    label = "true flux" if reference is not None else "symbolic summary"
+    if reference is None:
+        reference = summary.predict(delta, source)
+    right.scatter(reference, learned, s=4, c="tab:blue")
+    lim = [float(min(reference.min(), learned.min())), float(max(reference.max(), learned.max()))]
+    right.plot(lim, lim, "k:", lw=1)
+    right.tick_params(axis="x", labelrotation=30)
+    right.set_xlabel(label)
+    right.set_ylabel("learned flux")
+    fig.suptitle(f"{summary.formula()}  explains {100 * summary.explained:.1f}%  -> {summary.law}",
+                 fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

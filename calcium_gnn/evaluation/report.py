@@ -48,7 +48,7 @@ from calcium_gnn.evaluation.diagnostics import (
     withhold_intervals,
 )
 from calcium_gnn.evaluation.metrics import mse_per_cell, overall_mse, scored_frames
-from calcium_gnn.evaluation.model_figures import plot_anomaly_map, plot_intervals
+from calcium_gnn.evaluation.model_figures import plot_anomaly_map, plot_intervals, plot_learned_message
 from calcium_gnn.evaluation.quality import GROUPS, QualityRule, quality_groups
 from calcium_gnn.evaluation.results import (
     RESULTS_FILE,
@@ -66,6 +66,7 @@ from calcium_gnn.evaluation.spikes import (
 )
 from calcium_gnn.evaluation.waves import wave_report
 from calcium_gnn.inference.anomaly import AnomalyScores
+from calcium_gnn.inference.learned_law import LearnedLaw
 from calcium_gnn.inference.uncertainty import ParameterIntervals
 from calcium_gnn.io.graph_schema import validate_graph
 from calcium_gnn.physics.edge_weights import coupling_rate, edge_weights
@@ -245,8 +246,9 @@ def evaluate_fit(
             :class:`~calcium_gnn.inference.uncertainty.ParameterIntervals` under ``intervals`` as
             ``interval_level``, ``k_interval``, ``gamma_interval``, ... (and the figure
             ``parameter_intervals.png``), an :class:`~calcium_gnn.inference.anomaly.AnomalyScores` under
-            ``anomaly`` as the ``anomaly`` block (and ``anomaly_map.png``). Keys of the schema itself
-            are refused.
+            ``anomaly`` as the ``anomaly`` block (and ``anomaly_map.png``), a
+            :class:`~calcium_gnn.inference.learned_law.LearnedLaw` under ``learned_law`` as its block
+            (and ``learned_message.png``). Keys of the schema itself are refused.
         field: the model's right-hand side for laws other than the paper's
             (:meth:`calcium_gnn.models.base.ConsensusModel.simulator`); None: the linear law.
         device: where the simulation runs (default: ``field``'s device, else the CPU).
@@ -376,6 +378,9 @@ def evaluate_fit(
         model_results.update(intervals.as_results(cell_id, modelled))
     if isinstance(scores, AnomalyScores):
         model_results["anomaly"] = scores.as_results(cell_id, modelled)
+    learned_law = model_results.get("learned_law")
+    if isinstance(learned_law, LearnedLaw):
+        model_results["learned_law"] = learned_law.as_results()
     clash = sorted(set(model_results) & set(results))
     if clash:
         raise ConfigError("model_results", f"would overwrite the results key '{clash[0]}'")
@@ -422,6 +427,8 @@ def evaluate_fit(
             ))
         if isinstance(scores, AnomalyScores):
             paths.append(plot_anomaly_map(scores, cell_id, data.pos, out / "anomaly_map.png", labels=labels))
+        if isinstance(learned_law, LearnedLaw):
+            paths.append(plot_learned_message(learned_law, out / "learned_message.png"))
         paths += [out / name for name in (results.get("waves") or {}).get("figures", [])]
         results["figures"] = [p.name for p in paths]
         results = jsonable(results)

@@ -30,7 +30,9 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def _k_line(results: dict[str, Any]) -> str:
-    line = f"  k = {results['k']:.6g} 1/s"
+    learned = results.get("learned_law")
+    line = f"  k = {results['k']:.6g} 1/s" + (" (the layer's k; the coupling is the effective k below)"
+                                                 if learned else "")
     interval = results.get("k_interval")
     if interval:
         level = results.get("interval_level", 0.9)
@@ -118,6 +120,19 @@ def run_summary(results: dict[str, Any], results_path: str | Path | None = None)
             lo, hi = law["leak_interval"]
             extra += f" [{lo:.4g}, {hi:.4g}]"
         lines.insert(1, f"  law: {law['name']}{extra}")
+    versus = results.get("gnn_vs_linear") or {}
+    if versus.get("mse_test_linear"):
+        ratio = versus["mse_test_gnn"] / versus["mse_test_linear"]
+        lines.append(f"  learned law vs the linear fit it started from: test MSE ratio {ratio:.3g} "
+                     f"({'better' if ratio < 1 else 'NOT better'})")
+    block = results.get("learned_law") or {}
+    learned = block.get("summary")
+    if learned:
+        line = (f"  learned message: {learned['formula']}, explains {100 * learned['explained']:.1f}% "
+                f"-> {learned['law']}; effective k {block['effective_k']:.4g}")
+        if block.get("true_effective_k") is not None:
+            line += f" (true {block['true_effective_k']:.4g})"
+        lines.append(line)
     if results_path is not None:
         lines.append(f"results: {results_path}")
         figures = results.get("figure_paths") or []

@@ -30,8 +30,10 @@ Optional ground-truth fields (synthetic cultures): ``truth_k`` (float), ``truth_
 (NaN for driver cells), ``truth_edge_weight_scale`` (float), ``truth_x`` (N, T) clean traces,
 ``is_driver`` (N,) bool (cells with prescribed levels; ``setup.drivers=is_driver`` keeps them out
 of the modelled group); zoo members (:mod:`calcium_gnn.data.zoo`) add ``truth_driver_kind`` (N,)
-long, ``truth_law`` (``"linear"`` / ``"leak"``), ``truth_leak``, ``truth_leak_baseline``,
-``truth_noise`` and ``zoo_id``, ``zoo_family``, ``zoo_signal``.
+long, ``truth_law`` (``"linear"`` / ``"leak"`` / a nonlinear law of
+:mod:`calcium_gnn.data.zoo_laws`), ``truth_law_constants`` (dict, that law's constants),
+``truth_leak``, ``truth_leak_baseline``, ``truth_noise`` and ``zoo_id``, ``zoo_family``,
+``zoo_signal``.
 
 ``segmentation`` (dict of plain values, graphs built from a movie): how the label image was made
 (backend, options, what ``preset="auto"`` decided, ``min_area``; :mod:`calcium_gnn.pipeline`).

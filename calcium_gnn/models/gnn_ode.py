@@ -26,14 +26,18 @@ correction helps; ``"crlsm"`` / ``"constant"`` as in the linear model.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from calcium_gnn.data.zoo_laws import message as zoo_law_message
 from calcium_gnn.errors import ConfigError
 from calcium_gnn.inference.anomaly import AnomalyRule, AnomalyScores
+from calcium_gnn.inference.learned_law import LearnedLaw, MessageSamples
 from calcium_gnn.inference.output_error import fit_anomaly_scores
 from calcium_gnn.models.base import ConsensusModel
 from calcium_gnn.models.neural_ode import (
@@ -52,14 +56,24 @@ from calcium_gnn.physics.levenberg_marquardt import LevenbergMarquardt
 from calcium_gnn.physics.output_error import OutputErrorProblem, border_drive
 from calcium_gnn.physics.parameters import FittedParameters, truth_errors
 from calcium_gnn.physics.setups import Setup, resolve_setup
-from calcium_gnn.physics.simulate import integrate
-from calcium_gnn.physics.steps import METHODS
+from calcium_gnn.physics.simulate import integrate, integrate_segments, segment_starts
+from calcium_gnn.physics.steps import METHODS, stiffness_substeps
+
+log = logging.getLogger(__name__)
 
 GNN_INITS: tuple[str, ...] = ("output_error", "crlsm", "constant")
 GNN_OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
 
 #: Levenberg-Marquardt iterations of the linear output-error fit the GNN starts from.
 LINEAR_START_ITERATIONS: int = 50
+#: ``substeps="auto"``: RK4 steps per frame interval such that ``h rho <= AUTO_STEP_RATE``
+#: (:func:`calcium_gnn.physics.steps.stiffness_substeps`) at the linear start's ``k``: inside RK4's
+#: stability limit (2.78) with room to spare; at ``h rho = 1`` RK4 gets the fastest mode's decay per
+#: step to 2% (``0.375`` for ``e^{-1} = 0.368``), a mode that loses 63% per step and so is never seen
+#: in the data...
+AUTO_STEP_RATE: float = 2.0
+#: ...with room for a learned message this many times steeper than the linear law
+LEARNED_SLOPE_MARGIN: float = 2.0
 
 
 class GNNODEModule(ConsensusModel):
@@ -72,9 +86,34 @@ class GNNODEModule(ConsensusModel):
         init: ``"output_error"`` (default: the linear law fitted by Levenberg-Marquardt), ``"crlsm"``
             or ``"constant"`` (``k_init``, ``gamma_init``).
         hidden_features, num_layers, activation: the message MLP (defaults 16, 2, ``"tanh"``).
+        source_level: the MLP also sees the sending cell's level ``z_j`` (default False; needed to learn
+            a level-gated law such as calcium-induced release, at twice the MLP work).
+        message_samples: (edge, frame) samples of the learned message summarised after the fit
+            (:meth:`learned_law`, default 20,000).
+        shooting_segments: ``S`` (default 8): the training window is fitted as ``S`` windows simulated
+            together from their own fitted start states (multiple shooting,
+            :func:`~calcium_gnn.physics.simulate.integrate_segments`; starts initialised on the linear
+            fit's simulation), about ``S`` times fewer sequential RK4 stages per loss evaluation; 1 fits
+            it as one simulation (also used, with a log line, when the frame intervals are unequal).
+            The evaluation still simulates the whole movie from the first state.
+        continuity_weight: ``mu`` (default 1) of the continuity term: the loss is the windows' mean
+            squared residual plus ``mu`` times the mean squared gap between each window's state at the
+            next window's first frame and that window's fitted start. Measured on the built-in culture
+            at 5% noise, the whole training window fitted (before the validation window existed;
+            docs/law_discovery.md): without it (``mu = 0``) the windows leave the slow modes free and
+            the test-window MSE against the clean traces was 3.6x the linear law's; with ``mu = 1``,
+            1.03x.
+        validation_fraction: the last fraction of the training window (default 0.2) the loss does not
+            see: after every optimisation step the learned law is simulated over the whole training
+            window and its MSE on these frames recorded; the fit keeps the parameters of the best step,
+            the linear start counting as step 0, so a learned law that does worse than the linear fit
+            on frames it did not train on is not kept (0: no validation, the last step is kept).
+        validation_patience: stop after this many steps in a row without a better validation MSE.
         mlp_weight_decay: L2 penalty ``lambda ||theta_MLP||^2`` added to the loss (default 0).
         gamma_prior: only ``"none"`` (per-cell feeds; pooling needs the linear law's covariance).
-        substeps, method, train_fraction, edge_weight_scale, k_bounds, gamma_bounds, k_init, gamma_init,
+        substeps: RK4 steps per frame interval, or ``"auto"`` (default): from the stiffness of the linear
+            start (:meth:`stiffness_substeps`; one step where the coupling is slow against the frame rate).
+        method, train_fraction, edge_weight_scale, k_bounds, gamma_bounds, k_init, gamma_init,
             fit_initial_state, border_smoothing, steps_per_epoch, lr, lbfgs_max_iter: as
             :class:`~calcium_gnn.models.neural_ode.OutputErrorODE`.
         damping, damping_factor, max_retries, tolerance: the Levenberg-Marquardt fit of the linear
@@ -102,9 +141,10 @@ class GNNODEModule(ConsensusModel):
         hidden_features: int = 16,
         num_layers: int = 2,
         activation: str = "tanh",
+        source_level: bool = False,
         mlp_weight_decay: float = 0.0,
         gamma_prior: str = "none",
-        substeps: int = 2,
+        substeps: int | str = "auto",
         method: str = "rk4",
         train_fraction: float = DEFAULT_TRAIN_FRACTION,
         edge_weight_scale: float | str = "mean",
@@ -124,6 +164,11 @@ class GNNODEModule(ConsensusModel):
         anomaly_threshold: float = 3.5,
         num_threads: int | None = None,
         stop_tolerance: float = 1e-4,
+        message_samples: int = 20_000,
+        shooting_segments: int = 8,
+        continuity_weight: float = 1.0,
+        validation_fraction: float = 0.2,
+        validation_patience: int = 2,
     ) -> None:
         super().__init__()
         if data is None:
@@ -182,10 +227,48 @@ class GNNODEModule(ConsensusModel):
             hidden_features=hidden_features,
             num_layers=num_layers,
             activation=activation,
+            source_level=source_level,
         )
-        options = {"substeps": check_int("model.substeps", substeps, 1), "method": method,
+        self.n_message_samples = check_int("model.message_samples", message_samples, 10)
+        self.shooting_segments = check_int("model.shooting_segments", shooting_segments, 1)
+        self.continuity_weight = float(continuity_weight)
+        if not self.continuity_weight >= 0:
+            raise ConfigError("model.continuity_weight", f"must be >= 0, got {continuity_weight!r}")
+        self.auto_substeps = substeps == "auto"
+        fixed = 1 if self.auto_substeps else check_int("model.substeps", substeps, 1)
+        options = {"substeps": fixed, "method": method,
                    "fit_initial_state": fit_initial_state, "border_smoothing": border_smoothing}
         self.problem = training_window_problem(conv, data, setup, self.train_frames, w, **options)
+        n_train = self.problem.x_train.shape[1]
+        self.validation_fraction = float(validation_fraction)
+        if not 0 <= self.validation_fraction < 0.5:
+            raise ConfigError("model.validation_fraction",
+                              f"must be in [0, 0.5), got {validation_fraction!r}")
+        #: frames of the training window the loss sees; the rest validate each step
+        self.n_fit = n_train - int(round(self.validation_fraction * n_train))
+        if self.shooting_segments > max(1, (self.n_fit - 1) // 2):
+            raise ConfigError("model.shooting_segments",
+                              f"at most {(self.n_fit - 1) // 2} windows of two frame intervals fit in the "
+                              f"{self.n_fit} fitted frames of the training window, got {shooting_segments}")
+        segments = self.shooting_segments
+        deltas = self.problem.t_train[1:] - self.problem.t_train[:-1]
+        self.equal_intervals = float((deltas - deltas.mean()).abs().max()) <= 1e-4 * float(deltas.abs().max())
+        if segments > 1 and not self.equal_intervals:
+            log.info("gnn_ode: the frame intervals are unequal; the training window is fitted as one "
+                     "simulation (model.shooting_segments=1)")
+            segments = 1
+        self.segment_frames = segment_starts(self.n_fit, segments)
+        #: (N, S - 1) fitted states at the starts of windows 2..S (the first window starts at ``y0``)
+        self.segment_y0 = torch.nn.Parameter(
+            self.problem.x_train[:, self.segment_frames[1:]].detach().clone(),
+            requires_grad=len(self.segment_frames) > 1,
+        )
+        self.validation_patience = check_int("model.validation_patience", validation_patience, 1)
+        #: (validation MSE, step) of the best parameters so far; their values in ``best_parameters``
+        self.best_validation: tuple[float, int] | None = None
+        self.best_validation_start = float("nan")
+        self.register_buffer("best_parameters", torch.zeros(0, dtype=torch.float64), persistent=False)
+        self.kept_step: int | None = None
         self.start = StartingPoint(
             data, setup, "constant" if init == "output_error" else init, self.k_bounds, self.gamma_bounds,
             self.train_fraction, self.edge_weight_scale,
@@ -203,41 +286,92 @@ class GNNODEModule(ConsensusModel):
         return self.problem.conv
 
     def linear_problem(self) -> OutputErrorProblem:
-        """The paper's linear law on the same training window, graph and options (for the start)."""
-        p = self.problem
+        """The paper's linear law on the fitted frames of the training window (the validation frames held
+        out, as for the learned law), graph and options: the start, and the linear fit compared with."""
+        p, fit = self.problem, self.n_fit
         linear = ConsensusConv(
             p.modelled.shape[0], self.gamma_mode, self.k_bounds, self.gamma_bounds,
             self.conv.k_init, self.conv.gamma_init,
         ).to(p.x_train.device)
         return OutputErrorProblem(
-            linear, p.x_train, p.t_train, p.edge_index, p.edge_weight, p.modelled, self.gamma_mode,
+            linear, p.x_train[:, :fit], p.t_train[:fit], p.edge_index, p.edge_weight, p.modelled,
+            self.gamma_mode,
             substeps=p.substeps, method=p.ode_method, fit_initial_state=p.fit_initial_state,
             border_smoothing=p.border_smoothing,
         )
 
+    def stiffness_substeps(self, k: float) -> int:
+        """RK4 steps per frame interval for coupling ``k`` (``substeps="auto"``; module constants)."""
+        p = self.problem
+        return stiffness_substeps(k, p.edge_index, p.edge_weight, p.modelled, p.t_train, AUTO_STEP_RATE,
+                                  LEARNED_SLOPE_MARGIN)
+
     @torch.no_grad()
     def initialise(self) -> None:
-        """Fit the linear law by output error (``init="output_error"``), else CRLSM or the constants."""
+        """Fit the linear law by output error (``init="output_error"``), else CRLSM or the constants.
+
+        With ``substeps="auto"`` the linear law is first fitted with one RK4 step per frame interval,
+        the step count is set from its ``k`` (:meth:`stiffness_substeps`) and, when that is more than
+        one, the linear fit is resumed at that step count, so start and learned law share it.
+        """
         if self.gnn_init != "output_error":
             self.start.write_into(self.problem)
+            if self.auto_substeps:
+                self.problem.substeps = self.stiffness_substeps(float(self.conv.k.detach()))
             self.initialised.fill_(True)
             return
         linear = self.linear_problem()
         self.start.write_into(linear)
-        LevenbergMarquardt(self.damping, self.lm_settings).to(linear.x_train.device).fit(
-            linear, LINEAR_START_ITERATIONS
-        )
+        solver = LevenbergMarquardt(self.damping, self.lm_settings).to(linear.x_train.device)
+        solver.fit(linear, LINEAR_START_ITERATIONS)
+        if self.auto_substeps:
+            steps = self.stiffness_substeps(float(linear.conv.k.detach()))
+            if steps != self.problem.substeps:
+                self.problem.substeps = steps
+                resumed = self.linear_problem()
+                resumed.conv.set_parameters(linear.conv.k.detach(), linear.conv.gamma.detach())
+                resumed.y0.copy_(linear.y0.detach())
+                solver.fit(resumed, LINEAR_START_ITERATIONS)
+                linear = resumed
         self.conv.set_parameters(linear.conv.k.detach(), linear.conv.gamma.detach())
         self.problem.y0.copy_(linear.y0.detach())
+        if len(self.segment_frames) > 1:  # window starts on the linear fit's trajectory
+            self.segment_y0.copy_(linear.simulate_train().detach()[:, self.segment_frames[1:]])
         self.linear_k.copy_(linear.conv.k.detach())
         self.linear_gamma.copy_(linear.conv.gamma.detach())
         self.linear_y0.copy_(linear.y0.detach())
         self.has_linear_fit.fill_(True)
         self.initialised.fill_(True)
 
+    def loss_segments(self) -> Tensor:
+        """Mean squared residual of the modelled cells over the ``S`` shooting windows of the fitted frames
+        (plus the continuity term)."""
+        p, fit = self.problem, self.n_fit
+        first = torch.where(p.modelled, p.y0, p.x_train[:, 0]).reshape(-1, 1)
+        starts = torch.cat([first, self.segment_y0], dim=1)
+        sim = integrate_segments(p.conv, p.drive_train[:, :fit], p.t_train[:fit], p.edge_index, p.edge_weight,
+                                 p.modelled, p.conv.k, p.conv.gamma, self.segment_frames, starts,
+                                 substeps=p.substeps, method=p.ode_method)
+        length = sim.shape[2] - 1
+        index = torch.as_tensor(self.segment_frames, device=sim.device).reshape(-1, 1) + torch.arange(
+            length + 1, device=sim.device)
+        data = (sim[p.index] - p.x_train[:, index][p.index]).pow(2).mean()
+        if len(self.segment_frames) == 1:
+            return data
+        # continuity: each window's state at the next window's first frame against that window's start
+        ends = torch.as_tensor(self.segment_frames[1:], device=sim.device) - index[:-1, 0]
+        reached = sim[:, torch.arange(len(self.segment_frames) - 1, device=sim.device), ends]  # (N, S - 1)
+        gap = (reached - self.segment_y0)[p.index].pow(2).mean()
+        return data + self.continuity_weight * gap
+
     def loss_train(self) -> Tensor:
-        """Output-error loss of the learned law plus the L2 penalty on the MLP."""
-        loss = self.problem.loss_train()
+        """Output-error loss of the learned law (one simulation, or the shooting windows) plus the L2
+        penalty on the MLP."""
+        if self.equal_intervals:
+            loss = self.loss_segments()
+        else:
+            p = self.problem
+            loss = (p.simulate_train() - p.x_train)[p.index][:, : self.n_fit].pow(2).mean()
         if self.mlp_weight_decay > 0:
             loss = loss + self.mlp_weight_decay * sum(p.pow(2).sum() for p in self.conv.phi.parameters())
         return loss
@@ -250,9 +384,46 @@ class GNNODEModule(ConsensusModel):
         self.limit_threads()
         if not bool(self.initialised):
             self.initialise()
+        self.best_validation = None
+        # the start (the linear fit with init="output_error") is step 0
+        self.best_validation_start = self.validate(0)
+
+    @staticmethod
+    def step_name(step: int) -> str:
+        return "the start (step 0)" if step == 0 else f"step {step}"
 
     def on_fit_end(self) -> None:
         self.restore_threads()
+        self.keep_best()
+
+    def parameter_vector(self) -> Tensor:
+        """Every parameter of the module, flattened (the snapshot of :meth:`validate`)."""
+        return torch.nn.utils.parameters_to_vector(list(self.parameters())).detach()
+
+    @torch.no_grad()
+    def validation_mse(self) -> float:
+        """MSE of the one simulation over the training window on its validation frames (NaN without)."""
+        p = self.problem
+        if self.n_fit >= p.x_train.shape[1]:
+            return float("nan")
+        return float((p.simulate_train() - p.x_train)[p.index][:, self.n_fit:].pow(2).mean())
+
+    @torch.no_grad()
+    def validate(self, step: int) -> float:
+        """Record the validation MSE of the current parameters as ``step``'s; snapshot them if best."""
+        mse = self.validation_mse()
+        if mse == mse and (self.best_validation is None or mse < self.best_validation[0]):
+            self.best_validation = (mse, step)
+            self.best_parameters = self.parameter_vector().clone()  # a buffer: it moves with the module
+        return mse
+
+    @torch.no_grad()
+    def keep_best(self) -> None:
+        """Put back the parameters of the step with the best validation MSE (:attr:`kept_step`)."""
+        if self.best_validation is None:
+            return
+        torch.nn.utils.vector_to_parameters(self.best_parameters, list(self.parameters()))
+        self.kept_step = self.best_validation[1]
 
     def training_step(self, batch: Data, batch_idx: int) -> Tensor:
         loss = self.loss_train()
@@ -270,8 +441,15 @@ class GNNODEModule(ConsensusModel):
         best = min(self._step_losses) if self._step_losses else float("nan")
         previous = self.fit_log[-1]["best_loss"] if self.fit_log else None
         evaluations = len(self._step_losses) + (int(self.fit_log[-1]["evaluations"]) if self.fit_log else 0)
-        self.fit_log.append({"evaluations": evaluations, "best_loss": best, "k": float(self.conv.k.detach())})
+        step = len(self.fit_log) + 1
+        validation = self.validate(step)
+        self.fit_log.append({"evaluations": evaluations, "best_loss": best, "k": float(self.conv.k.detach()),
+                             "validation_mse": validation})
         self._step_losses = []
+        if self.best_validation is not None and step - self.best_validation[1] >= self.validation_patience:
+            self.stopped_early = (f"{self.validation_patience} step(s) without a better validation MSE "
+                                  f"(best: {self.step_name(self.best_validation[1])})")
+            return True
         if previous is None or not self.stop_tolerance or not previous > 0:
             return False
         gain = (previous - best) / previous
@@ -289,8 +467,20 @@ class GNNODEModule(ConsensusModel):
         """results.json block ``optimizer``: steps, loss evaluations and why the fit stopped."""
         last = self.fit_log[-1] if self.fit_log else {}
         return {"name": self.optimizer_name, "steps": len(self.fit_log),
+                "substeps": int(self.problem.substeps), "shooting_windows": len(self.segment_frames),
                 "loss_evaluations": int(last.get("evaluations", 0)),
-                "stopped": self.stopped_early or "the trainer's steps ran out (max_epochs x steps_per_epoch)"}
+                "stopped": self.stopped_early or "the trainer's steps ran out (max_epochs x steps_per_epoch)",
+                "validation": self.validation_results()}
+
+    def validation_results(self) -> dict[str, Any]:
+        """results.json ``optimizer.validation``: the held-out frames, the MSE per step, the step kept."""
+        if self.best_validation is None:
+            return {"fraction": self.validation_fraction, "kept": "the last step (no validation frames)"}
+        by_step = [self.best_validation_start] + [e["validation_mse"] for e in self.fit_log]
+        kept = self.kept_step if self.kept_step is not None else self.best_validation[1]
+        frames = int(self.problem.x_train.shape[1] - self.n_fit)
+        return {"fraction": self.validation_fraction, "frames": frames, "mse_by_step": by_step,
+                "kept_step": kept, "kept": self.step_name(kept)}
 
     # ------------------------------------------------------------------------------ after the fit
     def fitted_parameters(self) -> FittedParameters:
@@ -355,6 +545,43 @@ class GNNODEModule(ConsensusModel):
         out["gnn_beats_linear"] = out["mse_test_gnn"] < out["mse_test_linear"]
         return out
 
+    @torch.no_grad()
+    def learned_law(self, data: Data, seed: int = 0) -> LearnedLaw:
+        """The learned flux per unit weight at visited states and its symbolic summary.
+
+        Samples ``message_samples`` (edge, frame) pairs, uniformly, among the edges into modelled cells
+        and all frames of the fitted simulation (border cells at their data): ``Delta = z_j - y_i``,
+        ``z_j`` and ``q = k (Delta + (phi(Delta, ...) - phi(0, ...)) / w)``
+        (:mod:`calcium_gnn.inference.learned_law`). With a zoo member's truth the true flux
+        ``k f(Delta, z_j)`` (in this fit's weight units) comes along.
+        """
+        p = self.problem
+        sim = self.simulate_full(data)
+        z = torch.where(p.modelled.reshape(-1, 1), sim, data.x.detach().to(sim))
+        into_modelled = torch.nonzero(p.modelled[p.edge_index[1]]).reshape(-1)
+        n = min(self.n_message_samples, into_modelled.numel() * z.shape[1])
+        rng = np.random.default_rng(seed)
+        pick = torch.as_tensor(rng.choice(into_modelled.numel() * z.shape[1], size=n, replace=False),
+                               device=z.device)
+        edges, frames = into_modelled[pick // z.shape[1]], pick % z.shape[1]
+        source = z[p.edge_index[0, edges], frames]
+        delta = source - z[p.edge_index[1, edges], frames]
+        weight = p.edge_weight.to(delta)[edges]
+        learned = self.conv.flux_per_weight(delta, source, edges, weight)
+        host = {name: v.detach().cpu().double().numpy() for name, v in
+                (("delta", delta), ("source", source), ("learned", learned), ("weight", weight))}
+        true, has_truth = None, getattr(data, "truth_k", None) is not None
+        law = getattr(data, "truth_law", "linear") if has_truth else None  # make_culture: eq. 3
+        if law is not None:
+            truth_scale = float(getattr(data, "truth_edge_weight_scale", self.edge_weight_scale))
+            units = self.edge_weight_scale / truth_scale
+            true = float(data.truth_k) * units * zoo_law_message(
+                law, dict(getattr(data, "truth_law_constants", {}) or {}), host["delta"], host["source"])
+        linear_k = float(self.linear_k) if bool(self.has_linear_fit) else float("nan")
+        samples = MessageSamples(host["delta"], host["source"], host["learned"], true, law, linear_k,
+                                 host["weight"])
+        return LearnedLaw.from_samples(samples)
+
     def extra_results(self, data: Data) -> dict[str, Any]:
         """Anomaly scores and the comparison with the linear law (no intervals: the MLP is not linear)."""
         problem = self.problem
@@ -364,11 +591,12 @@ class GNNODEModule(ConsensusModel):
             "optimizer": self.optimizer_results(),
             "law": {"name": "gnn_ode", "terms": "eq. 3 with a learned message phi(z_j - y_i, u_ij, l_ij)",
                     "n_parameters": problem.n_parameters + n_mlp,
-                    "rss_train": float(self.loss_train().detach()) * problem.n_residuals,
+                    "rss_train": float(problem.loss_train().detach()) * problem.n_residuals,
                     "n_residuals": problem.n_residuals},
         }
         if bool(self.has_linear_fit):
             out["gnn_vs_linear"] = self.compare_with_linear(data)
+        out["learned_law"] = self.learned_law(data)
         return out
 
     def parameter_intervals(self, level: float | None = None, pool: bool = True):  # noqa: ANN201 - no intervals

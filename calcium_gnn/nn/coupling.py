@@ -16,6 +16,12 @@ equal levels by construction (no flux without a gradient), so the correction can
 feed ``gamma_i`` and ``gamma`` stays identifiable. ``phi`` is an :class:`~calcium_gnn.nn.mlp.MLP`
 whose output layer starts at zero (``output_gain=0``): at initialisation the layer *is* the linear
 law, and training moves away from it only as far as the data ask.
+
+With ``source_level=True`` the network also sees the sending cell's level ``z_j``,
+``phi_theta(Delta_ij, z_j, u~_ij, l~_ij) - phi_theta(0, z_j, u~_ij, l~_ij)``: a junction whose
+conductance depends on the level of the cell calcium leaves (calcium-induced release above a threshold,
+:mod:`calcium_gnn.data.zoo_laws`) becomes expressible. The message still vanishes between equal levels;
+the subtracted term now depends on the state, so each evaluation runs the MLP twice.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class CouplingConv(ConsensusConv):
         hidden_features: width of the MLP's hidden layers (default 16).
         num_layers: number of hidden layers (default 2).
         activation: hidden activation (default ``"tanh"``).
+        source_level: the MLP also sees the sending cell's level ``z_j`` (default False).
 
     Shapes:
         - **input:** ``y`` (N, B), ``x`` (N, B), ``edge_index`` (2, E), ``edge_weight`` (E,),
@@ -75,17 +82,20 @@ class CouplingConv(ConsensusConv):
         hidden_features: int = 16,
         num_layers: int = 2,
         activation: str = "tanh",
+        source_level: bool = False,
     ) -> None:
         super().__init__(num_nodes, gamma_mode, k_bounds, gamma_bounds, k_init, gamma_init)
+        self.source_level = bool(source_level)
         if edge_features.dim() != 2 or edge_features.shape[1] != 2:
             raise GraphError(
                 "edge_features", f"expected (E, 2) features (u~, l~), got {tuple(edge_features.shape)}"
             )
         self.register_buffer("edge_features", edge_features.detach().clone())
+
         #: (E, 1) ``phi(0, u~, l~)`` while a simulation runs (:meth:`simulation`), else None
         self.register_buffer("phi_at_zero", None, persistent=False)
         self.phi = MLP(
-            3,
+            4 if self.source_level else 3,
             1,
             hidden_features=int(hidden_features),
             num_layers=int(num_layers),
@@ -99,18 +109,36 @@ class CouplingConv(ConsensusConv):
         if hasattr(self, "phi"):
             self.phi.reset_parameters()
 
-    def _phi(self, level: Tensor) -> Tensor:
-        """``phi(level_ij, u~_ij, l~_ij)`` for (E, B) levels -> (E, B)."""
+    def _phi(self, level: Tensor, source: Tensor | None = None, features: Tensor | None = None) -> Tensor:
+        """``phi(level, [z_j,] u~, l~)`` for (E, B) levels (and source levels) on the graph's edges, or on
+        the edges whose (E, 2) ``features`` are given -> (E, B)."""
         e, b = level.shape
         if self.phi.output.weight.dtype != level.dtype:  # converted once, not walked at every call
             self.phi.to(level.dtype)
-        feats = self.edge_features.to(level.dtype).unsqueeze(1).expand(e, b, 2)
-        return self.phi(torch.cat([level.unsqueeze(-1), feats], dim=-1)).squeeze(-1)
+        features = self.edge_features if features is None else features
+        feats = features.to(level.dtype).unsqueeze(1).expand(e, b, 2)
+        inputs = [level.unsqueeze(-1)] + ([source.unsqueeze(-1)] if self.source_level else []) + [feats]
+        return self.phi(torch.cat(inputs, dim=-1)).squeeze(-1)
+
+    def flux_per_weight(self, delta: Tensor, source: Tensor, edges: Tensor, edge_weight: Tensor) -> Tensor:
+        """``k (Delta + (phi(Delta, [z_j,] ...) - phi(0, [z_j,] ...)) / w)`` (S,) at samples on edges.
+
+        Args:
+            delta: (S,) ``z_j - y_i``; source: (S,) ``z_j``; edges: (S,) edge ids (``edge_index`` order);
+            edge_weight: (S,) ``w`` of those edges.
+        """
+        features = self.edge_features[edges]
+        d, z = delta.reshape(-1, 1), source.reshape(-1, 1)
+        correction = (self._phi(d, z, features) - self._phi(torch.zeros_like(d), z, features)).reshape(-1)
+        return self.k * (delta + correction / edge_weight)
 
     @contextmanager
     def simulation(self, dtype: torch.dtype) -> Iterator[None]:
         """``phi(0, u~, l~)`` depends on the weights only: computed once per simulation (in its autograd
         graph) instead of at each of its ``4 x substeps x (T - 1)`` RK4 stages, half the MLP work."""
+        if self.source_level:  # phi(0, z_j, ...) depends on the state: nothing to compute ahead
+            yield
+            return
         zero = self.edge_features.new_zeros(self.edge_features.shape[0], 1, dtype=dtype)
         self.phi_at_zero = self._phi(zero)
         try:
@@ -118,19 +146,25 @@ class CouplingConv(ConsensusConv):
         finally:
             self.phi_at_zero = None
 
-    def correction(self, delta: Tensor) -> Tensor:
-        """``phi(Delta, u~, l~) - phi(0, u~, l~)`` for (E, B) differences -> (E, B)."""
+    def correction(self, delta: Tensor, source: Tensor | None = None) -> Tensor:
+        """``phi(Delta, [z_j,] u~, l~) - phi(0, [z_j,] u~, l~)`` for (E, B) differences (and source
+        levels ``z_j``, needed with ``source_level``) -> (E, B)."""
+        if self.source_level:
+            if source is None:
+                raise GraphError("source", "this coupling's message needs the sending cells' levels z_j")
+            return self._phi(delta, source) - self._phi(torch.zeros_like(delta), source)
         at_zero = self.phi_at_zero
         if at_zero is None or at_zero.dtype != delta.dtype:
             at_zero = self._phi(torch.zeros_like(delta[:, :1]))
         return self._phi(delta) - at_zero
 
     def message(self, z_i: Tensor, z_j: Tensor, edge_weight: Tensor) -> Tensor:
-        """``m_ij = w_ij Delta_ij + phi(Delta_ij, u~, l~) - phi(0, u~, l~)`` for each edge j -> i, (E, B)."""
+        """``m_ij = w_ij Delta_ij + phi(Delta_ij, [z_j,] u~, l~) - phi(0, [z_j,] u~, l~)`` for each edge
+        j -> i, (E, B)."""
         if z_j.shape[0] != self.edge_features.shape[0]:
             raise GraphError(
                 "edge_index",
                 f"{z_j.shape[0]} edges, but the layer was built for {self.edge_features.shape[0]}",
             )
         delta = z_j - z_i
-        return edge_weight.unsqueeze(-1) * delta + self.correction(delta)
+        return edge_weight.unsqueeze(-1) * delta + self.correction(delta, z_j)

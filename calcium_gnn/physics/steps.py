@@ -7,6 +7,7 @@ integrates exactly the same scheme.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from torch import Tensor
@@ -41,3 +42,32 @@ STEPS: dict[str, Callable[[VectorField, Tensor, Tensor, Tensor], Tensor]] = {
     "rk4": rk4_step,
     "euler": euler_step,
 }
+
+
+def stiffness_substeps(
+    k: float, edge_index: Tensor, edge_weight: Tensor, modelled: Tensor, t: Tensor, step_rate: float,
+    slope: float = 1.0,
+) -> int:
+    """Steps per frame interval so that ``h rho <= step_rate`` on the longest interval.
+
+    ``rho = 2 slope max_i c_i`` bounds the spectral radius of the consensus Jacobian (Gershgorin: the
+    diagonal ``-c_i`` and off-diagonals summing to at most ``c_i``), with ``c_i = k / |N_i| sum_j w_ij``
+    the coupling rate of modelled cell ``i`` and ``slope`` the largest conductance of the message
+    relative to the linear law's (1 for eq. 3). RK4 is stable up to ``h rho = 2.78`` on the real axis;
+    its error per step in a mode decaying at rate ``rho`` is about ``(h rho)^5 / 120``.
+
+    Args:
+        k: coupling constant. edge_index: (2, E). edge_weight: (E,) ``w_ij``. modelled: (N,) bool.
+        t: (T,) frame times. step_rate: the bound on ``h rho``. slope: see above.
+    """
+    n = modelled.shape[0]
+    dst = edge_index[1]
+    w = edge_weight.reshape(-1).double()
+    total = w.new_zeros(n).index_add_(0, dst, w)
+    degree = w.new_zeros(n).index_add_(0, dst, w.new_ones(w.shape)).clamp_min(1.0)
+    rates = (float(k) * total / degree)[modelled.to(dst.device)]
+    if rates.numel() == 0 or t.numel() < 2:
+        return 1
+    rho = 2.0 * float(slope) * float(rates.max())
+    longest = float((t[1:] - t[:-1]).max())
+    return max(1, math.ceil(longest * rho / float(step_rate) - 1e-9))

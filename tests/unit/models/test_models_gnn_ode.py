@@ -103,7 +103,7 @@ def test_bad_config(graph, kwargs, key) -> None:
 
 
 def test_the_fit_stops_when_a_step_no_longer_lowers_the_loss(graph) -> None:
-    model = GNNODEModule(data=graph, init="constant", stop_tolerance=1e-4)
+    model = GNNODEModule(data=graph, init="constant", stop_tolerance=1e-4, validation_fraction=0.0)
     for losses, stops in (([1.0, 0.95, 0.9], False), ([0.9, 0.85], False), ([0.85, 0.84999], True)):
         model._step_losses = list(losses)
         assert model.end_step() is stops
@@ -111,7 +111,73 @@ def test_the_fit_stops_when_a_step_no_longer_lowers_the_loss(graph) -> None:
     assert [e["best_loss"] for e in model.fit_log] == [0.9, 0.85, 0.84999]
     assert model.stopped_early.startswith("step 3 lowered the loss by 1.18e-05 of it")
     assert model.optimizer_results()["stopped"] == model.stopped_early
-    every_step = GNNODEModule(data=graph, init="constant", stop_tolerance=0.0)
+    every_step = GNNODEModule(data=graph, init="constant", stop_tolerance=0.0, validation_fraction=0.0)
     for losses in ([1.0], [1.0], [1.0]):
         every_step._step_losses = losses
         assert not every_step.end_step()
+
+
+def test_the_learned_law_of_an_untrained_correction_is_the_linear_fit(graph) -> None:
+    """Before training the message is the linear start's: q = k Delta at every sample, summarised as
+    linear, and close to the true (linear) flux of the culture."""
+    import numpy as np
+
+    model = GNNODEModule(data=graph, substeps=1, hidden_features=8, num_threads=1, source_level=True,
+                         message_samples=500)
+    model.initialise()
+    law = model.learned_law(graph)
+    s = law.samples
+    assert len(s.delta) == 500 and s.true_law == "linear"
+    np.testing.assert_allclose(s.learned, float(model.conv.k.detach()) * s.delta, rtol=1e-9, atol=1e-15)
+    assert law.summary.law == "linear" and law.summary.explained > 1 - 1e-9
+    block = law.as_results()
+    assert block["learned_matches_true"] > 0.95
+    assert block["learned_matches_true"] == pytest.approx(block["linear_matches_true"], abs=1e-9)
+
+
+def test_shooting_windows_follow_the_frame_intervals(graph) -> None:
+    assert len(GNNODEModule(data=graph, num_threads=1, shooting_segments=4).segment_frames) == 4
+    uneven = graph.clone()
+    uneven.t = graph.t.clone()
+    uneven.t[10:] += 1.0  # a dropped-frame gap: the windows could not share one time axis
+    assert GNNODEModule(data=uneven, num_threads=1).segment_frames == [0]
+    with pytest.raises(ConfigError, match="shooting_segments"):
+        GNNODEModule(data=graph, num_threads=1, shooting_segments=1000)
+
+
+def test_the_shooting_loss_starts_at_the_linear_fit(graph) -> None:
+    """Window starts on the linear fit's trajectory and a zero correction: no continuity gap, and the
+    windows' residual is that of the one simulation on the same frames (to integration rounding)."""
+    model = GNNODEModule(data=graph, num_threads=1, shooting_segments=3, continuity_weight=0.0)
+    model.initialise()
+    with torch.no_grad():
+        shooting = float(model.loss_segments())
+        model.continuity_weight = 1e6
+        assert float(model.loss_segments()) == pytest.approx(shooting, rel=1e-6)
+        p = model.problem
+        single = (p.simulate_train() - p.x_train)[p.index].pow(2)
+        frames = torch.cat([torch.arange(s, s + model.n_fit - model.segment_frames[-1])
+                            for s in model.segment_frames])
+        assert shooting == pytest.approx(float(single[:, frames].mean()), rel=1e-6)
+
+
+def test_the_fit_keeps_the_step_with_the_best_validation_mse(graph) -> None:
+    """Steps that do worse than the linear start on the held-out frames are not kept: after
+    ``validation_patience`` of them the fit stops and the start's parameters come back."""
+    model = GNNODEModule(data=graph, num_threads=1, validation_patience=2)
+    assert model.n_fit < model.problem.x_train.shape[1]
+    model.initialise()
+    start = model.parameter_vector().clone()
+    model.best_validation_start = model.validate(0)
+    with torch.no_grad():  # a step that ruins the law: five times the coupling
+        model.conv.set_parameters(5 * model.conv.k.detach(), model.conv.gamma.detach())
+    model._step_losses = [1.0]
+    assert not model.end_step()
+    model._step_losses = [0.9]
+    assert model.end_step()
+    assert model.stopped_early == "2 step(s) without a better validation MSE (best: the start (step 0))"
+    model.keep_best()
+    assert torch.equal(model.parameter_vector(), start)
+    validation = model.optimizer_results()["validation"]
+    assert validation["kept"] == "the start (step 0)" and validation["kept_step"] == 0
+    assert validation["mse_by_step"][1] > validation["mse_by_step"][0]

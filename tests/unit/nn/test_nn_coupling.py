@@ -86,3 +86,24 @@ def test_the_simulation_scope_computes_phi_at_zero_once_with_the_same_result_and
     with pytest.raises(RuntimeError, match="boom"), layer.simulation(torch.float64):
         raise RuntimeError("boom")
     assert layer.phi_at_zero is None and "phi_at_zero" not in layer.state_dict()
+
+
+def test_a_source_level_coupling_keeps_zero_flux_and_sees_the_sending_level() -> None:
+    layer = CouplingConv(4, normalised_edge_features(U, LEN), k_init=0.02, gamma_init=1e-3,
+                         source_level=True).double()
+    assert layer.phi.hidden[0].in_features == 4
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in layer.phi.parameters():
+            p.normal_()
+    for level in (0.2, 0.9):  # equal levels: only the feed, whatever the level
+        y = torch.full((4, 1), level, dtype=torch.float64)
+        assert torch.allclose(layer(y, y, EDGE_INDEX, W), torch.full((4, 1), 1e-3, dtype=torch.float64),
+                              atol=1e-15)
+    # the same differences at another level: another message (a level-dependent conductance)
+    low = torch.tensor([[0.1], [0.3], [0.5], [0.7]], dtype=torch.float64)
+    assert not torch.allclose(layer(low, low, EDGE_INDEX, W), layer(low + 0.5, low + 0.5, EDGE_INDEX, W))
+    with layer.simulation(torch.float64):
+        assert layer.phi_at_zero is None
+        inside = layer(low, low, EDGE_INDEX, W)
+    assert torch.allclose(inside, layer(low, low, EDGE_INDEX, W), atol=1e-15)

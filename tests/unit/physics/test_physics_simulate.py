@@ -234,3 +234,45 @@ def test_consensus_operator_probed_in_blocks_is_the_same_matrix(monkeypatch) -> 
     monkeypatch.setattr(simulate, "PROBE_BUDGET", 2 * src.numel())  # two columns per call
     blocks = simulate.consensus_operator(ConsensusConv(g + 1), edges, w, modelled, torch.float64)
     assert whole.shape == (g, g) and torch.equal(whole, blocks)
+
+
+def test_segment_starts_by_hand() -> None:
+    from calcium_gnn.physics.simulate import segment_starts
+
+    assert segment_starts(11, 1) == [0]
+    assert segment_starts(11, 2) == [0, 5]
+    # L = ceil(10 / 3) = 4: windows [0, 4], [4, 8] and the last one ending at frame 10: [6, 10]
+    assert segment_starts(11, 3) == [0, 4, 6]
+
+
+def test_windows_started_on_the_trajectory_are_the_trajectory() -> None:
+    """Multiple shooting from the single simulation's own states reproduces it, window by window
+    (the stepwise path: a learned coupling whose correction is zero)."""
+    from calcium_gnn.nn.coupling import CouplingConv, normalised_edge_features
+    from calcium_gnn.physics.simulate import integrate_segments, segment_starts
+
+    x, t = _two_cells(n_frames=21)
+    w = torch.full((2,), W, dtype=torch.float64)
+    modelled = torch.tensor([True, False])
+    gamma = torch.tensor([GAMMA, 0.0], dtype=torch.float64)
+    conv = CouplingConv(2, normalised_edge_features(torch.ones(2), torch.ones(2))).double()
+    single = integrate(conv, x, t, EDGES, w, modelled, K, gamma, y0=torch.tensor([Y0, 0.0],
+                       dtype=torch.float64), substeps=2)
+    starts = segment_starts(21, 3)
+    windows = integrate_segments(conv, x, t, EDGES, w, modelled, K, gamma, starts, single[:, starts],
+                                 substeps=2)
+    length = windows.shape[2] - 1
+    for b, s in enumerate(starts):
+        assert torch.allclose(windows[:, b], single[:, s : s + length + 1], atol=1e-12)
+
+
+def test_multiple_shooting_refuses_unequal_frame_intervals() -> None:
+    from calcium_gnn.physics.simulate import integrate_segments
+
+    x, t = _two_cells()
+    t = t.clone()
+    t[5:] += 3.0
+    w = torch.full((2,), W, dtype=torch.float64)
+    with pytest.raises(ConfigError, match="equal frame intervals"):
+        integrate_segments(ConsensusConv(2).double(), x, t, EDGES, w, torch.tensor([True, False]), K,
+                           torch.zeros(2, dtype=torch.float64), [0, 5], x[:, [0, 5]])
