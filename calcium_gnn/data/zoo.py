@@ -177,17 +177,26 @@ def _test_member(index: int) -> ZooMember:
     return _member(f"test-{index}", "test", key, zp.member_params(choices["family"], choices, units, rng))
 
 
+def _custom_key(kind: str, name: str, options: tuple[str, ...], seed: int, tag: int) -> tuple[int, ...]:
+    """``(CUSTOM, tag + index of name, seed)``, the spawn key of a custom member, checked.
+
+    Raises:
+        ConfigError: ``name`` not among ``options`` (``kind`` says what it names) or a negative seed.
+    """
+    if name not in options:
+        raise ConfigError(f"zoo {kind}", f"unknown {kind} {name!r} (use one of {options})")
+    if int(seed) < 0:
+        raise ConfigError("zoo seed", f"must be >= 0, got {seed}")
+    return (CUSTOM, tag + options.index(name), int(seed))
+
+
 def custom_member(family: str, seed: int) -> ZooMember:
     """A member of ``family`` drawn from ``seed`` outside both splits (id ``"<family>-<seed>"``).
 
     Raises:
         ConfigError: unknown family or a negative seed.
     """
-    if family not in FAMILIES:
-        raise ConfigError("zoo family", f"unknown family {family!r} (use one of {FAMILIES})")
-    if int(seed) < 0:
-        raise ConfigError("zoo seed", f"must be >= 0, got {seed}")
-    key = (CUSTOM, FAMILIES.index(family), int(seed))
+    key = _custom_key("family", family, FAMILIES, seed, 0)
     rng = member_streams(key)["params"]
     choices = {**zp.draw_choices(rng), "family": family}
     units = zp.draw_units(rng)
@@ -210,11 +219,7 @@ def law_member(law: str, seed: int) -> ZooMember:
     Raises:
         ConfigError: unknown law or a negative seed.
     """
-    if law not in NONLINEAR_LAWS:
-        raise ConfigError("zoo law", f"unknown nonlinear law {law!r} (use one of {NONLINEAR_LAWS})")
-    if int(seed) < 0:
-        raise ConfigError("zoo seed", f"must be >= 0, got {seed}")
-    key = (CUSTOM, LAW_TAG + NONLINEAR_LAWS.index(law), int(seed))
+    key = _custom_key("law", law, NONLINEAR_LAWS, seed, LAW_TAG)
     rng = member_streams(key)["params"]
     choices = {**zp.draw_choices(rng), "size": "typical", "law": "linear"}
     params = zp.member_params(choices["family"], choices, zp.draw_units(rng), rng)
