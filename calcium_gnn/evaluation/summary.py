@@ -123,8 +123,11 @@ def run_summary(results: dict[str, Any], results_path: str | Path | None = None)
     versus = results.get("gnn_vs_linear") or {}
     if versus.get("mse_test_linear"):
         ratio = versus["mse_test_gnn"] / versus["mse_test_linear"]
+        kept = ((results.get("optimizer") or {}).get("validation") or {}).get("kept_step")
+        verdict = ("the same: the validation window kept the linear start" if kept == 0
+                   else "better" if ratio < 1 else "NOT better")
         lines.append(f"  learned law vs the linear fit it started from: test MSE ratio {ratio:.3g} "
-                     f"({'better' if ratio < 1 else 'NOT better'})")
+                     f"({verdict})")
     block = results.get("learned_law") or {}
     learned = block.get("summary")
     if learned:

@@ -1,0 +1,38 @@
+"""The console summary of a learned law: the verdict against the linear fit, the formula, the
+effective k beside the layer's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from calcium_gnn.evaluation.summary import run_summary
+
+from .test_evaluation_diagnostics import _evaluate, _fitted
+
+
+def _learned(res: dict[str, Any], kept: int, gnn: float, linear: float) -> dict[str, Any]:
+    return {**res, "gnn_vs_linear": {"mse_test_gnn": gnn, "mse_test_linear": linear},
+            "optimizer": {"validation": {"kept_step": kept}},
+            "learned_law": {"effective_k": 0.0201, "true_effective_k": 0.02,
+                            "summary": {"formula": "q ~ +0.0201 Delta", "explained": 0.999, "law": "linear"}}}
+
+
+@pytest.mark.parametrize(("kept", "gnn", "verdict"), [
+    (0, 0.01, "the same: the validation window kept the linear start"),
+    (2, 0.009, "better"),
+    (2, 0.011, "NOT better"),
+])
+def test_the_verdict_against_the_linear_fit(grid_graph, kept: int, gnn: float, verdict: str) -> None:
+    res = _evaluate(grid_graph, _fitted(grid_graph))
+    text = run_summary(_learned(res, kept, gnn, 0.01))
+    assert f"({verdict})" in text
+    line = "learned message: q ~ +0.0201 Delta, explains 99.9% -> linear; effective k 0.0201 (true 0.02)"
+    assert line in text
+    assert "the layer's k; the coupling is the effective k below" in text
+
+
+def test_a_fit_without_a_learned_law_prints_neither_line(grid_graph) -> None:
+    text = run_summary(_evaluate(grid_graph, _fitted(grid_graph)))
+    assert "learned" not in text and "effective k" not in text
