@@ -56,7 +56,7 @@ from calcium_gnn.physics.levenberg_marquardt import LevenbergMarquardt
 from calcium_gnn.physics.output_error import OutputErrorProblem, border_drive
 from calcium_gnn.physics.parameters import FittedParameters, truth_errors
 from calcium_gnn.physics.setups import Setup, resolve_setup
-from calcium_gnn.physics.simulate import integrate, integrate_segments, segment_starts
+from calcium_gnn.physics.simulate import equal_intervals, integrate, integrate_segments, segment_starts
 from calcium_gnn.physics.steps import METHODS, stiffness_substeps
 
 log = logging.getLogger(__name__)
@@ -251,8 +251,7 @@ class GNNODEModule(ConsensusModel):
                               f"at most {(self.n_fit - 1) // 2} windows of two frame intervals fit in the "
                               f"{self.n_fit} fitted frames of the training window, got {shooting_segments}")
         segments = self.shooting_segments
-        deltas = self.problem.t_train[1:] - self.problem.t_train[:-1]
-        self.equal_intervals = float((deltas - deltas.mean()).abs().max()) <= 1e-4 * float(deltas.abs().max())
+        self.equal_intervals = equal_intervals(self.problem.t_train)
         if segments > 1 and not self.equal_intervals:
             log.info("gnn_ode: the frame intervals are unequal; the training window is fitted as one "
                      "simulation (model.shooting_segments=1)")
@@ -519,16 +518,18 @@ class GNNODEModule(ConsensusModel):
         )
 
     @torch.no_grad()
-    def compare_with_linear(self, data: Data, substeps: int = 10) -> dict[str, Any]:
+    def compare_with_linear(self, data: Data, substeps: int = 10, simulated: Tensor | None = None
+                            ) -> dict[str, Any]:
         """Test-window MSE of the learned law and of the linear output-error fit it started from.
 
         MSE over the modelled cells against the observed traces (``mse_test``) and, with ground truth,
-        against the clean traces (``mse_test_clean``). Needs ``init="output_error"``.
+        against the clean traces (``mse_test_clean``). Needs ``init="output_error"``. ``simulated``: the
+        learned law's :meth:`simulate_full` of ``data`` at ``substeps``, when already made.
         """
         if not bool(self.has_linear_fit):
             raise ConfigError("model.init", "the comparison with the linear law needs init='output_error'")
         idx, test = self.problem.index.cpu(), self.test_frames
-        gnn = self.simulate_full(data, substeps=substeps).cpu()
+        gnn = (self.simulate_full(data, substeps=substeps) if simulated is None else simulated).cpu()
         linear_conv = ConsensusConv(self.modelled.shape[0], self.gamma_mode).to(self.linear_k)
         lin = self.simulate_full(
             data, conv=linear_conv, k=self.linear_k, gamma=self.linear_gamma, y0=self.linear_y0,
@@ -546,17 +547,18 @@ class GNNODEModule(ConsensusModel):
         return out
 
     @torch.no_grad()
-    def learned_law(self, data: Data, seed: int = 0) -> LearnedLaw:
+    def learned_law(self, data: Data, seed: int = 0, simulated: Tensor | None = None) -> LearnedLaw:
         """The learned flux per unit weight at visited states and its symbolic summary.
 
         Samples ``message_samples`` (edge, frame) pairs, uniformly, among the edges into modelled cells
         and all frames of the fitted simulation (border cells at their data): ``Delta = z_j - y_i``,
         ``z_j`` and ``q = k (Delta + (phi(Delta, ...) - phi(0, ...)) / w)``
         (:mod:`calcium_gnn.inference.learned_law`). With a zoo member's truth the true flux
-        ``k f(Delta, z_j)`` (in this fit's weight units) comes along.
+        ``k f(Delta, z_j)`` (in this fit's weight units) comes along. ``simulated``: the learned law's
+        :meth:`simulate_full` of ``data``, when already made.
         """
         p = self.problem
-        sim = self.simulate_full(data)
+        sim = self.simulate_full(data) if simulated is None else simulated
         z = torch.where(p.modelled.reshape(-1, 1), sim, data.x.detach().to(sim))
         into_modelled = torch.nonzero(p.modelled[p.edge_index[1]]).reshape(-1)
         n = min(self.n_message_samples, into_modelled.numel() * z.shape[1])
@@ -594,9 +596,10 @@ class GNNODEModule(ConsensusModel):
                     "rss_train": float(problem.loss_train().detach()) * problem.n_residuals,
                     "n_residuals": problem.n_residuals},
         }
+        simulated = self.simulate_full(data)  # once, for the comparison and the message samples
         if bool(self.has_linear_fit):
-            out["gnn_vs_linear"] = self.compare_with_linear(data)
-        out["learned_law"] = self.learned_law(data)
+            out["gnn_vs_linear"] = self.compare_with_linear(data, simulated=simulated)
+        out["learned_law"] = self.learned_law(data, simulated=simulated)
         return out
 
     def parameter_intervals(self, level: float | None = None, pool: bool = True):  # noqa: ANN201 - no intervals

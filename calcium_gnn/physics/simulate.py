@@ -442,6 +442,13 @@ def _integrate_windows(
     return torch.where(mask.unsqueeze(-1), torch.stack(frames, dim=2), x_obs)
 
 
+def equal_intervals(t: Tensor, dt_rtol: float = 1e-4) -> bool:
+    """Whether every frame interval of ``t`` (T,) differs from their mean by at most ``dt_rtol`` times
+    the longest one (the windows of multiple shooting can then share one time axis)."""
+    deltas = t[1:] - t[:-1]
+    return float((deltas - deltas.mean()).abs().max()) <= dt_rtol * float(deltas.abs().max())
+
+
 def segment_starts(n_frames: int, segments: int) -> list[int]:
     """First frames of ``segments`` windows of equal length ``L = ceil((T - 1) / segments)`` intervals
     that cover frames ``0 .. T - 1`` (the last one ends at ``T - 1``, overlapping its neighbour when
@@ -468,8 +475,7 @@ def integrate_segments(
     Raises:
         ConfigError: unequal frame intervals, (N, T) feeds, or ``y_starts`` not (N, len(starts)).
     """
-    deltas = t[1:] - t[:-1]
-    if float((deltas - deltas.mean()).abs().max()) > dt_rtol * float(deltas.abs().max()):
+    if not equal_intervals(t, dt_rtol):
         raise ConfigError("model.shooting_segments", "multiple shooting needs equal frame intervals")
     if gamma.dim() != 1:
         raise ConfigError("model.shooting_segments", "multiple shooting takes constant feeds (N,)")
