@@ -4,8 +4,10 @@
 
 Each member (:func:`calcium_gnn.data.zoo.law_member`; none is in the frozen test split, and none was
 used to choose the library or its rules, which were set on hand-made messages in
-``tests/unit/inference/test_inference_learned_law.py``) is fitted through the real command path,
-``experiment=setup1_gnn_ode model.source_level=true`` (:func:`benchmarks.zoo.fit_member`), interior
+``tests/unit/inference/test_inference_learned_law.py``, nor the experiment's settings (conductance
+form, gain, stopping), which were set on the tuning members ``TUNING_MEMBERS``) is fitted through the
+real command path,
+``experiment=discover_law`` (:func:`benchmarks.zoo.fit_member`; ``--set`` adds overrides), interior
 drivers named as ``setup.drivers``. Columns: ``gnn/lin`` and ``gnn/true`` the test-window MSE against the
 observed traces over the linear fit's and over the true law's (the noise floor); ``clean g/l`` the same
 ratio against the clean traces; ``summary`` and ``expl`` the symbolic summary's law and explained
@@ -44,7 +46,15 @@ DEFAULT_MEMBERS: tuple[str, ...] = (
     "rectifying-0", "rectifying-5", "rectifying-7", "paracrine-1", "paracrine-5", "paracrine-10",
     "border-1", "border-3", "stimulus-2",
 )
-EXTRA: tuple[str, ...] = ("model.source_level=true",)
+#: members the discover_law settings were chosen on (seeds 20-39, disjoint from DEFAULT_MEMBERS):
+#: ``--members`` with these reproduces the tuning runs
+TUNING_MEMBERS: tuple[str, ...] = (
+    "saturating-27", "saturating-28", "saturating-35", "saturating-38", "saturating-39", "threshold-23",
+    "threshold-24", "threshold-25", "threshold-29", "threshold-32", "rectifying-23", "rectifying-24",
+    "rectifying-27", "rectifying-35", "rectifying-38",
+)
+#: the command a user runs (configs/experiment/discover_law.yaml)
+EXPERIMENT: str = "discover_law"
 GAIN_TARGET, TRUE_RATIO_TARGET, LINEAR_TOLERANCE, NAMING_TARGET = 0.30, 1.5, 0.05, 0.80
 
 
@@ -58,7 +68,7 @@ def _true_law_mse(data: Any, train_fraction: float) -> float:
     return float(diff.pow(2).mean())
 
 
-def run(member_id: str, cache: str, out: str) -> dict[str, Any]:
+def run(member_id: str, cache: str, out: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     from zoo import fit_member
 
     from calcium_gnn.data import zoo as culture_zoo
@@ -66,7 +76,7 @@ def run(member_id: str, cache: str, out: str) -> dict[str, Any]:
 
     culture_zoo.forbid_test_split("law discovery: custom members only")  # in each worker, too
 
-    results, data, seconds, error = fit_member(member_id, "gnn_ode", cache, out, EXTRA)
+    results, data, seconds, error = fit_member(member_id, "gnn_ode", cache, out, tuple(overrides), EXPERIMENT)
     row: dict[str, Any] = {"member": member_id, "law": data.truth_law, "n_cells": int(data.num_nodes),
                            "n_frames": int(data.x.shape[1]), "noise": float(data.truth_noise),
                            "seconds": seconds, "error": error}
@@ -135,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", nargs="+", default=list(DEFAULT_MEMBERS))
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="extra Hydra overrides for every fit (e.g. model.validation_patience=4)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the run folders (results.json, learned_message.png) in this new folder")
@@ -149,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         cache, out = str(Path(tmp) / "cache"), str(root / "runs")
         Path(cache).mkdir()
         with ProcessPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run, m, cache, out) for m in args.members]
+            futures = [pool.submit(run, m, cache, out, tuple(args.set)) for m in args.members]
             rows = [f.result() for f in futures]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))

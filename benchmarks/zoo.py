@@ -145,9 +145,11 @@ def _row(
 
 
 def fit_member(
-    member_id: str, estimator: str, cache: str, out: str, extra: tuple[str, ...] = ()
+    member_id: str, estimator: str, cache: str, out: str, extra: tuple[str, ...] = (),
+    experiment: str | None = None,
 ) -> tuple[dict[str, Any] | None, Any, float, str | None]:
-    """Fit one member with one estimator through ``train()`` (``extra``: more Hydra overrides).
+    """Fit one member with one estimator through ``train()`` (``extra``: more Hydra overrides;
+    ``experiment``: default ``setup1_<estimator>``).
 
     Returns:
         ``(results or None, the member's graph, seconds, error or None)``.
@@ -167,7 +169,7 @@ def fit_member(
     data = load_graph(path)
     run_dir = Path(out) / member_id / estimator
     overrides = [
-        f"experiment=setup1_{estimator}",
+        f"experiment={experiment or f'setup1_{estimator}'}",
         f"data.graph={path}",
         "logger=none",
         "callbacks=none",

@@ -49,7 +49,7 @@ from calcium_gnn.models.neural_ode import (
 )
 from calcium_gnn.models.options import check_int, check_odd_window, check_positive
 from calcium_gnn.nn.consensus import PAPER_GAMMA_BOUNDS, PAPER_K_BOUNDS, ConsensusConv, check_bounds
-from calcium_gnn.nn.coupling import CouplingConv, normalised_edge_features
+from calcium_gnn.nn.coupling import MESSAGE_FORMS, CouplingConv, normalised_edge_features
 from calcium_gnn.physics.edge_weights import edge_weights
 from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
 from calcium_gnn.physics.levenberg_marquardt import LevenbergMarquardt
@@ -64,6 +64,12 @@ log = logging.getLogger(__name__)
 GNN_INITS: tuple[str, ...] = ("output_error", "crlsm", "constant")
 GNN_OPTIMIZERS: tuple[str, ...] = ("lbfgs", "adam")
 
+#: results.json ``law.terms`` per message form
+MESSAGE_TERMS: dict[str, str] = {
+    "correction": "eq. 3 with a learned message w (z_j - y_i) + phi(z_j - y_i, [z_j,] u_ij, l_ij) "
+                  "- phi(0, ...)",
+    "conductance": "eq. 3 with a learned positive conductance: w (z_j - y_i) c(z_j - y_i, [z_j,] u_ij, l_ij)",
+}
 #: Levenberg-Marquardt iterations of the linear output-error fit the GNN starts from.
 LINEAR_START_ITERATIONS: int = 50
 #: ``substeps="auto"``: RK4 steps per frame interval such that ``h rho <= AUTO_STEP_RATE``
@@ -74,6 +80,17 @@ LINEAR_START_ITERATIONS: int = 50
 AUTO_STEP_RATE: float = 2.0
 #: ...with room for a learned message this many times steeper than the linear law
 LEARNED_SLOPE_MARGIN: float = 2.0
+
+
+def level_statistics(x: Tensor) -> tuple[float, float]:
+    """Median and standard deviation of the finite levels of ``x`` (N, T) (the conductance network's
+    standardisation, :class:`~calcium_gnn.nn.coupling.CouplingConv`); a constant movie gets scale 1."""
+    values = x.detach().double().reshape(-1)
+    values = values[torch.isfinite(values)]
+    if values.numel() < 2:
+        return 0.0, 1.0
+    spread = float(values.std())
+    return float(values.median()), spread if spread > 0 else 1.0
 
 
 class GNNODEModule(ConsensusModel):
@@ -88,6 +105,11 @@ class GNNODEModule(ConsensusModel):
         hidden_features, num_layers, activation: the message MLP (defaults 16, 2, ``"tanh"``).
         source_level: the MLP also sees the sending cell's level ``z_j`` (default False; needed to learn
             a level-gated law such as calcium-induced release, at twice the MLP work).
+        message_form: ``"correction"`` (default: ``w Delta + phi(Delta, ...) - phi(0, ...)``) or
+            ``"conductance"`` (``w Delta c(Delta, ...)`` with a learned conductance ``c > 0``: a passive
+            junction whose levels cannot blow up; :class:`~calcium_gnn.nn.coupling.CouplingConv`).
+        conductance_gain: the conductance network's output gain ``G`` (default 1; a preconditioner,
+            :class:`~calcium_gnn.nn.coupling.CouplingConv`).
         message_samples: (edge, frame) samples of the learned message summarised after the fit
             (:meth:`learned_law`, default 20,000).
         shooting_segments: ``S`` (default 8): the training window is fitted as ``S`` windows simulated
@@ -142,6 +164,8 @@ class GNNODEModule(ConsensusModel):
         num_layers: int = 2,
         activation: str = "tanh",
         source_level: bool = False,
+        message_form: str = "correction",
+        conductance_gain: float = 1.0,
         mlp_weight_decay: float = 0.0,
         gamma_prior: str = "none",
         substeps: int | str = "auto",
@@ -193,6 +217,9 @@ class GNNODEModule(ConsensusModel):
             raise ConfigError("model.init", f"unknown init '{init}' (use one of {GNN_INITS})")
         if method not in METHODS:
             raise ConfigError("model.method", f"unknown method '{method}' (use one of {METHODS})")
+        if message_form not in MESSAGE_FORMS:
+            raise ConfigError("model.message_form", f"unknown message form {message_form!r} "
+                                                    f"(use one of {MESSAGE_FORMS})")
         self.mlp_weight_decay = float(mlp_weight_decay)
         if not self.mlp_weight_decay >= 0:
             raise ConfigError("model.mlp_weight_decay", f"must be >= 0, got {mlp_weight_decay!r}")
@@ -216,6 +243,7 @@ class GNNODEModule(ConsensusModel):
         self.train_frames, self.test_frames = time_split(data.x.shape[1], train_fraction)
         w, scale = edge_weights(data.edge_attr.detach().double(), edge_weight_scale)
         self.edge_weight_scale = scale
+        center, spread = level_statistics(data.x.detach()[:, self.train_frames])
         conv = CouplingConv(
             int(data.num_nodes),
             normalised_edge_features(data.u, data.l),
@@ -228,6 +256,10 @@ class GNNODEModule(ConsensusModel):
             num_layers=num_layers,
             activation=activation,
             source_level=source_level,
+            message_form=message_form,
+            level_center=center,
+            level_scale=spread,
+            conductance_gain=check_positive("model.conductance_gain", conductance_gain),
         )
         self.n_message_samples = check_int("model.message_samples", message_samples, 10)
         self.shooting_segments = check_int("model.shooting_segments", shooting_segments, 1)
@@ -591,7 +623,7 @@ class GNNODEModule(ConsensusModel):
         out: dict[str, Any] = {
             "anomaly": self.anomaly_scores(),
             "optimizer": self.optimizer_results(),
-            "law": {"name": "gnn_ode", "terms": "eq. 3 with a learned message phi(z_j - y_i, u_ij, l_ij)",
+            "law": {"name": "gnn_ode", "terms": MESSAGE_TERMS[self.conv.message_form],
                     "n_parameters": problem.n_parameters + n_mlp,
                     "rss_train": float(problem.loss_train().detach()) * problem.n_residuals,
                     "n_residuals": problem.n_residuals},

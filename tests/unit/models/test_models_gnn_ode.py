@@ -95,6 +95,8 @@ def test_gnn_starts_at_the_linear_fit_and_does_not_get_worse(graph) -> None:
         ({"gamma_prior": "random_effects"}, "model.gamma_prior"),
         ({"stop_tolerance": -1e-4}, "model.stop_tolerance"),
         ({"stop_tolerance": 1.0}, "model.stop_tolerance"),
+        ({"message_form": "quadratic"}, "model.message_form"),
+        ({"message_form": "conductance", "conductance_gain": 0.0}, "model.conductance_gain"),
     ],
 )
 def test_bad_config(graph, kwargs, key) -> None:
@@ -181,3 +183,33 @@ def test_the_fit_keeps_the_step_with_the_best_validation_mse(graph) -> None:
     validation = model.optimizer_results()["validation"]
     assert validation["kept"] == "the start (step 0)" and validation["kept_step"] == 0
     assert validation["mse_by_step"][1] > validation["mse_by_step"][0]
+
+
+def test_the_conductance_form_starts_at_the_same_linear_fit_with_standardised_levels(graph) -> None:
+    """message_form="conductance": the network sees the training window's levels standardised (median,
+    standard deviation), the start is the same linear fit with the same loss as the correction form's,
+    and one L-BFGS step moves the conductance away from 1 without raising the loss."""
+    from calcium_gnn.models.gnn_ode import level_statistics
+
+    kwargs = {"substeps": 1, "steps_per_epoch": 1, "lbfgs_max_iter": 5, "hidden_features": 8,
+              "num_threads": 1, "source_level": True, "validation_fraction": 0.0}
+    correction = GNNODEModule(data=graph, **kwargs)
+    model = GNNODEModule(data=graph, message_form="conductance", conductance_gain=30.0, **kwargs)
+    train = graph.x[:, model.train_frames].double()
+    assert float(model.conv.level_center) == pytest.approx(float(train.median()))
+    assert float(model.conv.level_scale) == pytest.approx(float(train.std()))
+    assert level_statistics(torch.full((3, 4), 2.0)) == (2.0, 1.0)  # a constant movie: scale 1
+    correction.initialise()
+    model.initialise()
+    start = float(model.loss_train().detach())
+    assert start == pytest.approx(float(correction.loss_train().detach()), rel=1e-12)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=CellGraphDataModule(graph, steps_per_epoch=1))
+    assert float(model.loss_train().detach()) <= start + 1e-12
+    law = model.learned_law(graph)
+    s = law.samples
+    k = float(model.conv.k.detach())
+    c = s.learned / (k * s.delta)
+    moving = abs(s.delta) > 1e-6
+    assert bool((c[moving] > 0).all()) and float(c[moving].max() - c[moving].min()) > 1e-6

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from calcium_gnn.errors import GraphError
 from calcium_gnn.nn.consensus import ConsensusConv
@@ -107,3 +108,107 @@ def test_a_source_level_coupling_keeps_zero_flux_and_sees_the_sending_level() ->
         assert layer.phi_at_zero is None
         inside = layer(low, low, EDGE_INDEX, W)
     assert torch.allclose(inside, layer(low, low, EDGE_INDEX, W), atol=1e-15)
+
+
+def _conductance_layer(**options) -> CouplingConv:
+    return CouplingConv(4, normalised_edge_features(U, LEN), k_init=0.02, gamma_init=1e-3, source_level=True,
+                        message_form="conductance", **options).double()
+
+
+def _randomise(layer: CouplingConv, seed: int, scale: float = 3.0) -> None:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.phi.parameters():
+            p.normal_(0.0, scale)
+
+
+def test_the_conductance_form_starts_at_the_linear_law() -> None:
+    y = torch.tensor([[0.1, 0.5], [0.4, 0.2], [0.9, 0.3], [0.2, 0.8]], dtype=torch.float64)
+    lin = ConsensusConv(4, k_init=0.02, gamma_init=1e-3).double()
+    layer = _conductance_layer(level_center=0.4, level_scale=0.3, conductance_gain=30.0)
+    assert torch.allclose(layer(y, y, EDGE_INDEX, W), lin(y, y, EDGE_INDEX, W), atol=1e-15)
+    assert torch.allclose(layer.conductance(y[EDGE_INDEX[0]] - y[EDGE_INDEX[1]], y[EDGE_INDEX[0]]),
+                          torch.ones(6, 2, dtype=torch.float64), atol=1e-15)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_learned_conductance_is_positive_so_calcium_flows_down_its_gradient(seed: int) -> None:
+    """Whatever the weights: c > 0, the flux per weight has the sign of Delta (zero at Delta = 0), and
+    flux_per_weight is the message divided by its weight."""
+    layer = _conductance_layer(conductance_gain=30.0)
+    _randomise(layer, seed)
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.rand(4, 50, generator=gen, dtype=torch.float64) * 4 - 2
+    src, dst = EDGE_INDEX
+    delta, source = y[src] - y[dst], y[src]
+    c = layer.conductance(delta, source)
+    assert bool((c > 0).all()) and float(c.max() / c.min()) > 10  # positive, and far from constant
+    edges = torch.arange(6).repeat_interleave(50)
+    q = layer.flux_per_weight(delta.reshape(-1), source.reshape(-1), edges, W[edges])
+    assert bool((q * delta.reshape(-1) >= 0).all())
+    message = layer.message(y[dst], y[src], W)
+    assert torch.allclose(q, layer.k * (message / W.unsqueeze(-1)).reshape(-1), rtol=1e-12, atol=1e-18)
+    equal = torch.full((4, 3), 0.7, dtype=torch.float64)
+    assert torch.allclose(layer(equal, equal, EDGE_INDEX, W), torch.full((4, 3), 1e-3, dtype=torch.float64),
+                          atol=1e-15)
+
+
+def _driven_path(form: str, seed: int) -> Tensor:
+    """Levels (2, T) of the inner cells of the path driven at both ends (drivers in [-1, 1], start
+    +-0.9, no feeds) under a random network of the given message form, RK4 at h rho <= 1."""
+    from calcium_gnn.physics.simulate import integrate
+
+    layer = CouplingConv(4, normalised_edge_features(U, LEN), k_bounds=(1e-3, 10.0), k_init=1.0,
+                         gamma_init=0.0, source_level=True, message_form=form, conductance_gain=3.0).double()
+    _randomise(layer, seed, scale=1.0)
+    t = torch.arange(40, dtype=torch.float64)
+    x = torch.zeros(4, 40, dtype=torch.float64)
+    x[0] = torch.sin(t / 3)
+    x[3] = 0.5 * torch.cos(t / 5)
+    modelled = torch.tensor([False, True, True, False])
+    y0 = torch.tensor([0.0, 0.9, -0.9, 0.0], dtype=torch.float64)
+    grid = torch.linspace(-2, 2, 41, dtype=torch.float64)
+    with torch.no_grad():
+        c = layer.conductance(grid.reshape(1, -1).expand(6, -1), grid[:6].reshape(-1, 1).expand(-1, 41))
+        assert float(c.max() / c.min()) > 5  # strongly level-dependent
+        substeps = int(float(layer.k) * float(c.max()) * float(W.max())) + 10  # h rho <= 1 (Gershgorin)
+        sim = integrate(layer, x, t, EDGE_INDEX, W, modelled, layer.k, layer.gamma, y0=y0, substeps=substeps)
+    return sim[1:3]
+
+
+@pytest.mark.parametrize("seed", [0, 2, 4])
+def test_no_learned_conductance_lets_the_levels_leave_the_drivers_range(seed: int) -> None:
+    """The maximum principle of the ODE: without feeds, the modelled cells of a path driven at both ends
+    stay within the range of the drivers and the start for any conductance network; the same networks as
+    a correction of the flux (the default form) push them out of it."""
+    inner = _driven_path("conductance", seed)
+    assert bool(torch.isfinite(inner).all())
+    assert float(inner.max()) <= 1.0 + 1e-9 and float(inner.min()) >= -1.0 - 1e-9
+    corrected = _driven_path("correction", seed)
+    assert float(corrected.abs().max()) > 1.1
+
+
+def test_the_conductance_network_sees_standardised_levels() -> None:
+    """Levels scaled and shifted together with the layer's centre and scale give the same conductance."""
+    a = _conductance_layer()
+    b = _conductance_layer(level_center=2.0, level_scale=5.0)
+    b.load_state_dict({**a.state_dict(), "level_center": b.level_center, "level_scale": b.level_scale})
+    _randomise(a, 3)
+    b.phi.load_state_dict(a.phi.state_dict())
+    y = torch.rand(4, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    src, dst = EDGE_INDEX
+    ca = a.conductance(y[src] - y[dst], y[src])
+    z = 2.0 + 5.0 * y
+    assert torch.allclose(b.conductance(z[src] - z[dst], z[src]), ca, atol=1e-12)
+
+
+def test_bad_conductance_options_are_graph_errors() -> None:
+    with pytest.raises(GraphError, match="message_form"):
+        CouplingConv(4, normalised_edge_features(U, LEN), message_form="quadratic")
+    with pytest.raises(GraphError, match="level_scale"):
+        _conductance_layer(level_scale=0.0)
+    with pytest.raises(GraphError, match="conductance_gain"):
+        _conductance_layer(conductance_gain=-1.0)
+    layer = _conductance_layer()
+    with pytest.raises(GraphError, match="source"):
+        layer.conductance(torch.zeros(6, 1, dtype=torch.float64))
