@@ -131,6 +131,10 @@ class GNNODEModule(ConsensusModel):
             the linear start counting as step 0, so a learned law that does worse than the linear fit
             on frames it did not train on is not kept (0: no validation, the last step is kept).
         validation_patience: stop after this many steps in a row without a better validation MSE.
+        validation_min_delta: a step counts as better for the patience only when it lowers the best
+            validation MSE by more than this fraction of it (default 0; the best step is still kept
+            whatever its margin). On the noise-free built-in culture every step improved the validation
+            MSE by about 1e-4 of it, and ``discover_law`` (patience 6) ran all 15 steps (126 s of fitting).
         mlp_weight_decay: L2 penalty ``lambda ||theta_MLP||^2`` added to the loss (default 0).
         gamma_prior: only ``"none"`` (per-cell feeds; pooling needs the linear law's covariance).
         substeps: RK4 steps per frame interval, or ``"auto"`` (default): from the stiffness of the linear
@@ -193,6 +197,7 @@ class GNNODEModule(ConsensusModel):
         continuity_weight: float = 1.0,
         validation_fraction: float = 0.2,
         validation_patience: int = 2,
+        validation_min_delta: float = 0.0,
     ) -> None:
         super().__init__()
         if data is None:
@@ -295,6 +300,12 @@ class GNNODEModule(ConsensusModel):
             requires_grad=len(self.segment_frames) > 1,
         )
         self.validation_patience = check_int("model.validation_patience", validation_patience, 1)
+        self.validation_min_delta = float(validation_min_delta)
+        if not 0 <= self.validation_min_delta < 1:
+            raise ConfigError("model.validation_min_delta",
+                              f"must be in [0, 1), got {validation_min_delta!r}")
+        #: the last step that lowered the best validation MSE by more than ``validation_min_delta`` of it
+        self.improved_step = 0
         #: (validation MSE, step) of the best parameters so far; their values in ``best_parameters``
         self.best_validation: tuple[float, int] | None = None
         self.best_validation_start = float("nan")
@@ -416,6 +427,7 @@ class GNNODEModule(ConsensusModel):
         if not bool(self.initialised):
             self.initialise()
         self.best_validation = None
+        self.improved_step = 0
         # the start (the linear fit with init="output_error") is step 0
         self.best_validation_start = self.validate(0)
 
@@ -443,6 +455,9 @@ class GNNODEModule(ConsensusModel):
     def validate(self, step: int) -> float:
         """Record the validation MSE of the current parameters as ``step``'s; snapshot them if best."""
         mse = self.validation_mse()
+        if mse == mse and self.best_validation is not None and (
+                mse < self.best_validation[0] * (1.0 - self.validation_min_delta)):
+            self.improved_step = step
         if mse == mse and (self.best_validation is None or mse < self.best_validation[0]):
             self.best_validation = (mse, step)
             self.best_parameters = self.parameter_vector().clone()  # a buffer: it moves with the module
@@ -477,9 +492,11 @@ class GNNODEModule(ConsensusModel):
         self.fit_log.append({"evaluations": evaluations, "best_loss": best, "k": float(self.conv.k.detach()),
                              "validation_mse": validation})
         self._step_losses = []
-        if self.best_validation is not None and step - self.best_validation[1] >= self.validation_patience:
-            self.stopped_early = (f"{self.validation_patience} step(s) without a better validation MSE "
-                                  f"(best: {self.step_name(self.best_validation[1])})")
+        if self.best_validation is not None and step - self.improved_step >= self.validation_patience:
+            delta = self.validation_min_delta
+            margin = f" (by more than {delta:g} of it)" if delta else ""
+            self.stopped_early = (f"{self.validation_patience} step(s) without a better validation MSE"
+                                  f"{margin} (best: {self.step_name(self.best_validation[1])})")
             return True
         if previous is None or not self.stop_tolerance or not previous > 0:
             return False

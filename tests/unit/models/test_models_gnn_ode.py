@@ -213,3 +213,24 @@ def test_the_conductance_form_starts_at_the_same_linear_fit_with_standardised_le
     c = s.learned / (k * s.delta)
     moving = abs(s.delta) > 1e-6
     assert bool((c[moving] > 0).all()) and float(c[moving].max() - c[moving].min()) > 1e-6
+
+
+def test_steps_that_improve_the_validation_by_a_hair_do_not_reset_the_patience(graph) -> None:
+    """validation_min_delta: steps lowering the best validation MSE by less than that fraction of it are
+    kept as the best (the snapshot follows them) but do not keep the fit running."""
+    model = GNNODEModule(data=graph, num_threads=1, validation_patience=2, validation_min_delta=1e-3,
+                         stop_tolerance=0.0)
+    model.initialise()
+    best = model.validate(0)
+    model.best_validation = (best, 0)
+    steps = []
+    for factor in (0.9, 0.9995, 0.9999):  # a real gain, then two hair-thin ones
+        model.validation_mse = lambda f=factor: f * model.best_validation[0]  # noqa: B023 - bound by default
+        model._step_losses = [1.0]
+        steps.append(model.end_step())
+    assert steps == [False, False, True]
+    assert model.best_validation[1] == 3  # the last hair-thin step is still the best one, and kept
+    assert model.stopped_early == ("2 step(s) without a better validation MSE (by more than 0.001 of it) "
+                                   "(best: step 3)")
+    with pytest.raises(ConfigError, match="model.validation_min_delta"):
+        GNNODEModule(data=graph, validation_min_delta=1.0)
