@@ -6,8 +6,8 @@ Each member (:func:`calcium_gnn.data.zoo.law_member`; none is in the frozen test
 used to choose the library or its rules, which were set on hand-made messages in
 ``tests/unit/inference/test_inference_learned_law.py``, nor the experiment's settings (conductance
 form, gain, stopping), which were set on the tuning members ``TUNING_MEMBERS``) is fitted through the
-real command path,
-``experiment=discover_law`` (:func:`benchmarks.zoo.fit_member`; ``--set`` adds overrides), interior
+real command path, ``experiment=discover_law`` (:func:`benchmarks.zoo.fit_member`; ``--set`` adds
+overrides), interior
 drivers named as ``setup.drivers``. Columns: ``gnn/lin`` and ``gnn/true`` the test-window MSE against the
 observed traces over the linear fit's and over the true law's (the noise floor); ``clean g/l`` the same
 ratio against the clean traces; ``summary`` and ``expl`` the symbolic summary's law and explained

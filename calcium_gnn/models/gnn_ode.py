@@ -107,7 +107,7 @@ class GNNODEModule(ConsensusModel):
             a level-gated law such as calcium-induced release, at twice the MLP work).
         message_form: ``"correction"`` (default: ``w Delta + phi(Delta, ...) - phi(0, ...)``) or
             ``"conductance"`` (``w Delta c(Delta, ...)`` with a learned conductance ``c > 0``: a passive
-            junction whose levels cannot blow up; :class:`~calcium_gnn.nn.coupling.CouplingConv`).
+            junction, whose ODE obeys a maximum principle; :class:`~calcium_gnn.nn.coupling.CouplingConv`).
         conductance_gain: the conductance network's output gain ``G`` (default 1; a preconditioner,
             :class:`~calcium_gnn.nn.coupling.CouplingConv`).
         message_samples: (edge, frame) samples of the learned message summarised after the fit
@@ -455,10 +455,12 @@ class GNNODEModule(ConsensusModel):
     def validate(self, step: int) -> float:
         """Record the validation MSE of the current parameters as ``step``'s; snapshot them if best."""
         mse = self.validation_mse()
-        if mse == mse and self.best_validation is not None and (
-                mse < self.best_validation[0] * (1.0 - self.validation_min_delta)):
+        if mse != mse:  # no validation frames
+            return mse
+        best = self.best_validation
+        if best is not None and mse < best[0] * (1.0 - self.validation_min_delta):
             self.improved_step = step
-        if mse == mse and (self.best_validation is None or mse < self.best_validation[0]):
+        if best is None or mse < best[0]:
             self.best_validation = (mse, step)
             self.best_parameters = self.parameter_vector().clone()  # a buffer: it moves with the module
         return mse

@@ -33,9 +33,10 @@ with the levels standardised by the training window's statistics (``hat Delta = 
 ``hat z = (z - c) / s``, :attr:`CouplingConv.level_center`, :attr:`CouplingConv.level_scale`). ``psi``'s
 output layer starts at zero, so ``c = 1`` and the start is again the linear law. The conductance is
 positive whatever the weights: calcium always flows down its gradient (a passive junction), each cell's
-rate is a positively weighted pull toward its neighbours, and the levels obey a maximum principle
-(they stay within the drivers' range, shifted by the feeds), so no learned law can blow up between
-frames it was not fitted on. The message vanishes between equal levels through the factor ``Delta``,
+rate is a positively weighted pull toward its neighbours, and the ODE obeys a maximum principle
+(the levels stay within the drivers' range, shifted by the feeds), so no learned law can blow up
+between frames it was not fitted on, as long as the integration step stays inside the integrator's
+stability limit. The message vanishes between equal levels through the factor ``Delta``,
 without a second network call: each evaluation runs the MLP once. Every law of the zoo
 (:mod:`calcium_gnn.data.zoo_laws`) has this form: saturation ``c = tanh(Delta/sigma) / (Delta/sigma)``,
 release ``c = 1 + a S((z_j - theta)/epsilon)``, rectification ``c = 1`` or ``r`` by the sign of ``Delta``.
