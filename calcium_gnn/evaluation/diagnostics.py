@@ -32,6 +32,10 @@ the simulation ``y`` (N, T) of the fitted parameters (each window from its own f
    ``2 z se_k`` is wider than ``k`` itself (``identification_ratio``); the intervals are then not
    reported as intervals (:func:`withhold_intervals`); ``k`` is uncertain (flagged too) when the
    interval's half-width exceeds ``uncertainty_share`` of ``k``;
+4a. **the law** (:func:`check_law`, output-error fits of a law without a leak): the score test of a leak
+   back to baseline at the fit's optimum (:mod:`calcium_gnn.inference.law_check`) above
+   ``law_rejection_z``, with a one-step leak rate above ``law_rejection_share`` of the median coupling
+   rate, is flagged: the data reject the law;
 4b. **reference**: for estimators that do not fit the simulation itself (PINN, least squares), the
    output-error fit of the same data (:mod:`calcium_gnn.evaluation.reference_fit`): the estimator's
    ``k`` outside the reference's interval widened by ``reference_tolerance * k_ref`` is flagged, and
@@ -80,6 +84,10 @@ class DiagnosticRule:
             estimate) also exceeds this share of the traces' robust range (P95 - P5).
         uncertainty_share: flag when the half-width of the interval of ``k`` exceeds this share of ``k``.
         leak_uncertainty_share: the same for the leak rate ``delta`` of the leak laws.
+        law_rejection_z: flag a law without a leak when the score test of a leak back to baseline
+            (:mod:`calcium_gnn.inference.law_check`, results.json ``law.leak_score``) exceeds this ``z`` ...
+        law_rejection_share: ... and its one-step leak rate exceeds this share of the median coupling
+            rate (a significant but negligible leak does not reject the law).
         border_noise_share: flag a ``k`` that the border-noise correction moved by more than this share
             (either way): it then rests on the correction's noise model more than on the data.
         reference_tolerance: flag when ``k`` lies further than this share of the reference's ``k``
@@ -97,6 +105,8 @@ class DiagnosticRule:
     model_error_share: float = 0.03
     uncertainty_share: float = 0.25
     leak_uncertainty_share: float = 0.5
+    law_rejection_z: float = 4.0
+    law_rejection_share: float = 0.02
     border_noise_share: float = 0.25
     reference_tolerance: float = 0.1
     identification_ratio: float = 1.0
@@ -420,6 +430,32 @@ def check_leak(law: dict[str, Any] | None, rule: DiagnosticRule, diagnostics: di
     else:
         return
     diagnostics["reasons"].append(reason)
+    diagnostics["fit_ok"] = False
+
+
+def check_law(law: dict[str, Any] | None, rule: DiagnosticRule, diagnostics: dict[str, Any]) -> None:
+    """The score test of a leak back to baseline at a law without one (results.json ``law.leak_score``,
+    :mod:`calcium_gnn.inference.law_check`): flag the fit, in place in ``diagnostics`` (``law_check``
+    block, ``reasons``, ``fit_ok``), when its ``z`` exceeds ``law_rejection_z`` and its one-step leak rate
+    exceeds ``law_rejection_share`` of the median coupling rate. The data then reject the law, and its
+    ``k`` absorbs the leak it lacks (on the zoo's dev members generated with a leak and flagged so, the
+    linear law's coupling rates were 4-93% off)."""
+    score = (law or {}).get("leak_score")
+    if not score or score.get("z") is None:
+        return
+    z = float(score["z"])
+    share = float(score.get("step_over_coupling", math.inf))
+    rejected = z > rule.law_rejection_z and share > rule.law_rejection_share
+    diagnostics["law_check"] = {"leak_score_z": z, "step_over_coupling": share, "rejected": rejected,
+                                "threshold": rule.law_rejection_z, "share": rule.law_rejection_share}
+    if not rejected:
+        return
+    diagnostics["reasons"].append(
+        f"the data reject the {law.get('name', 'fitted')} law: a leak back to baseline explains them better "
+        f"(score test z = {z:.1f} > {rule.law_rejection_z:g}; one step delta = {score['delta_step']:.2g}/s, "
+        f"{100 * share:.0f}% of the coupling rate), "
+        "and k absorbs the leak the law lacks; compare the laws (experiment=select_law)"
+    )
     diagnostics["fit_ok"] = False
 
 

@@ -43,6 +43,7 @@ from calcium_gnn.evaluation.diagnostics import (
     check_border_noise,
     check_diverged,
     check_finite_parameters,
+    check_law,
     check_leak,
     diagnose,
     withhold_intervals,
@@ -395,6 +396,7 @@ def evaluate_fit(
         own_trajectory=own_trajectory, reference=reference, rule=rule,
     )
     check_leak(results.get("law"), rule, diagnostics)
+    check_law(results.get("law"), rule, diagnostics)
     check_border_noise(results.get("border_noise_correction"), rule, diagnostics)
     results["diagnostics"] = diagnostics
     if setup.drivers:

@@ -84,6 +84,7 @@ from torch_geometric.data import Data
 
 from calcium_gnn.errors import ConfigError
 from calcium_gnn.inference.anomaly import AnomalyRule, AnomalyScores
+from calcium_gnn.inference.law_check import LeakScore, leak_score_test
 from calcium_gnn.inference.output_error import (
     fit_anomaly_scores,
     laplace,
@@ -276,6 +277,9 @@ class OutputErrorODE(ConsensusModel):
         leak_bounds, leak_init: box and starting value of the leak rate ``delta`` (1/s) of the leak laws.
         stimulus_time: the stimulus time (s, on the graph's time axis) of the stimulus laws.
         stimulus_feed: ``"per_cell"`` (default) or ``"shared"`` switched feeds.
+        law_check: test the fitted law against a leak back to baseline when the fit ends (default True;
+            a score test, one set of normal equations: :mod:`calcium_gnn.inference.law_check`; laws
+            without a leak, Levenberg-Marquardt fits).
         init: ``"crlsm"`` (default) or ``"constant"`` (``k_init``, ``gamma_init``).
         k_init, gamma_init: starting values for ``init="constant"`` (defaults 0.01, 0).
         fit_initial_state: fit ``y0`` of the modelled cells (default True).
@@ -342,6 +346,7 @@ class OutputErrorODE(ConsensusModel):
         leak_init: float = DEFAULT_LEAK_INIT,
         stimulus_time: float | None = None,
         stimulus_feed: str = "per_cell",
+        law_check: bool = True,
     ) -> None:
         super().__init__()
         if data is None:
@@ -365,6 +370,9 @@ class OutputErrorODE(ConsensusModel):
         self.border_noise_seed = check_int("model.border_noise_seed", border_noise_seed, 0)
         self.border_noise_replicates = check_int("model.border_noise_replicates", border_noise_replicates, 0)
         self.border_correction: BorderNoiseCorrection | None = None
+        self.law_check = bool(law_check)
+        #: the leak score test at the fit's optimum (:meth:`check_law`), or why there is none
+        self.leak_score: LeakScore | str | None = None
         substeps = check_int("model.substeps", substeps, 1)
         self.steps_per_epoch = check_int("model.steps_per_epoch", steps_per_epoch, 1)
         border_smoothing = check_odd_window("model.border_smoothing", border_smoothing)
@@ -563,9 +571,32 @@ class OutputErrorODE(ConsensusModel):
         :meth:`gamma_prior_status`).
         """
         self.problem.restore_unpooled()
+        self.check_law()
         self.correct_border_noise()
         if self.gamma_prior_status() is None:
             self.apply_gamma_prior()
+
+    def law_check_status(self) -> str | None:
+        """Why the law is not tested against a leak (``None`` when :meth:`check_law` applies)."""
+        if not self.law_check:
+            return "law_check=false"
+        if self.problem.has_leak:
+            return f"the law ({self.law}) has a leak"
+        if self.optimizer_name != "gauss_newton":
+            return f"optimizer={self.optimizer_name} (the score test needs the Gauss-Newton optimum)"
+        return None
+
+    @torch.no_grad()
+    def check_law(self) -> LeakScore | str | None:
+        """The score test of a leak back to baseline at the per-cell optimum (before the border-noise
+        correction moves ``k``): :func:`~calcium_gnn.inference.law_check.leak_score_test`. Stored in
+        :attr:`leak_score` (a :class:`LeakScore`, or why the test could not be made) and returned;
+        ``None`` where it does not apply (:meth:`law_check_status`)."""
+        self.leak_score = None
+        if self.law_check_status() is None:
+            self.leak_score = leak_score_test(self.problem, self.conv.leak_bounds,
+                                              self.autocorrelation_correction)
+        return self.leak_score
 
     @torch.no_grad()
     def correct_border_noise(self) -> BorderNoiseCorrection | None:
@@ -676,6 +707,11 @@ class OutputErrorODE(ConsensusModel):
         out["rss_train"] = float(residuals.pow(2).sum())
         out["n_residuals"] = problem.n_residuals
         out["rho_train"] = lag1_autocorrelation(residuals)
+        if not problem.has_leak:  # the law check (check_law): its test, or why there is none
+            if isinstance(self.leak_score, LeakScore):
+                out["leak_score"] = self.leak_score.as_dict()
+            else:
+                out["leak_score_unavailable"] = self.leak_score or self.law_check_status() or "not run"
         schur = self.projection_schur()
         if problem.has_leak and (problem.normal_equations_available or schur is not None):
             theta, cov = (laplace(problem, self.autocorrelation_correction) if schur is None

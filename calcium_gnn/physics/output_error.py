@@ -181,6 +181,48 @@ class OutputErrorProblem(nn.Module):
         self.register_buffer("y0_unpooled", x.new_zeros(n))
         self._derived: dict[str, Any] = {}
 
+    @torch.no_grad()
+    def with_leak(self, leak_bounds: tuple[float, float]) -> OutputErrorProblem:
+        """The same problem with the leak term ``- delta (y_i - b_i)`` of the leak laws added (one shared
+        ``delta``, box ``leak_bounds``): the nested alternative of the law check
+        (:mod:`calcium_gnn.inference.law_check`). Same data, options and device; the eigenbasis is shared
+        (the leak shifts every mode's rate and changes no mode). ``k`` and the feeds start from this
+        problem's box and initial values; place a point with :meth:`embed_theta`.
+
+        Raises:
+            ConfigError: the problem already has a leak, or its right-hand side is not the consensus law.
+        """
+        if self.has_leak or not isinstance(self.conv, ConsensusConv):
+            raise ConfigError("model.law", "the leak alternative extends the consensus law without a leak")
+        conv = self.conv
+        extended_conv = ConsensusConv(
+            conv.num_nodes, conv.gamma_mode, conv.k_bounds, conv.gamma_bounds, conv.k_init, conv.gamma_init,
+            leak_mode="shared", leak_bounds=leak_bounds, leak_init=0.0,
+        )
+        extended = OutputErrorProblem(
+            extended_conv.to(self.x_train), self.x_train, self.t_train, self.edge_index, self.edge_weight,
+            self.modelled, self.gamma_mode, substeps=self.substeps, method=self.ode_method,
+            fit_initial_state=self.fit_initial_state, border_smoothing=self.border_smoothing,
+            jacobian=self.jacobian, max_jacobian_parameters=self.max_jacobian_parameters,
+            max_normal_parameters=self.max_normal_parameters, stimulus_feed=self.stimulus_mode,
+            stimulus_time=self.stimulus_time, stimulus_bounds=self.stimulus_bounds,
+        ).to(self.x_train.device)
+        if "basis" in self._derived:
+            extended._derived["basis"] = self._derived["basis"]
+        return extended
+
+    def embed_theta(self, theta: Tensor, source: OutputErrorProblem) -> Tensor:
+        """``theta`` (P_source,) of ``source`` laid out as this problem's (P,): every parameter group
+        both have is copied, the others (a leak rate ``source`` lacks) are 0."""
+        out = theta.new_zeros(self.n_parameters)
+        mine, theirs = self.layout(), source.layout()
+        for name, where in theirs.items():
+            if where.stop > where.start:
+                if mine[name].stop - mine[name].start != where.stop - where.start:
+                    raise ConfigError("model.law", f"parameter group '{name}' differs between the problems")
+                out[mine[name]] = theta[where]
+        return out
+
     # ------------------------------------------------------------------------------ derived cache
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> OutputErrorProblem:
         """``.to()``, ``.cuda()``, ``.double()``: derived values are recomputed where next used."""
