@@ -8,7 +8,9 @@ with ``selection.laws=[linear,leak,...]``:
    of the config whose ``paths.output_dir`` is the candidate's own subfolder ``<run folder>/<name>/``
    and whose model is the candidate: a law of :mod:`calcium_gnn.physics.laws` (``linear``, ``leak``,
    ``stimulus``, ``leak_stimulus``) sets ``model.law`` of the run's output-error model
-   (``model=neural_ode``), ``gnn_ode`` replaces the model by ``configs/model/gnn_ode.yaml``;
+   (``model=neural_ode``), ``gnn_ode`` replaces the model by ``configs/model/gnn_ode.yaml`` with
+   ``selection.model_overrides.gnn_ode`` merged in (``experiment=select_law`` sets there the settings
+   of ``experiment=discover_law``: the learned positive conductance);
    With ``setup.auto_drivers`` holding ``unexplained``, the cells the fitted law cannot explain are
    decided once, with the most general law among the candidates, and made drivers of every candidate;
 2. **never stop for one bad candidate**: one whose fit raises a
@@ -70,11 +72,34 @@ def candidate_config(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig
                                   f"(model=neural_ode), not {sub.model.get('_target_')}")
             sub.model.law = name
         elif name in MODEL_CANDIDATES:
-            sub.model = OmegaConf.load(config_dir / "model" / f"{name}.yaml")
+            sub.model = model_candidate(cfg, name, config_dir)
         else:
             raise ConfigError("selection.laws", f"unknown candidate '{name}' (use laws {tuple(LAWS)} or "
                               f"models {MODEL_CANDIDATES})")
     return sub
+
+
+def model_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
+    """The model config of a model candidate: ``configs/model/<name>.yaml`` with the run's
+    ``selection.model_overrides.<name>`` merged in (e.g. the law-discovery settings for ``gnn_ode``).
+
+    Raises:
+        ConfigError: an override names a key the model's config does not have (named), or the overrides
+            of a candidate are not a mapping.
+    """
+    model = OmegaConf.load(config_dir / "model" / f"{name}.yaml")
+    overrides = (cfg.get("selection") or {}).get("model_overrides") or {}
+    extra = overrides.get(name)
+    if extra is None:
+        return model
+    if not isinstance(extra, (dict, DictConfig)):
+        raise ConfigError(f"selection.model_overrides.{name}",
+                          f"expected a mapping of model keys, got {extra!r}")
+    unknown = sorted(set(extra) - set(model))
+    if unknown:
+        raise ConfigError(f"selection.model_overrides.{name}.{unknown[0]}",
+                          f"not a key of configs/model/{name}.yaml")
+    return OmegaConf.merge(model, extra)
 
 
 #: the laws from the most general down: the ``unexplained`` driver rule runs once with the first listed
@@ -152,7 +177,7 @@ def select_law(
     if not results:
         raise ConfigError("selection.laws", "no candidate could be fitted: " + "; ".join(
             f"{n}: {why}" for n, why in failed.items()))
-    report = compare_laws(results, failed)
+    report = compare_laws(results, failed, learned=[n for n in results if n in MODEL_CANDIDATES])
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / SELECTION_JSON, json.dumps(report, indent=2, default=str))

@@ -58,10 +58,40 @@ def test_a_stimulus_law_without_its_time_is_reported_as_failed(compose_train) ->
 
 @pytest.mark.slow
 def test_the_learned_coupling_joins_the_comparison_and_pays_for_its_parameters(compose_train) -> None:
-    """On the built-in culture (the linear law generated it) the GNN ODE's MLP buys nothing: the BIC
-    charges its parameters and reports it inadequate."""
+    """On the built-in culture (the linear law generated it) the GNN ODE's MLP buys nothing: judged on the
+    test window against the linear law (its BIC would charge every weight), it is not clearly better and
+    is reported inadequate."""
     cfg = compose_train("experiment=select_law", "selection.laws=[linear,gnn_ode]", "trainer.max_epochs=1")
     report = train(cfg)
     gnn = report["rows"]["gnn_ode"]
     assert report["chosen"] == "linear" and gnn["inadequate"]
     assert gnn["n_parameters"] > report["rows"]["linear"]["n_parameters"] + 100
+    assert gnn["held_out"] is not None and not gnn["held_out"]["better"]
+    assert "not clearly below the best law's" in gnn["why_inadequate"][0]
+
+
+def test_the_learned_coupling_candidate_is_the_one_of_discover_law(compose_train) -> None:
+    """select_law's gnn_ode candidate carries every model setting of experiment=discover_law (the two
+    configs are kept alike), and those settings reach the candidate's run config."""
+    from pathlib import Path
+
+    from calcium_gnn.selection import candidate_config
+    from calcium_gnn.train import CONFIG_DIR
+
+    select = compose_train("experiment=select_law", "selection.laws=[linear,gnn_ode]")
+    discover = compose_train("experiment=discover_law")
+    overrides = select.selection.model_overrides.gnn_ode
+    default_gnn = compose_train("model=gnn_ode").model
+    tuned = {key for key in discover.model if discover.model[key] != default_gnn[key]}
+    assert tuned == set(overrides), "discover_law's model settings and select_law's gnn_ode overrides differ"
+    candidate = candidate_config(select, "gnn_ode", Path(CONFIG_DIR))
+    for key in tuned:
+        assert candidate.model[key] == discover.model[key]
+    assert candidate.model._target_ == default_gnn._target_
+
+
+def test_an_override_of_a_key_the_model_lacks_is_refused(compose_train) -> None:
+    cfg = compose_train("experiment=select_law", "selection.laws=[linear,gnn_ode]",
+                        "+selection.model_overrides.gnn_ode.message_shape=2")
+    with pytest.raises(ConfigError, match="selection.model_overrides.gnn_ode.message_shape"):
+        train(cfg)

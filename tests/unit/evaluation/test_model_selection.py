@@ -70,3 +70,43 @@ def test_a_k_that_depends_on_an_undecided_law_is_reported() -> None:
     assert "k depends on the law" in report["statement"]
     leak["k"] = 0.0101  # inside the chosen law's interval: nothing to say
     assert compare_laws({"linear": linear, "leak": leak})["k_depends_on_law"] is None
+
+
+def _per_cell(results: dict, values: list[float]) -> dict:
+    results["mse_per_cell"] = {str(i): {"train": v, "test": v} for i, v in enumerate(values)}
+    results["mse_test"] = sum(values) / len(values)
+    return results
+
+
+def test_a_learned_coupling_that_predicts_the_test_window_better_is_chosen_despite_its_weights() -> None:
+    """A network of 400 weights loses by BIC whatever it buys; on the test window, paired over the cells,
+    a 20% lower MSE on every cell chooses it, and the best law is said to be outdone."""
+    law_mse = [1e-3 * (1 + 0.1 * i) for i in range(10)]
+    linear = _per_cell(_results("linear", 1e-3, 0.0, 21), law_mse)
+    leak = _per_cell(_results("leak", 1e-3, 0.0, 22), law_mse)
+    gnn = _per_cell(_results("gnn_ode", 0.8e-3, 0.0, 421), [0.8 * v for v in law_mse])
+    report = compare_laws({"linear": linear, "leak": leak, "gnn_ode": gnn}, learned=["gnn_ode"])
+    assert report["chosen"] == "gnn_ode" and report["best_law"] == "linear"
+    held = report["rows"]["gnn_ode"]["held_out"]
+    assert held["better"] and held["gain"] == pytest.approx(0.2) and held["n_cells"] == 10
+    assert report["rows"]["gnn_ode"]["delta_bic"] > 0  # its BIC still says otherwise, and is reported
+    assert "learned coupling 'gnn_ode'" in report["statement"] and "not an independent" in report["statement"]
+    assert any("predicts the test window better" in w for w in report["rows"]["linear"]["why_inadequate"])
+    # without the learned flag the same numbers are ranked by BIC: the law wins
+    assert compare_laws({"linear": linear, "gnn_ode": gnn})["chosen"] == "linear"
+
+
+@pytest.mark.parametrize("scale", [
+    [1.0] * 10,  # the learned law is the linear start (nothing learned): no gain
+    [0.99] * 10,  # 1% lower everywhere: significant but below the minimum gain
+    [0.7, 1.3] * 5,  # 30% better on half the cells, 30% worse on the others: no consistent gain
+])
+def test_a_learned_coupling_without_a_clear_test_window_gain_loses(scale) -> None:
+    law_mse = [1e-3] * 10
+    linear = _per_cell(_results("linear", 1e-3, 0.0, 21), law_mse)
+    gnn = _per_cell(_results("gnn_ode", 1e-3, 0.0, 421), [s * v for s, v in zip(scale, law_mse, strict=True)])
+    report = compare_laws({"linear": linear, "gnn_ode": gnn}, learned=["gnn_ode"])
+    assert report["chosen"] == "linear"
+    row = report["rows"]["gnn_ode"]
+    assert row["inadequate"] and "not clearly below the best law's" in row["why_inadequate"][0]
+    assert "does not predict the test window clearly better" in report["statement"]

@@ -1,0 +1,122 @@
+"""Model selection with the learned coupling among the candidates: does it pick the generating family?
+
+    .venv/bin/python benchmarks/bench_law_selection.py [--members saturating-2 border-3 ...] [--jobs 2]
+
+Each member of the law-discovery set (``bench_law_discovery.DEFAULT_MEMBERS``: nonlinear laws and
+linear ones; none in the frozen test split, none used to choose the learned coupling's settings) is
+fitted through the user's command, ``experiment=select_law selection.laws=[linear,leak,gnn_ode]``
+(:func:`benchmarks.zoo.fit_member`, interior drivers named as ``setup.drivers``): the paper's law and
+the leak law by output error, the learned coupling with the settings of ``experiment=discover_law``,
+ranked by BIC on the training window (:mod:`calcium_gnn.evaluation.model_selection`). The right family
+is ``gnn_ode`` for a member of a nonlinear law and the generating law (``linear`` or ``leak``) for the
+others. Target (issue 14): the right family on >= 85% of members.
+
+Printed per member: the chosen candidate, the BIC support of the best law over the runner-up law, each
+candidate's BIC difference to the best law, the learned candidate's test-window MSE over the linear
+law's and its paired ``z`` against the best law (:func:`calcium_gnn.evaluation.model_selection.
+held_out_comparison`), and the wall time; then the share right, overall and by family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_law_discovery import DEFAULT_MEMBERS  # noqa: E402
+
+CANDIDATES: tuple[str, ...] = ("linear", "leak", "gnn_ode")
+SELECTION_TARGET: float = 0.85
+
+
+def right_family(law: str) -> str:
+    """The candidate that should win on a member of ``law``."""
+    return law if law in ("linear", "leak") else "gnn_ode"
+
+
+def run(member_id: str, cache: str, out: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    from zoo import fit_member
+
+    from calcium_gnn.data import zoo as culture_zoo
+
+    culture_zoo.forbid_test_split("law selection: custom members only")  # in each worker, too
+    extra = ("selection.laws=[" + ",".join(CANDIDATES) + "]", *overrides)
+    report, data, seconds, error = fit_member(member_id, "neural_ode", cache, out, extra, "select_law")
+    row: dict[str, Any] = {"member": member_id, "law": data.truth_law, "n_cells": int(data.num_nodes),
+                           "noise": float(data.truth_noise), "seconds": seconds, "error": error,
+                           "expected": right_family(data.truth_law)}
+    if report is None:
+        return row
+    rows = report["rows"]
+    row.update(
+        chosen=report["chosen"], support=report["support"], test_prefers=report.get("test_window_prefers"),
+        failed=sorted(report.get("failed") or {}),
+        delta_bic={n: rows[n].get("delta_bic") for n in rows},
+        mse_test={n: rows[n].get("mse_test") for n in rows},
+        n_parameters={n: rows[n].get("n_parameters") for n in rows},
+        held_out=(rows.get("gnn_ode") or {}).get("held_out"),
+    )
+    row["right"] = row["chosen"] == row["expected"]
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = " ".join(f"{'dBIC ' + n:>13}" for n in CANDIDATES)
+    lines = [f"{'member':<14} {'law':<11} {'chosen':<8} {'right':>5} {'support':>9} {head} "
+             f"{'test MSE gnn/lin':>16} {'z':>6} {'s':>5}"]
+    for r in rows:
+        if "chosen" not in r:
+            lines.append(f"{r['member']:<14} failed: {r.get('error')}")
+            continue
+        nan = float("nan")
+        dbic = " ".join(f"{r['delta_bic'][n] if r['delta_bic'].get(n) is not None else nan:>13.1f}"
+                        for n in CANDIDATES)
+        mse = r["mse_test"]
+        ratio = (mse["gnn_ode"] / mse["linear"]) if mse.get("gnn_ode") and mse.get("linear") else float("nan")
+        z = (r.get("held_out") or {}).get("z", nan)
+        lines.append(f"{r['member']:<14} {r['law']:<11} {r['chosen']:<8} {str(r['right']):>5} "
+                     f"{r['support']:>9.1f} {dbic} {ratio:>16.3f} {z:>6.2f} {r['seconds']:>5.0f}")
+    done = [r for r in rows if "chosen" in r]
+    if done:
+        right = sum(r["right"] for r in done)
+        lines.append(f"right family on {right}/{len(done)} = {right / len(done):.0%} of members "
+                     f"(target >= {SELECTION_TARGET:.0%})")
+        for family in ("gnn_ode", "linear", "leak"):
+            group = [r for r in done if r["expected"] == family]
+            if group:
+                chosen = ", ".join(sorted({r["chosen"] for r in group if not r["right"]}))
+                lines.append(f"  expected {family}: {sum(r['right'] for r in group)}/{len(group)}"
+                             + (f" (else chosen: {chosen})" if chosen else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", nargs="+", default=list(DEFAULT_MEMBERS))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="extra Hydra overrides for every run")
+    parser.add_argument("--json", type=Path, default=None, help="write the rows here")
+    args = parser.parse_args(argv)
+    from calcium_gnn.data import zoo as culture_zoo
+
+    culture_zoo.forbid_test_split("law selection: custom members only")
+    with tempfile.TemporaryDirectory() as tmp:
+        cache, out = str(Path(tmp) / "cache"), str(Path(tmp) / "runs")
+        Path(cache).mkdir()
+        with ProcessPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(run, m, cache, out, tuple(args.set)) for m in args.members]
+            rows = [f.result() for f in futures]
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=str))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
