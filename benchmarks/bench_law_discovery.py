@@ -34,6 +34,7 @@ import json
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def run_members(
+    fit: Callable[[str, str, str, tuple[str, ...]], dict[str, Any]], members: list[str],
+    overrides: tuple[str, ...], jobs: int, keep: Path | None = None,
+) -> list[dict[str, Any]]:
+    """``fit(member, cache, out, overrides)`` for every member in ``jobs`` processes, graphs cached and
+    run folders written in a temporary folder (``keep``: the run folders there instead); the rows."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = keep if keep is not None else Path(tmp)
+        cache, out = str(Path(tmp) / "cache"), str(root / "runs")
+        Path(cache).mkdir()
+        with ProcessPoolExecutor(jobs) as pool:
+            futures = [pool.submit(fit, m, cache, out, overrides) for m in members]
+            return [f.result() for f in futures]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", nargs="+", default=list(DEFAULT_MEMBERS))
@@ -156,13 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     culture_zoo.forbid_test_split("law discovery: custom members only")
     if args.keep is not None and args.keep.exists():
         parser.error(f"--keep {args.keep}: exists already (nothing is overwritten)")
-    with tempfile.TemporaryDirectory() as tmp:
-        root = args.keep if args.keep is not None else Path(tmp)
-        cache, out = str(Path(tmp) / "cache"), str(root / "runs")
-        Path(cache).mkdir()
-        with ProcessPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run, m, cache, out, tuple(args.set)) for m in args.members]
-            rows = [f.result() for f in futures]
+    rows = run_members(run, args.members, tuple(args.set), args.jobs, args.keep)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     print(table(rows))

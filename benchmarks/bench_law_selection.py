@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_law_discovery import DEFAULT_MEMBERS  # noqa: E402
+from bench_law_discovery import DEFAULT_MEMBERS, run_members  # noqa: E402
 
 CANDIDATES: tuple[str, ...] = ("linear", "leak", "gnn_ode")
 SELECTION_TARGET: float = 0.85
@@ -107,12 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     from calcium_gnn.data import zoo as culture_zoo
 
     culture_zoo.forbid_test_split("law selection: custom members only")
-    with tempfile.TemporaryDirectory() as tmp:
-        cache, out = str(Path(tmp) / "cache"), str(Path(tmp) / "runs")
-        Path(cache).mkdir()
-        with ProcessPoolExecutor(args.jobs) as pool:
-            futures = [pool.submit(run, m, cache, out, tuple(args.set)) for m in args.members]
-            rows = [f.result() for f in futures]
+    rows = run_members(run, args.members, tuple(args.set), args.jobs)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     print(table(rows))
