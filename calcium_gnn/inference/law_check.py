@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from calcium_gnn.inference.uncertainty import normal_matrix_covariance
+from calcium_gnn.physics.edge_weights import coupling_rate
 from calcium_gnn.physics.output_error import OutputErrorProblem
 
 #: the relative ridge added to the free block of ``J^T J`` before it is solved (an unidentified feed)
@@ -79,11 +80,10 @@ class LeakScore:
 
 
 def median_coupling_rate(problem: OutputErrorProblem, k: torch.Tensor) -> torch.Tensor:
-    """The median over G of ``c_i = k / |N_i| sum_j w_ij`` (1/s, 0-d): the rate at which coupling pulls
-    a modelled cell toward its neighbours."""
-    n = problem.modelled.shape[0]
-    total = problem.edge_weight.new_zeros(n).index_add_(0, problem.edge_index[1], problem.edge_weight)
-    return (k * total[problem.index] / problem.degrees()).median()
+    """The median over G of the coupling rates ``c_i`` (1/s, 0-d,
+    :func:`calcium_gnn.physics.edge_weights.coupling_rate`)."""
+    rates = coupling_rate(k, problem.edge_weight, problem.edge_index, problem.modelled.shape[0])
+    return rates[problem.index].median()
 
 
 @torch.no_grad()
