@@ -94,6 +94,10 @@ def run(member_id: str, cache: str, out: str, overrides: tuple[str, ...] = ()) -
         k=results["k"], optimizer=results.get("optimizer", {}).get("stopped"),
         substeps=results.get("optimizer", {}).get("substeps"),
         kept=results.get("optimizer", {}).get("validation", {}).get("kept_step"),
+        start=results.get("optimizer", {}).get("validation", {}).get("start"),
+        node_law=(learned.get("node_term") or {}).get("law"),
+        leak_rate=(learned.get("node_term") or {}).get("leak_rate"),
+        true_leak_rate=float(getattr(data, "truth_leak", 0.0) or 0.0),
     )
     row["gain"] = 1.0 - row["clean_gnn"] / row["clean_linear"] if row["clean_linear"] else None
     row["true_ratio"] = row["mse_gnn"] / row["mse_true"] if row["mse_true"] > 0 else None
@@ -101,9 +105,18 @@ def run(member_id: str, cache: str, out: str, overrides: tuple[str, ...] = ()) -
     return row
 
 
+def _node_cell(row: dict[str, Any]) -> str:
+    """``  <law>, leak <rate> (true <rate>), from <start>`` where the fit had a node term."""
+    if row.get("node_law") is None:
+        return ""
+    start = "leak start" if row.get("start") == "the leak law's fit" else "linear start"
+    return (f"  {row['node_law']}, leak {row['leak_rate']:.4g} (true {row['true_leak_rate']:.4g}), "
+            f"{start}")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'member':<14} {'cells':>5} {'noise':>6} {'gnn/lin':>8} {'gnn/true':>8} {'clean g/l':>9} "
-             f"{'summary':<12} {'expl':>5} {'match':>6} {'lin':>6} {'kept':>4} {'s':>5}"]
+             f"{'summary':<12} {'expl':>5} {'match':>6} {'lin':>6} {'kept':>4} {'s':>5}  node term"]
     for r in rows:
         if r.get("error") or "mse_gnn" not in r:
             lines.append(f"{r['member']:<14} failed: {r.get('error')}")
@@ -115,6 +128,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{r['member']:<14} {r['n_cells']:>5} {r['noise']:>6.3f} {r['mse_gnn'] / r['mse_linear']:>8.3f} "
             f"{r['true_ratio'] or float('nan'):>8.3f} {clean:>9.3f} {r['summary_law']:<12.12} "
             f"{r['explained']:>5.3f} {match:>6.3f} {lin:>6.3f} {str(r.get('kept')):>4} {r['seconds']:>5.0f}"
+            + _node_cell(r)
         )
     nonlinear = [r for r in rows if "mse_gnn" in r and r["law"] not in ("linear", "leak")]
     linear = [r for r in rows if "mse_gnn" in r and r["law"] in ("linear", "leak")]

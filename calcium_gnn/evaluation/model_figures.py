@@ -7,13 +7,14 @@ these functions draw them, at the evaluation boundary (:func:`calcium_gnn.evalua
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from calcium_gnn.inference.anomaly import AnomalyScores
-from calcium_gnn.inference.learned_law import LearnedLaw
+from calcium_gnn.inference.learned_law import LearnedLaw, NodeTermSummary
 from calcium_gnn.inference.uncertainty import ParameterIntervals
 from calcium_gnn.io.figure_files import save_figure
 
@@ -142,7 +143,9 @@ def plot_learned_message(law: LearnedLaw, path: str | Path) -> Path:
     s = law.samples
     keep = np.random.default_rng(0).permutation(len(s.delta))[:MAX_MESSAGE_POINTS]
     delta, source, learned = s.delta[keep], s.source[keep], s.learned[keep]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
+    node = law.node if law.node is not None and law.node.level is not None else None
+    fig, axes = plt.subplots(1, 3 if node is not None else 2, figsize=(16 if node is not None else 11, 4.8))
+    left, right = axes[0], axes[1]
     if s.true is not None:
         left.scatter(delta, s.true[keep], s=4, c="lightgrey", label=f"true law ({s.true_law})")
     shown = left.scatter(delta, learned, s=4, c=source, cmap="viridis", label="learned")
@@ -164,7 +167,27 @@ def plot_learned_message(law: LearnedLaw, path: str | Path) -> Path:
     right.tick_params(axis="x", labelrotation=30)
     right.set_xlabel(label)
     right.set_ylabel("learned flux")
-    fig.suptitle(f"{summary.formula()}  explains {100 * summary.explained:.1f}%  -> {summary.law}",
-                 fontsize=9)
+    title = f"{summary.formula()}  explains {100 * summary.explained:.1f}%  -> {summary.law}"
+    if node is not None:
+        _plot_node_term(axes[2], node)
+        title += f"\nnode term: {node.as_results()['formula']}  -> {node.law}"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _plot_node_term(ax: Any, node: NodeTermSummary) -> None:
+    """The learned node term ``nu(y)`` about its mean against the level, with its line and the true leak's."""
+    keep = np.random.default_rng(1).permutation(len(node.level))[:MAX_MESSAGE_POINTS]
+    level, flux = node.level[keep], node.flux[keep]
+    mean_level, mean_flux = float(node.level.mean()), float(node.flux.mean())
+    ax.scatter(level, flux - mean_flux, s=4, c="tab:blue", label="learned nu(y), about its mean")
+    grid = np.linspace(float(level.min()), float(level.max()), 50)
+    ax.plot(grid, -node.leak_rate * (grid - mean_level), "r--", lw=1.2,
+            label=f"line: leak rate {node.leak_rate:.4g}/s")
+    if node.true_leak_rate is not None:
+        ax.plot(grid, -node.true_leak_rate * (grid - mean_level), color="grey", lw=1.2,
+                label=f"true leak rate {node.true_leak_rate:.4g}/s")
+    ax.set_xlabel("level y_i")
+    ax.set_ylabel("node term nu (level / s)")
+    ax.legend(fontsize=8, markerscale=3)

@@ -56,6 +56,8 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from calcium_gnn.inference.held_out import BETTER_MIN_GAIN, BETTER_Z, paired_comparison
+
 #: a BIC difference above this is strong evidence (Kass and Raftery 1995: 6-10 strong, > 10 very strong)
 STRONG_SUPPORT: float = 10.0
 #: with weak support and no interval, a runner-up ``k`` this far from the chosen one is reported
@@ -63,10 +65,10 @@ K_LAW_SHARE: float = 0.1
 #: the AR(1) correction's rho is clipped to [0, this] (rho -> 1 would leave no independent residual)
 MAX_RHO: float = 0.95
 #: a learned candidate wins over the best law only with a paired z of the per-cell test MSEs above this
-#: (one-sided p < 0.01) ...
-LEARNED_Z: float = 2.326
-#: ... and a test-window MSE lower by more than this share
-LEARNED_MIN_GAIN: float = 0.02
+#: (one-sided p < 0.01) and a test-window MSE lower by more than LEARNED_MIN_GAIN
+#: (:mod:`calcium_gnn.inference.held_out`)
+LEARNED_Z: float = BETTER_Z
+LEARNED_MIN_GAIN: float = BETTER_MIN_GAIN
 
 
 def held_out_comparison(law: Mapping[str, Any], learned: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -82,13 +84,9 @@ def held_out_comparison(law: Mapping[str, Any], learned: Mapping[str, Any]) -> d
     cells = sorted(set(a) & set(b))
     if len(cells) < 2 or not law.get("mse_test") or learned.get("mse_test") is None:
         return None
-    d = [float(a[c]) - float(b[c]) for c in cells]
-    mean = sum(d) / len(d)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1))
-    z = mean / (sd / math.sqrt(len(d))) if sd > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean))
-    gain = 1.0 - float(learned["mse_test"]) / float(law["mse_test"])
-    better = bool(z > LEARNED_Z and gain > LEARNED_MIN_GAIN)
-    return {"n_cells": len(cells), "z": z, "gain": gain, "better": better}
+    compared = paired_comparison([a[c] for c in cells], [b[c] for c in cells], float(law["mse_test"]),
+                                 float(learned["mse_test"]))
+    return None if compared is None else compared.as_results()
 
 
 def _scored_residuals(results: Mapping[str, Any]) -> int:

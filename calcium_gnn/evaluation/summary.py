@@ -123,9 +123,12 @@ def run_summary(results: dict[str, Any], results_path: str | Path | None = None)
     versus = results.get("gnn_vs_linear") or {}
     if versus.get("mse_test_linear"):
         ratio = versus["mse_test_gnn"] / versus["mse_test_linear"]
-        kept = ((results.get("optimizer") or {}).get("validation") or {}).get("kept_step")
-        verdict = ("the same: the validation window kept the linear start" if kept == 0
-                   else "better" if ratio < 1 else "NOT better")
+        validation = (results.get("optimizer") or {}).get("validation") or {}
+        kept, start = validation.get("kept_step"), validation.get("start", "the linear fit")
+        verdict = ("the same: the validation window kept the linear start"
+                   if kept == 0 and start == "the linear fit" else "better" if ratio < 1 else "NOT better")
+        if kept == 0 and start != "the linear fit":
+            verdict += f"; the validation window kept {start}"
         lines.append(f"  learned law vs the linear fit it started from: test MSE ratio {ratio:.3g} "
                      f"({verdict})")
     block = results.get("learned_law") or {}
@@ -135,6 +138,13 @@ def run_summary(results: dict[str, Any], results_path: str | Path | None = None)
                 f"-> {learned['law']}; effective k {block['effective_k']:.4g}")
         if block.get("true_effective_k") is not None:
             line += f" (true {block['true_effective_k']:.4g})"
+        lines.append(line)
+    node = block.get("node_term")
+    if node:
+        line = (f"  node term: {node['formula']}, the line explains {100 * node['explained']:.1f}% -> "
+                f"{node['law']}; leak rate {node['leak_rate']:.4g}/s")
+        if node.get("true_leak_rate") is not None:
+            line += f" (true {node['true_leak_rate']:.4g})"
         lines.append(line)
     if results_path is not None:
         lines.append(f"results: {results_path}")

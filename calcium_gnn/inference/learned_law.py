@@ -34,6 +34,12 @@ linear. The *leading term* is the nonlinear term of the chosen subset with the l
 (RMS of coefficient x column), or ``linear`` when the subset is the linear term alone; it names the
 law (:data:`TERM_LAWS`). ``explained`` is the fraction of the message's variance about zero
 (``1 - RSS / sum q^2``) the summary accounts for.
+
+A learned node term ``nu(y_i)`` (``model.node_term``) is summarised apart
+(:func:`node_term_summary`): its line ``nu ~ a - delta (y - c)`` gives a leak rate
+``delta``, and the term names a leak when ``delta > 0`` and the line explains at least :data:`MIN_GAIN` of
+``nu``; a term smaller (RMS) than a leak at :data:`LEAK_MIN_SHARE` of the effective coupling would be
+names nothing.
 """
 
 from __future__ import annotations
@@ -74,6 +80,10 @@ SIGMA_GRID: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5)
 #: ``theta`` candidates: these quantiles of the visited ``z_j``; ``epsilon`` a fraction of their range
 THETA_QUANTILES: tuple[float, ...] = tuple(np.round(np.linspace(0.05, 0.95, 19), 2))
 THRESHOLD_WIDTHS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
+#: a node term names a leak only when its rate is at least this fraction of the effective coupling
+#: (per unit weight; the weights have mean 1): the law check's materiality share
+#: (``evaluation.diagnostics.law_rejection_share``)
+LEAK_MIN_SHARE: float = 0.02
 
 
 @dataclass
@@ -248,15 +258,78 @@ def slope(delta: np.ndarray, flux: np.ndarray, weight: np.ndarray | None = None)
 
 
 @dataclass
+class NodeTermSummary:
+    """What a learned node term ``nu(y)`` does at the levels the modelled cells visit (module docstring).
+
+    Attributes:
+        leak_rate: ``delta`` of the line ``nu ~ -delta (y - c)`` (1/s; > 0 pulls a cell back toward
+            the centre level ``c``).
+        explained: fraction of ``nu``'s variance (about its mean) that the line explains.
+        rms: root mean square of ``nu`` about its mean at the samples (level / s).
+        law: ``"leak"``, ``"none"`` (``nu`` smaller than a leak at :data:`LEAK_MIN_SHARE` of the coupling
+            would be: the fit did not use it) or ``"nonlinear node term"`` (a term the line does not
+            describe, or one that pushes away from the centre level).
+        true_leak_rate: the generating law's ``delta`` where known (0 for a law without a leak), else None.
+        level, flux: the (S,) samples ``y``, ``nu(y)`` summarised (for the figure; not in results.json).
+    """
+
+    leak_rate: float
+    explained: float
+    rms: float
+    law: str
+    true_leak_rate: float | None = None
+    level: np.ndarray | None = None
+    flux: np.ndarray | None = None
+
+    def as_results(self) -> dict[str, Any]:
+        out = {"leak_rate": self.leak_rate, "explained": self.explained, "rms": self.rms, "law": self.law,
+               "formula": f"nu ~ const {0.0 - self.leak_rate:+.4g} (y - c)"}
+        if self.true_leak_rate is not None:
+            out["true_leak_rate"] = self.true_leak_rate
+        return out
+
+
+def node_term_summary(level: np.ndarray, flux: np.ndarray, center: float, effective_k: float,
+                      true_leak_rate: float | None = None) -> NodeTermSummary:
+    """Summarise a learned node term from (S,) sampled levels ``y`` and its values ``nu(y)``.
+
+    The line ``nu ~ a - delta (y - c)`` is fitted with its intercept ``a`` (a constant is a share of the
+    feeds); ``explained`` and ``rms`` concern ``nu`` about its mean. ``center``: the levels' centre
+    ``c``; ``effective_k``: the learned message's coupling (:func:`slope`), against which a leak must be
+    :data:`LEAK_MIN_SHARE` or more.
+    """
+    offset = np.asarray(level, dtype=float) - float(center)
+    flux = np.asarray(flux, dtype=float)
+    varying = flux - flux.mean() if flux.size else flux  # a constant is a feed's share, not the node's
+    rms = float(np.sqrt(np.mean(varying**2))) if flux.size else 0.0
+    if rms == 0.0 or not np.any(offset - offset.mean()):
+        return NodeTermSummary(0.0, 0.0, rms, "none", true_leak_rate, offset + center, flux)
+    design = np.stack([np.ones_like(offset), offset], axis=1)
+    coef, *_ = np.linalg.lstsq(design, flux, rcond=None)
+    rate = -float(coef[1])
+    explained = _explained(varying, design @ coef - flux.mean())
+    # smaller than a leak at LEAK_MIN_SHARE of the coupling would be, at the same levels: negligible
+    floor = LEAK_MIN_SHARE * abs(effective_k) * float(np.sqrt(np.mean(offset**2)))
+    if not (np.isfinite(floor) and rms >= floor):
+        law = "none"
+    else:
+        law = "leak" if rate > 0 and explained >= MIN_GAIN else "nonlinear node term"
+    return NodeTermSummary(rate, float(explained), rms, law, true_leak_rate, offset + center, flux)
+
+
+@dataclass
 class LearnedLaw:
-    """A learned coupling's message samples and their symbolic summary (the ``learned_law`` result)."""
+    """A learned coupling's message samples and their symbolic summary (the ``learned_law`` result),
+    and the summary of its node term where it has one."""
 
     samples: MessageSamples
     summary: SymbolicSummary
+    node: NodeTermSummary | None = None
 
     @classmethod
-    def from_samples(cls, samples: MessageSamples) -> LearnedLaw:
-        return cls(samples, symbolic_summary(samples.delta, samples.source, samples.learned, samples.weight))
+    def from_samples(cls, samples: MessageSamples, node: NodeTermSummary | None = None) -> LearnedLaw:
+        return cls(samples, symbolic_summary(samples.delta, samples.source, samples.learned, samples.weight),
+                   node)
 
     def as_results(self) -> dict[str, Any]:
         """``results.json`` block ``learned_law``: the summary, the effective coupling and, with the truth,
@@ -271,4 +344,6 @@ class LearnedLaw:
             out["learned_matches_true"] = _explained(s.true, s.learned, s.weight)
             if np.isfinite(s.linear_k):
                 out["linear_matches_true"] = _explained(s.true, s.linear_k * s.delta, s.weight)
+        if self.node is not None:
+            out["node_term"] = self.node.as_results()
         return out

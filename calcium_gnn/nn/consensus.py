@@ -236,7 +236,15 @@ class ConsensusConv(MessagePassing):
         out = k * drive + gamma
         if leak is not None or self.leak_mode != "none":  # the paper's law skips the term
             out = out - (self.leak if leak is None else leak) * z
+        own = self.node_term(z)
+        if own is not None:
+            out = out + own
         return out.squeeze(-1) if squeeze else out
+
+    def node_term(self, z: Tensor) -> Tensor | None:
+        """A term of each cell's own level ``z_i`` (N, B) added to the right-hand side, or None: the
+        paper's law has none (a learned one: :class:`calcium_gnn.nn.coupling.CouplingConv`)."""
+        return None
 
     def message(self, z_i: Tensor, z_j: Tensor, edge_weight: Tensor) -> Tensor:
         """``w_ij (z_j - z_i)`` for each edge j -> i, shape (E, B)."""

@@ -40,6 +40,25 @@ stability limit. The message vanishes between equal levels through the factor ``
 without a second network call: each evaluation runs the MLP once. Every law of the zoo
 (:mod:`calcium_gnn.data.zoo_laws`) has this form: saturation ``c = tanh(Delta/sigma) / (Delta/sigma)``,
 release ``c = 1 + a S((z_j - theta)/epsilon)``, rectification ``c = 1`` or ``r`` by the sign of ``Delta``.
+
+``node_term=True`` adds a term of the cell's own level, for what happens inside a cell rather than
+across its junctions (a leak back to a baseline, ``- delta (y_i - b_i)``; a pump that saturates):
+
+.. math::
+    \frac{dy_i}{dt} = \\dots + \\gamma_i + \nu(y_i), \\qquad
+    \nu(y) = -\\delta\\, y + r\\, s\\, G\\, \big[h_\theta(\\hat y) - h_\theta(0)\big],
+    \\quad \\hat y = (y - c) / s,
+
+with ``delta`` a learned leak rate (:attr:`CouplingConv.node_leak`, 0 at construction;
+:class:`~calcium_gnn.models.gnn_ode.GNNODEModule` starts it at the leak law's fit), ``h`` a second
+network of one input whose output layer starts at zero, ``c``, ``s`` the levels' centre and scale,
+``G`` the conductance gain and ``r`` (:attr:`CouplingConv.node_rate`) a fixed rate scale, the linear
+start's ``k``, so that ``h``'s outputs are of the order of the conductance network's. The leak law's
+``- delta (y_i - b_i)`` is ``- delta y_i`` plus the per-cell constant ``delta b_i`` that ``gamma_i``
+carries; ``h(y^) - h(0)`` vanishes at the centre level and leaves constants to the feeds. The
+network's part is bounded (a tanh network's output is); unlike the conductance it can push a cell away
+from its neighbours and outside the drivers' range, so a learned node term that does so on frames it
+was not fitted on is for the validation window to reject.
 """
 
 from __future__ import annotations
@@ -49,7 +68,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from calcium_gnn.errors import GraphError
 from calcium_gnn.nn.consensus import PAPER_GAMMA_BOUNDS, PAPER_K_BOUNDS, ConsensusConv
@@ -94,6 +113,7 @@ class CouplingConv(ConsensusConv):
             orders of magnitude below the one reaching the window starts (1.8e-6 against 5.5e-4 on the
             zoo's ``saturating-35``), which a quasi-Newton step with one scalar initial scale does not
             undo; ``G`` multiplies the network's gradient by ``G`` and its curvature by ``G^2``.
+        node_term: add the learned node term ``nu(y_i)`` (module docstring; default False).
 
     Shapes:
         - **input:** ``y`` (N, B), ``x`` (N, B), ``edge_index`` (2, E), ``edge_weight`` (E,),
@@ -121,6 +141,7 @@ class CouplingConv(ConsensusConv):
         level_center: float = 0.0,
         level_scale: float = 1.0,
         conductance_gain: float = 1.0,
+        node_term: bool = False,
     ) -> None:
         super().__init__(num_nodes, gamma_mode, k_bounds, gamma_bounds, k_init, gamma_init)
         self.source_level = bool(source_level)
@@ -152,12 +173,47 @@ class CouplingConv(ConsensusConv):
             activation=activation,
             output_gain=0.0,
         )
+        #: the node term's network ``h(y^)`` and leak rate ``delta`` (``node_term=True``), else None
+        self.node = MLP(1, 1, hidden_features=int(hidden_features), num_layers=int(num_layers),
+                        activation=activation, output_gain=0.0) if node_term else None
+        self.node_leak = nn.Parameter(torch.zeros((), dtype=torch.float64)) if node_term else None
+        #: ``r``, the node term's rate scale (1/s): the linear start's ``k`` (:meth:`set_node_rate`)
+        self.register_buffer("node_rate", torch.tensor(float(k_init), dtype=torch.float64))
 
     def reset_parameters(self) -> None:
-        """k, gamma back to their initial values; the MLP correction back to zero."""
+        """k, gamma back to their initial values; the MLP correction (and the node term) back to zero."""
         super().reset_parameters()
         if hasattr(self, "phi"):
             self.phi.reset_parameters()
+        if getattr(self, "node", None) is not None:
+            self.node.reset_parameters()
+            with torch.no_grad():
+                self.node_leak.zero_()
+
+    @torch.no_grad()
+    def set_node_rate(self, rate: float | Tensor) -> None:
+        """Set ``r`` of the node term (module docstring; > 0 and finite)."""
+        value = float(rate)
+        if not (math.isfinite(value) and value > 0):
+            raise GraphError("node_rate", f"the node term's rate scale must be finite and > 0, got {rate!r}")
+        self.node_rate.fill_(value)
+
+    def node_flux(self, level: Tensor) -> Tensor:
+        """``nu(y) = - delta y + r s G (h((y - c) / s) - h(0))`` for levels of any shape (module
+        docstring); zeros without a node term."""
+        if self.node is None:
+            return torch.zeros_like(level)
+        if self.node.output.weight.dtype != level.dtype:  # converted once, not walked at every call
+            self.node.to(level.dtype)
+        scale, center = self.level_scale.to(level.dtype), self.level_center.to(level.dtype)
+        inputs = torch.cat([((level - center) / scale).reshape(-1, 1), level.new_zeros(1, 1)])
+        h = self.node(inputs).reshape(-1)
+        gain = self.node_rate.to(level.dtype) * scale * self.conductance_gain
+        return (gain * (h[:-1] - h[-1])).reshape(level.shape) - self.node_leak.to(level.dtype) * level
+
+    def node_term(self, z: Tensor) -> Tensor | None:
+        """``nu(z_i)`` (N, B) where the layer has a node term (module docstring), else None."""
+        return None if self.node is None else self.node_flux(z)
 
     def _phi(self, level: Tensor, source: Tensor | None = None, features: Tensor | None = None) -> Tensor:
         """``phi(level, [z_j,] u~, l~)`` for (E, B) levels (and source levels) on the graph's edges, or on

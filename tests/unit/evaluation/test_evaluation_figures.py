@@ -44,3 +44,37 @@ def test_traces_and_parameters(grid_graph, tmp_path):
     params = plot_parameters(tmp_path / "params.png", np.linspace(0, 0.01, 16), mod, 0.05, truth_k=0.05,
                              truth_gamma=grid_graph.truth_gamma.numpy())
     assert _is_png(params)
+
+
+def test_the_learned_message_figure_gains_a_node_term_panel(tmp_path):
+    """With a node term the figure has a third panel (nu against the level, its line and the true leak's)
+    and the title names what the node term learned; without one it keeps two panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from calcium_gnn.evaluation.model_figures import plot_learned_message
+    from calcium_gnn.inference.learned_law import LearnedLaw, MessageSamples, node_term_summary
+
+    rng = np.random.default_rng(0)
+    delta, source = rng.normal(0.0, 0.3, 500), rng.uniform(0.2, 1.5, 500)
+    samples = MessageSamples(delta, source, 0.02 * delta, 0.02 * delta, "leak", 0.021)
+    level = rng.uniform(0.0, 2.0, 500)
+    node = node_term_summary(level, 0.001 - 0.005 * level, 1.0, effective_k=0.02, true_leak_rate=0.006)
+    created = []
+    original = plt.subplots
+
+    def spy(*args, **kwargs):
+        created.append(args)
+        return original(*args, **kwargs)
+
+    plt.subplots = spy
+    try:
+        with_node = plot_learned_message(LearnedLaw.from_samples(samples, node), tmp_path / "node.png")
+        without = plot_learned_message(LearnedLaw.from_samples(samples), tmp_path / "plain.png")
+    finally:
+        plt.subplots = original
+    assert _is_png(with_node) and _is_png(without)
+    assert created == [(1, 3), (1, 2)]
+    assert node.law == "leak" and node.leak_rate == pytest.approx(0.005)

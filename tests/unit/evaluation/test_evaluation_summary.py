@@ -36,3 +36,14 @@ def test_the_verdict_against_the_linear_fit(grid_graph, kept: int, gnn: float, v
 def test_a_fit_without_a_learned_law_prints_neither_line(grid_graph) -> None:
     text = run_summary(_evaluate(grid_graph, _fitted(grid_graph)))
     assert "learned" not in text and "effective k" not in text
+
+
+def test_a_node_term_is_summarised_and_its_leak_start_is_not_called_the_linear_one(grid_graph) -> None:
+    res = _learned(_evaluate(grid_graph, _fitted(grid_graph)), 0, 0.004, 0.01)
+    res["optimizer"]["validation"]["start"] = "the leak law's fit"
+    res["learned_law"]["node_term"] = {"formula": "nu ~ const -0.0098 (y - c)", "explained": 0.995,
+                                       "law": "leak", "leak_rate": 0.0098, "true_leak_rate": 0.01}
+    text = run_summary(res)
+    assert "(better; the validation window kept the leak law's fit)" in text
+    assert ("node term: nu ~ const -0.0098 (y - c), the line explains 99.5% -> leak; leak rate 0.0098/s "
+            "(true 0.01)") in text

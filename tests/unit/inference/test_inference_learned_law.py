@@ -8,7 +8,7 @@ import pytest
 
 from calcium_gnn.data import zoo_laws
 from calcium_gnn.errors import ConfigError
-from calcium_gnn.inference.learned_law import LearnedLaw, MessageSamples, symbolic_summary
+from calcium_gnn.inference.learned_law import LearnedLaw, MessageSamples, node_term_summary, symbolic_summary
 
 RNG = np.random.default_rng(0)
 DELTA = RNG.normal(0.0, 0.3, 4000)
@@ -76,3 +76,26 @@ def test_the_summary_weighs_samples_by_the_edge_weight() -> None:
     weighted = symbolic_summary(DELTA, SOURCE, learned, weight)
     assert weighted.law == "linear" and weighted.explained > 0.99
     assert weighted.terms["linear"] == pytest.approx(K, rel=0.01)
+
+
+def test_a_node_term_that_pulls_back_to_the_centre_is_named_a_leak_with_its_rate() -> None:
+    rng = np.random.default_rng(0)
+    level = rng.uniform(0.0, 2.0, 5000)
+    flux = 0.001 - 0.004 * (level - 0.8) + 1e-6 * rng.standard_normal(5000)  # a constant: the feeds' share
+    node = node_term_summary(level, flux, center=0.8, effective_k=0.02, true_leak_rate=0.005)
+    assert node.law == "leak"
+    assert node.leak_rate == pytest.approx(0.004, rel=1e-3)
+    assert node.explained > 0.99
+    out = node.as_results()
+    assert out["true_leak_rate"] == 0.005 and out["formula"].startswith("nu ~ const -0.004")
+
+
+def test_a_node_term_too_small_to_matter_or_not_a_leak_is_not_named_a_leak() -> None:
+    level = np.linspace(0.0, 2.0, 2001)
+    # a leak at 1% of the coupling: below LEAK_MIN_SHARE (2%), negligible
+    assert node_term_summary(level, -0.0002 * (level - 1.0), 1.0, effective_k=0.02).law == "none"
+    assert node_term_summary(level, np.zeros_like(level), 1.0, effective_k=0.02).law == "none"
+    # pushing away from the centre (a regenerative term), and an even bump the line does not explain
+    assert node_term_summary(level, 0.004 * (level - 1.0), 1.0, effective_k=0.02).law == "nonlinear node term"
+    bump = 0.004 * ((level - 1.0) ** 2 - 1.0 / 3.0)
+    assert node_term_summary(level, bump, 1.0, effective_k=0.02).law == "nonlinear node term"

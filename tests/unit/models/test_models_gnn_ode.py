@@ -234,3 +234,49 @@ def test_steps_that_improve_the_validation_by_a_hair_do_not_reset_the_patience(g
                                    "(best: step 3)")
     with pytest.raises(ConfigError, match="model.validation_min_delta"):
         GNNODEModule(data=graph, validation_min_delta=1.0)
+
+
+@pytest.mark.slow
+def test_a_learned_node_term_finds_the_leak_of_a_leak_member() -> None:
+    """On a member generated with the leak law (``- delta (y_i - b_i)``, a custom stimulus member: not the
+    test split), the node term is learned as a leak at about the true rate, and the learned law then
+    predicts the test window better than the linear law (which has to put the leak into ``k``)."""
+    from calcium_gnn.data import zoo
+
+    member = zoo.custom_member("stimulus", 95)
+    data = zoo.member_graph(member, dtype=torch.float64)
+    assert data.truth_law == "leak" and data.truth_leak > 0
+    setup = resolve_setup(data, drivers="is_driver")
+    model = GNNODEModule(data=data, setup=setup, source_level=True, message_form="conductance",
+                         conductance_gain=30.0, node_term=True, stop_tolerance=0.0, validation_patience=3,
+                         num_threads=1, message_samples=4000)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=CellGraphDataModule(data, steps_per_epoch=model.steps_per_epoch))
+    assert float(model.conv.node_rate) == pytest.approx(float(model.linear_k))
+    assert model.leak_started and model.start_validation["z"] > 2.326  # the leak law's fit beat the linear
+    assert model.start_name() == "the leak law's fit"
+    block = model.extra_results(data)
+    node = block["learned_law"].as_results()["node_term"]
+    assert node["law"] == "leak" and node["true_leak_rate"] == pytest.approx(data.truth_leak)
+    assert abs(node["leak_rate"] / data.truth_leak - 1) < 0.5
+    versus = block["gnn_vs_linear"]
+    assert versus["mse_test_clean_gnn"] < 0.5 * versus["mse_test_clean_linear"]
+    assert "node term" in block["law"]["terms"]
+
+
+def test_on_the_paper_law_a_node_term_starts_at_the_linear_fit(graph) -> None:
+    """The leak law's fit must beat the linear fit on the validation frames (paired over cells) to be
+    the start; on a culture of the paper's law it does not, so the start is the linear fit, the node
+    term is zero and the loss is the linear start's."""
+    kwargs = {"substeps": 1, "hidden_features": 8, "num_threads": 1, "source_level": True,
+              "message_form": "conductance", "conductance_gain": 30.0}
+    plain = GNNODEModule(data=graph, **kwargs)
+    model = GNNODEModule(data=graph, node_term=True, **kwargs)
+    plain.initialise()
+    model.initialise()
+    assert not model.leak_started and float(model.conv.node_leak) == 0.0
+    assert set(model.start_validation) >= {"linear", "leak", "z", "gain"}
+    assert model.start_name() == "the linear fit"
+    assert float(model.loss_train().detach()) == pytest.approx(float(plain.loss_train().detach()), rel=1e-12)
+    assert float(model.conv.node_rate) == pytest.approx(float(model.linear_k))

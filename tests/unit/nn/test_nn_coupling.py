@@ -212,3 +212,71 @@ def test_bad_conductance_options_are_graph_errors() -> None:
     layer = _conductance_layer()
     with pytest.raises(GraphError, match="source"):
         layer.conductance(torch.zeros(6, 1, dtype=torch.float64))
+
+
+def _node_layer(**options) -> CouplingConv:
+    return CouplingConv(4, normalised_edge_features(U, LEN), k_init=0.02, gamma_init=1e-3, source_level=True,
+                        message_form="conductance", level_center=0.4, level_scale=0.3, conductance_gain=30.0,
+                        node_term=True, **options).double()
+
+
+def _set_linear_node(layer: CouplingConv, slope: float) -> None:
+    """``h(y^) = slope y^`` exactly: one hidden unit passed through, the output layer picking it (a
+    tanh unit is linear to 1e-9 only near zero, so its input is scaled down and its output scaled up)."""
+    tiny = 1e-4
+    with torch.no_grad():
+        for p in layer.node.parameters():
+            p.zero_()
+        layer.node.hidden[0].weight[0, 0] = tiny
+        for i in range(1, len(layer.node.hidden)):
+            if isinstance(layer.node.hidden[i], torch.nn.Linear):
+                layer.node.hidden[i].weight[0, 0] = 1.0
+        layer.node.output.weight[0, 0] = slope / tiny
+
+
+def test_the_node_term_starts_at_zero_and_vanishes_at_the_centre_level() -> None:
+    y = torch.tensor([[0.1, 0.5], [0.4, 0.2], [0.9, 0.3], [0.2, 0.8]], dtype=torch.float64)
+    plain = CouplingConv(4, normalised_edge_features(U, LEN), k_init=0.02, gamma_init=1e-3, source_level=True,
+                         message_form="conductance", level_center=0.4, level_scale=0.3,
+                         conductance_gain=30.0).double()
+    layer = _node_layer()
+    assert torch.allclose(layer(y, y, EDGE_INDEX, W), plain(y, y, EDGE_INDEX, W), atol=1e-15)
+    _randomise(layer, 0)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in layer.node.parameters():
+            p.normal_(0.0, 2.0)
+    centre = torch.full((3,), 0.4, dtype=torch.float64)
+    assert torch.allclose(layer.node_flux(centre), torch.zeros(3, dtype=torch.float64), atol=1e-15)
+    assert float(layer.node_flux(torch.tensor([1.5], dtype=torch.float64)).abs()) > 1e-4
+
+
+def test_a_linear_node_term_is_a_leak_of_the_modelled_cells_toward_the_centre() -> None:
+    """``h(y^) = a y^`` gives ``- r G a (y - c)``, the leak rate ``delta`` adds ``- delta y``; both act on
+    the modelled cells' own levels (a border cell's row is evaluated on its data, as for the rest of the
+    law)."""
+    layer = _node_layer()
+    layer.set_node_rate(0.02)
+    _set_linear_node(layer, -0.01)  # - r G a = 0.02 x 30 x 0.01 = 0.006 / s
+    plain = _node_layer()
+    y = torch.tensor([[0.1, 0.5], [0.4, 0.2], [0.9, 0.3], [0.2, 0.8]], dtype=torch.float64)
+    x = y + 0.05
+    modelled = torch.tensor([False, True, True, False])
+    diff = layer(y, x, EDGE_INDEX, W, modelled) - plain(y, x, EDGE_INDEX, W, modelled)
+    z = torch.where(modelled.reshape(-1, 1), y, x)
+    assert torch.allclose(diff, -0.006 * (z - 0.4), rtol=1e-6, atol=1e-12)
+    with torch.no_grad():
+        layer.node_leak.fill_(0.003)
+    diff = layer(y, x, EDGE_INDEX, W, modelled) - plain(y, x, EDGE_INDEX, W, modelled)
+    assert torch.allclose(diff, -0.006 * (z - 0.4) - 0.003 * z, rtol=1e-6, atol=1e-12)
+    grad_layer = _node_layer()
+    grad_layer(y, x, EDGE_INDEX, W, modelled).sum().backward()
+    assert float(grad_layer.node.output.weight.grad.abs().sum()) > 0  # the fit can move it from zero
+
+
+def test_bad_node_rates_are_graph_errors() -> None:
+    layer = _node_layer()
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(GraphError, match="node_rate"):
+            layer.set_node_rate(bad)
+    assert float(_layer().node_flux(torch.ones(3, dtype=torch.float64)).abs().sum()) == 0.0
