@@ -262,8 +262,8 @@ class NodeTermSummary:
     """What a learned node term ``nu(y)`` does at the levels the modelled cells visit (module docstring).
 
     Attributes:
-        leak_rate: ``delta`` of the line ``nu ~ -delta (y - c)`` (1/s; > 0 pulls a cell back toward
-            the centre level ``c``).
+        leak_rate: ``delta`` of the line ``nu ~ a - delta (y - c)`` (1/s; > 0 pulls a cell back toward
+            lower levels).
         explained: fraction of ``nu``'s variance (about its mean) that the line explains.
         rms: root mean square of ``nu`` about its mean at the samples (level / s).
         law: ``"leak"``, ``"none"`` (``nu`` smaller than a leak at :data:`LEAK_MIN_SHARE` of the coupling
@@ -298,12 +298,13 @@ def node_term_summary(level: np.ndarray, flux: np.ndarray, center: float, effect
     ``c``; ``effective_k``: the learned message's coupling (:func:`slope`), against which a leak must be
     :data:`LEAK_MIN_SHARE` or more.
     """
-    offset = np.asarray(level, dtype=float) - float(center)
+    level = np.asarray(level, dtype=float)
+    offset = level - float(center)
     flux = np.asarray(flux, dtype=float)
     varying = flux - flux.mean() if flux.size else flux  # a constant is a feed's share, not the node's
     rms = float(np.sqrt(np.mean(varying**2))) if flux.size else 0.0
     if rms == 0.0 or not np.any(offset - offset.mean()):
-        return NodeTermSummary(0.0, 0.0, rms, "none", true_leak_rate, offset + center, flux)
+        return NodeTermSummary(0.0, 0.0, rms, "none", true_leak_rate, level, flux)
     design = np.stack([np.ones_like(offset), offset], axis=1)
     coef, *_ = np.linalg.lstsq(design, flux, rcond=None)
     rate = -float(coef[1])
@@ -314,7 +315,7 @@ def node_term_summary(level: np.ndarray, flux: np.ndarray, center: float, effect
         law = "none"
     else:
         law = "leak" if rate > 0 and explained >= MIN_GAIN else "nonlinear node term"
-    return NodeTermSummary(rate, float(explained), rms, law, true_leak_rate, offset + center, flux)
+    return NodeTermSummary(rate, float(explained), rms, law, true_leak_rate, level, flux)
 
 
 @dataclass
