@@ -15,7 +15,8 @@ error of the coupling rates ``c_i = k / |N_i| sum_j w_ij`` (the comparable quant
 not the paper's: the ``leak`` members), the feeds' error ``median_i |gamma_i - gamma_i*| / mean_i
 |gamma_i*|`` (linear members), whether the 90% interval of ``k`` holds ``k*`` and the share of cells
 whose ``gamma_i`` interval holds ``gamma_i*`` (models with intervals), ``fit_ok`` and its reasons
-(:mod:`calcium_gnn.evaluation.diagnostics`; a run that stops with a FitError counts as flagged), and
+(:mod:`calcium_gnn.evaluation.diagnostics`; a run that stops with a FitError counts as flagged), the law
+check's score statistic ``law_check_z`` (output-error fits of the linear law; ``--out`` rows), and
 the wall time of the whole run. The table: per estimator, on the members the linear law generated
 with at most 5% noise (where the targets apply) and on all members, next to the targets.
 """
@@ -109,6 +110,7 @@ def _row(
         "gamma_coverage": None,
         "fit_ok": False,
         "reasons": [error] if error else [],
+        "law_check_z": None,
     }
     if results is None:
         return row
@@ -141,6 +143,8 @@ def _row(
     diagnostics = results["diagnostics"]
     row["fit_ok"] = bool(diagnostics["fit_ok"])
     row["reasons"] = list(diagnostics["reasons"])
+    score = (results.get("law") or {}).get("leak_score") or {}
+    row["law_check_z"] = score.get("z")
     return row
 
 

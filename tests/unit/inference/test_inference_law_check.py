@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from calcium_gnn.data import zoo
 from calcium_gnn.data.synthetic import make_culture, truth_graph
@@ -12,6 +15,7 @@ from calcium_gnn.evaluation.diagnostics import DiagnosticRule, check_law
 from calcium_gnn.inference.law_check import LeakScore, leak_score_test
 from calcium_gnn.models.neural_ode import OutputErrorODE
 from calcium_gnn.physics.setups import resolve_setup
+from calcium_gnn.train import CONFIG_DIR
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +125,19 @@ def test_check_law_thresholds_and_missing_blocks() -> None:
     assert run(None) == {"reasons": [], "fit_ok": True}
     with pytest.raises(ConfigError, match="law_rejection_z"):
         DiagnosticRule(law_rejection_z=0.0)
+
+
+def test_default_law_rejection_is_the_one_sided_0_1_percent_point() -> None:
+    """The default flags a leak score past the 0.1 % point of N(0, 1) (dev-52 of the zoo: z = 3.48, its
+    coupling rates 41 % off) and passes one below it; the Hydra default is the same rule."""
+    rule = DiagnosticRule()
+    assert rule.law_rejection_z == pytest.approx(NormalDist().inv_cdf(0.999), abs=0.01)
+    leak_score = {"delta_step": 0.004, "step_over_coupling": 0.43}
+    flagged = {"reasons": [], "fit_ok": True}
+    check_law({"name": "linear", "leak_score": {"z": 3.48, **leak_score}}, rule, flagged)
+    assert not flagged["fit_ok"] and "reject the linear law" in flagged["reasons"][0]
+    passed = {"reasons": [], "fit_ok": True}
+    check_law({"name": "linear", "leak_score": {"z": 3.0, **leak_score}}, rule, passed)
+    assert passed["fit_ok"]
+    configured = OmegaConf.load(f"{CONFIG_DIR}/train.yaml").evaluation.diagnostics
+    assert DiagnosticRule.from_config(configured) == rule
