@@ -431,21 +431,22 @@ class GNNODEModule(ConsensusModel):
         leak rate trades against ``k`` and can fit noise, so it has to earn its place on frames neither
         fit saw: on the zoo's ``dev-5`` (a linear member) the leak law's fit had a validation MSE 1.6 %
         below the linear fit's, a leak of 0.074/s, and a test-window MSE 12 % above it. Without
-        validation frames the linear fit is the start. :attr:`leak_started` says which start was kept."""
+        validation frames the linear fit is the start and the leak law is not fitted. :attr:`leak_started`
+        says which start was kept."""
+        linear_mse = self.validation_mse_per_cell()
+        if linear_mse is None:
+            return
         leaky = linear.with_leak(DEFAULT_LEAK_BOUNDS)
         leaky.conv.set_parameters(linear.conv.k.detach(), linear.conv.gamma.detach())
         leaky.conv.set_leak(DEFAULT_LEAK_INIT)
         leaky.y0.copy_(linear.y0.detach())
         LevenbergMarquardt(self.damping, self.lm_settings).to(leaky.x_train.device).fit(
             leaky, LINEAR_START_ITERATIONS)
-        linear_mse = self.validation_mse_per_cell()
         self.write_start(leaky)
         leak_mse = self.validation_mse_per_cell()
-        compared = None
-        if linear_mse is not None and leak_mse is not None:
-            compared = paired_comparison(linear_mse.cpu().tolist(), leak_mse.cpu().tolist())
-            self.start_validation = {"linear": float(linear_mse.mean()), "leak": float(leak_mse.mean()),
-                                     **({} if compared is None else {"z": compared.z, "gain": compared.gain})}
+        compared = paired_comparison(linear_mse.cpu().tolist(), leak_mse.cpu().tolist())
+        self.start_validation = {"linear": float(linear_mse.mean()), "leak": float(leak_mse.mean()),
+                                 **({} if compared is None else {"z": compared.z, "gain": compared.gain})}
         self.leak_started = bool(compared is not None and compared.better)
         if not self.leak_started:
             self.write_start(linear)

@@ -280,3 +280,8 @@ def test_on_the_paper_law_a_node_term_starts_at_the_linear_fit(graph) -> None:
     assert model.start_name() == "the linear fit"
     assert float(model.loss_train().detach()) == pytest.approx(float(plain.loss_train().detach()), rel=1e-12)
     assert float(model.conv.node_rate) == pytest.approx(float(model.linear_k))
+    # without validation frames the leak law has no frames to earn its place on: not fitted, linear start
+    blind = GNNODEModule(data=graph, node_term=True, validation_fraction=0.0, **kwargs)
+    blind.initialise()
+    assert not blind.leak_started and blind.start_validation == {} and float(blind.conv.node_leak) == 0.0
+    assert blind.start_name() == "the linear fit"
