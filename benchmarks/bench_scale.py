@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_scale.py [--cells 108 1000 10000] [--device cpu|cuda] [--noise 0.05]
 
 For each culture (``make_culture(seed=0, n_cells=C, size=...)`` with the built-in density, 361 frames,
-5% observation noise, setup I) the stages of a run, in order, each timed and with its peak resident
-memory (RSS sampled every 5 ms; on CUDA also the peak allocated GPU memory):
+5% observation noise, setup I, the experiment's training window unless ``--train-fraction`` says
+otherwise) the stages of a run, in order, each timed and with its peak resident memory (RSS sampled
+every 5 ms; on CUDA also the peak allocated GPU memory):
 
 ``culture`` (generation + true graph), ``crlsm`` (the paper's fit, the start), ``model`` (building
 the module: graph, training window, CRLSM start), ``fit`` (Levenberg-Marquardt to convergence; above
@@ -34,12 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from calcium_gnn.data.synthetic import make_culture, truth_graph
 from calcium_gnn.evaluation.report import evaluate_fit
 from calcium_gnn.models.neural_ode import EXACT_SOLVERS, OutputErrorODE
 from calcium_gnn.physics.least_squares import fit_least_squares
 from calcium_gnn.physics.setups import resolve_setup
+
+#: the training share of ``experiment=setup1_neural_ode``, read from its config so that the benchmark fits
+#: on the frames the command fits on
+TRAIN_FRACTION: float = float(OmegaConf.load(
+    Path(__file__).resolve().parents[1] / "configs" / "experiment" / "setup1_neural_ode.yaml"
+).physics.train_fraction)
 
 #: the issue's targets for the whole run on this 2-core machine: cells -> (seconds, GB)
 TARGETS = {1000: (20.0, 1.5), 10000: (600.0, 12.0)}
@@ -90,9 +98,10 @@ def stage(rows: list[dict[str, Any]], name: str, fn: Callable[[], Any], device: 
     return out
 
 
-def run(n_cells: int, device: torch.device, noise: float, out_dir: Path) -> None:
+def run(n_cells: int, device: torch.device, noise: float, out_dir: Path, train_fraction: float) -> None:
     size = int(round(512 * math.sqrt(n_cells / 108)))
-    print(f"\n== {n_cells} cells ({size} x {size} px, 361 frames, noise {noise:.0%}) on {device}", flush=True)
+    print(f"\n== {n_cells} cells ({size} x {size} px, 361 frames, noise {noise:.0%}, training share "
+          f"{train_fraction:.3g}) on {device}", flush=True)
     rows: list[dict[str, Any]] = []
 
     def culture() -> Any:
@@ -102,8 +111,10 @@ def run(n_cells: int, device: torch.device, noise: float, out_dir: Path) -> None
     culture_, data = stage(rows, "culture", culture, device)
     setup = resolve_setup(data)
     print(f"    G = {setup.num_modelled} modelled, {int(setup.border.sum())} border cells", flush=True)
-    crlsm = stage(rows, "crlsm", lambda: fit_least_squares(data, setup, solver="crlsm"), device)
-    model = stage(rows, "model", lambda: OutputErrorODE(data=data, setup=setup).to(device), device)
+    crlsm = stage(rows, "crlsm", lambda: fit_least_squares(data, setup, solver="crlsm",
+                                                           train_fraction=train_fraction), device)
+    model = stage(rows, "model", lambda: OutputErrorODE(data=data, setup=setup, train_fraction=train_fraction)
+                  .to(device), device)
     def fit() -> int:
         """What the experiment's trainer does: the exact solver to convergence (Levenberg-Marquardt, or
         variable projection where the normal equations are too large: model.max_normal_parameters), or
@@ -142,7 +153,8 @@ def run(n_cells: int, device: torch.device, noise: float, out_dir: Path) -> None
         print(f"    k {intervals.level:.0%} interval [{lo:.5f}, {hi:.5f}] "
               f"(holds the true k: {lo <= culture_.k <= hi})", flush=True)
     fitted = model.fitted_parameters()
-    common = {"method_name": "neural_ode", "fit_seconds": 0.0, "model_results": None, "device": device}
+    common = {"method_name": "neural_ode", "fit_seconds": 0.0, "model_results": None, "device": device,
+              "train_fraction": train_fraction}
     stage(rows, "evaluation", lambda: evaluate_fit(data, setup, fitted, **common), device)
     run_dir = out_dir / f"run_{n_cells}"
     with_figures = stage(rows, "eval+figures", lambda: evaluate_fit(
@@ -180,6 +192,8 @@ def main() -> None:
     parser.add_argument("--cells", type=int, nargs="+", default=[108, 1000, 10000])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--noise", type=float, default=0.05)
+    parser.add_argument("--train-fraction", type=float, default=TRAIN_FRACTION,
+                        help="training share of the frames (default: the experiment's; the paper's: 0.5845)")
     parser.add_argument("--stage-budget", type=float, default=900.0,
                         help="seconds after which the benchmark stops (a stage that would run for hours)")
     args = parser.parse_args()
@@ -196,7 +210,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n_cells in args.cells:
             signal.alarm(int(args.stage_budget))
-            run(n_cells, device, args.noise, Path(tmp))
+            run(n_cells, device, args.noise, Path(tmp), args.train_fraction)
             signal.alarm(0)
 
 

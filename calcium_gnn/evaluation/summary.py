@@ -76,6 +76,10 @@ def _mse_line(results: dict[str, Any]) -> str:
     if results.get("mse_test") is None:
         return f"  MSE train {results['mse_train']:.4g} (no test window)"
     line = f"  test MSE {results['mse_test']:.4g}"
+    window = (results.get("simulation") or {}).get("test_frames")
+    if window:
+        start, stop = window
+        line += f" (last {stop - start} of {stop} frames, held out)"
     if baselines:
         parts = []
         for name, words in (("constant", "constant level"), ("uncoupled", "no coupling")):

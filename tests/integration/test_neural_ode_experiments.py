@@ -50,6 +50,15 @@ def test_neural_ode_full_run_writes_results_and_recovers_k(compose_train) -> Non
     validate_results(on_disk)
     assert on_disk["method"] == "neural_ode"
     assert results["truth"]["k_rel_err"] < 0.05
+    # fitted on the first 90 % of the 121 frames, scored on the 12 held out after them
+    assert on_disk["simulation"]["train_frames"] == [0, 109]
+    assert on_disk["simulation"]["test_frames"] == [109, 121]
+
+
+def test_output_error_trains_on_90_percent_and_paper_experiments_keep_the_paper_split(compose_train) -> None:
+    assert compose_train("experiment=setup1_neural_ode").model.train_fraction == 0.9
+    for paper in ("setup1_crlsm", "setup1_pinn", "setup1_pinn_paper"):
+        assert compose_train(f"experiment={paper}").model.train_fraction == pytest.approx(211 / 361)
 
 
 @pytest.mark.slow

@@ -47,3 +47,11 @@ def test_a_node_term_is_summarised_and_its_leak_start_is_not_called_the_linear_o
     assert "(better; the validation window kept the leak law's fit)" in text
     assert ("node term: nu ~ const -0.0098 (y - c), the line explains 99.5% -> leak; leak rate 0.0098/s "
             "(true 0.01)") in text
+
+
+def test_the_mse_line_names_the_held_out_window(grid_graph) -> None:
+    res = _evaluate(grid_graph, _fitted(grid_graph))
+    start, stop = res["simulation"]["test_frames"]
+    assert stop == grid_graph.x.shape[1] and 0 < start < stop
+    line = f"test MSE {res['mse_test']:.4g} (last {stop - start} of {stop} frames, held out)"
+    assert line in run_summary(res)
