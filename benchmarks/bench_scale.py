@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from calcium_gnn.data.synthetic import make_culture, truth_graph
 from calcium_gnn.evaluation.report import evaluate_fit
@@ -43,11 +42,17 @@ from calcium_gnn.models.neural_ode import EXACT_SOLVERS, OutputErrorODE
 from calcium_gnn.physics.least_squares import fit_least_squares
 from calcium_gnn.physics.setups import resolve_setup
 
-#: the training share of ``experiment=setup1_neural_ode``, read from its config so that the benchmark fits
-#: on the frames the command fits on
-TRAIN_FRACTION: float = float(OmegaConf.load(
-    Path(__file__).resolve().parents[1] / "configs" / "experiment" / "setup1_neural_ode.yaml"
-).physics.train_fraction)
+
+def experiment_train_fraction() -> float:
+    """``model.train_fraction`` of ``experiment=setup1_neural_ode`` as the command composes it, so that the
+    benchmark fits on the frames the command fits on."""
+    from hydra import compose, initialize_config_dir
+
+    from calcium_gnn.train import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train.yaml", overrides=["experiment=setup1_neural_ode"])
+    return float(cfg.model.train_fraction)
 
 #: the issue's targets for the whole run on this 2-core machine: cells -> (seconds, GB)
 TARGETS = {1000: (20.0, 1.5), 10000: (600.0, 12.0)}
@@ -192,11 +197,12 @@ def main() -> None:
     parser.add_argument("--cells", type=int, nargs="+", default=[108, 1000, 10000])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--noise", type=float, default=0.05)
-    parser.add_argument("--train-fraction", type=float, default=TRAIN_FRACTION,
+    parser.add_argument("--train-fraction", type=float, default=None,
                         help="training share of the frames (default: the experiment's; the paper's: 0.5845)")
     parser.add_argument("--stage-budget", type=float, default=900.0,
                         help="seconds after which the benchmark stops (a stage that would run for hours)")
     args = parser.parse_args()
+    train_fraction = experiment_train_fraction() if args.train_fraction is None else args.train_fraction
     device = torch.device(args.device)
 
     def give_up(*_: object) -> None:
@@ -210,7 +216,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n_cells in args.cells:
             signal.alarm(int(args.stage_budget))
-            run(n_cells, device, args.noise, Path(tmp), args.train_fraction)
+            run(n_cells, device, args.noise, Path(tmp), train_fraction)
             signal.alarm(0)
 
 

@@ -38,8 +38,8 @@ law (:data:`TERM_LAWS`). ``explained`` is the fraction of the message's variance
 A learned node term ``nu(y_i)`` (``model.node_term``) is summarised apart
 (:func:`node_term_summary`): its line ``nu ~ a - delta (y - c)`` gives a leak rate
 ``delta``, and the term names a leak when ``delta > 0`` and the line explains at least :data:`MIN_GAIN` of
-``nu``. A term smaller (RMS) than a leak at :data:`LEAK_MIN_SHARE` of the effective coupling would be
-names nothing (``"none"``).
+``nu``. A term smaller (RMS) than a leak at :data:`LEAK_MIN_SHARE` of the effective coupling
+names nothing: its law is ``"none"``.
 """
 
 from __future__ import annotations
