@@ -11,7 +11,9 @@ one movie), the expected training loss is
     + \\sigma^2 \\| (I - \\Pi_\\theta) F_k \\|_F^2,
 
 where ``r*`` is the misfit with clean inputs, ``P_l`` the number of linear parameters
-(``gamma``, ``y0``) profiled out and ``Pi_theta`` the projection on their Jacobian columns. The last
+(``gamma``, ``y0``) profiled out and ``Pi_theta`` the projection on their Jacobian columns (both taken
+with the parameters free of the box at the fit's own ``k``, the same at every ``k`` searched, so that
+``R`` is smooth in ``k``). The last
 term grows with ``k`` (a stronger coupling passes more border noise), so plain least squares trades
 misfit for less noise and underestimates ``k``: on a 1,000-cell culture at 5% noise, 11.6% low with the
 true clean inputs giving 1.4% (docs/noise.md). The correction profiles the linear parameters out at
@@ -26,8 +28,10 @@ need to know ``sigma``. When ``k`` is barely identified (one modelled cell, say)
 minimum runs to an end of the search interval; the correction is then reported and not applied.
 ``q`` is a Hutchinson estimate with ``n_p`` fixed standard-normal probes ``z_p`` on the border inputs
 (the same probes for every ``k``, so ``R`` is smooth); ``F_k z_p`` is one simulation of the linear
-part, ``Pi`` uses the normal equations of the fit. ``k`` is found by a bounded Brent search on
-``log k`` around the plain output-error optimum.
+part, ``Pi`` uses the normal equations of the fit. ``k`` is found on ``log k`` within a factor
+:data:`SEARCH_FACTOR` of the plain output-error optimum: a downhill walk from it until the minimum is
+bracketed, then successive parabolas until the next one would move ``k`` by less than a twentieth of its
+standard error (:data:`SE_FRACTION`; each point is one profile fit).
 
 Beyond the normal equations (the variable-projection fit, thousands of cells)
 :func:`correct_border_noise_weighted` minimises the same ratio in the degree-weighted metric, where the
@@ -45,7 +49,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
 from torch import Tensor
 
 from calcium_gnn.physics.levenberg_marquardt import profile_fit, ridged_block
@@ -61,7 +64,19 @@ from calcium_gnn.physics.variable_projection import (
 from calcium_gnn.physics.weighted_profile import ModalWeightedProfile, weighted_profile_unavailable
 
 SEARCH_FACTOR: float = 1.5
-"""The Brent search for ``k`` spans ``[k_hat / SEARCH_FACTOR, k_hat * SEARCH_FACTOR]`` (inside the box)."""
+"""The search for ``k`` spans ``[k_hat / SEARCH_FACTOR, k_hat * SEARCH_FACTOR]`` (inside the box)."""
+
+SEARCH_STEPS: int = 2
+"""The search walks ``log k`` downhill from the fit's ``k`` in steps of ``log(SEARCH_FACTOR) / SEARCH_STEPS``
+until the minimum of ``R`` is bracketed, then refines it by successive parabolas."""
+
+SE_FRACTION: float = 0.05
+"""The search stops when the parabola through its bracket puts the minimum of ``R`` within this many
+standard errors of ``log k`` from the best ``k`` evaluated: ``R`` rises by ``R / D`` per squared standard
+error (``D`` the degrees of freedom), so the predicted drop is below ``SE_FRACTION**2 R / D``."""
+
+SEARCH_X_TOLERANCE: float = 1e-4
+"""The search also stops when its bracket on ``log k`` is narrower than this."""
 
 EDGE_TOLERANCE: float = 1e-3
 """A minimum within this distance (in ``log k``) of an end of the search interval counts as on the end."""
@@ -169,36 +184,46 @@ def noise_gain(problem: OutputErrorProblem, theta: Tensor, free: Tensor, probes:
 
 @torch.no_grad()
 def correct_border_noise(
-    problem: OutputErrorProblem, n_probes: int = 8, seed: int = 0
+    problem: OutputErrorProblem, n_probes: int = 8, seed: int = 0, se_fraction: float | None = SE_FRACTION
 ) -> BorderNoiseCorrection:
     """Minimise the noise-normalised profile loss ``R(k)`` (module docstring) around the model's ``k``.
 
-    The problem's parameters are left unchanged; the caller stores ``result.theta``.
+    ``se_fraction``: the search stops within about this many standard errors of ``log k`` from the
+    minimum (:data:`SE_FRACTION`); ``None``: Brent to :data:`SEARCH_X_TOLERANCE` instead (the previous
+    release's exhaustive search, the reference of ``benchmarks/bench_border_noise_search.py``). The
+    problem's parameters are left unchanged; the caller stores ``result.theta``.
     """
     theta_hat = problem.theta()
     k_hat = float(theta_hat[0])
     m = problem.n_residuals
     probes = border_probes(problem, n_probes, seed)
-    cache: dict[float, tuple[float, Tensor, float]] = {}
+    fits: dict[float, tuple[Tensor, float]] = {}
     start = {"theta": theta_hat}
+    # the linear parameters free of the box at the fit's own k count in M - P_l and span Pi at every k:
+    # a feed reaching its bound at some k would otherwise step R by R / (M - P_l), one squared standard
+    # error of log k, and the search would chase the steps
+    _, free = profile_fit(problem, theta_hat)
+    n_free = int(free.sum())
 
     def objective(log_k: float) -> float:
         theta = start["theta"].clone()
         theta[0] = math.exp(log_k)
-        theta, free = profile_fit(problem, theta)
+        theta, _ = profile_fit(problem, theta)
         start["theta"] = theta
         rss = float(problem.residuals_theta(theta).pow(2).sum())
         gain = noise_gain(problem, theta, free, probes)
-        value = rss / (m - int(free.sum()) + gain)
-        cache[log_k] = (value, theta, gain)
-        return value
+        fits[log_k] = (theta, gain)
+        return rss / (m - n_free + gain)
 
     lo = math.log(max(problem.conv.k_bounds[0], k_hat / SEARCH_FACTOR))
     hi = math.log(min(problem.conv.k_bounds[1], k_hat * SEARCH_FACTOR))
-    objective(math.log(k_hat))
-    minimize_scalar(objective, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
-    best = min(cache, key=lambda key: cache[key][0])
-    _, theta, gain = cache[best]
+    dof = m - (theta_hat.numel() - problem.n_nonlinear)
+    best, cache = bracketed_minimum(
+        objective, math.log(k_hat), lo, hi, step=math.log(SEARCH_FACTOR) / SEARCH_STEPS,
+        x_tolerance=SEARCH_X_TOLERANCE,
+        relative_tolerance=None if se_fraction is None else se_fraction**2 / max(dof, 1),
+    )
+    theta, gain = fits[best]
     interior = min(best - lo, hi - best) > EDGE_TOLERANCE
     return BorderNoiseCorrection(
         k_uncorrected=k_hat,

@@ -139,8 +139,14 @@ def profile_fit(problem: OutputErrorProblem, theta: Tensor) -> tuple[Tensor, Ten
     """The linear parameters (``gamma``, ``y0``, switched feeds) refitted with the nonlinear ones (``k =
     theta[0]``, and the leak rate of a leak law) fixed, from ``theta``.
 
-    The residuals are affine in them, so one Gauss-Newton solve is exact; it is repeated only when a
-    step crosses a bound (the crossing parameters are then held there, an active-set iteration).
+    The residuals are affine in them, so ``J^T J`` is the same at every ``theta`` with this ``k`` and the
+    gradient moves by ``J^T J`` times the step: one Gauss-Newton solve is exact. It is repeated when a step
+    crosses a bound (the crossing parameters are then held there) or when, after an unclipped step, the
+    gradient releases a held parameter or holds a free one (an active-set iteration to the
+    Karush-Kuhn-Tucker point). So the result does not depend on the starting ``theta`` (the border-noise
+    correction starts each profile from the previous one); the earlier stop after the first unclipped
+    step kept whichever parameters the start had on a bound, and its ``R(k)`` moved with the path by as
+    much as one standard error of ``k`` does (1,000 cells).
 
     Returns:
         ``(theta, free)``: the optimum and the (P,) mask of linear parameters not held at a bound.
@@ -148,15 +154,18 @@ def profile_fit(problem: OutputErrorProblem, theta: Tensor) -> tuple[Tensor, Ten
     lo, hi = problem.theta_bounds()
     fixed = torch.zeros_like(theta, dtype=torch.bool)
     fixed[: problem.n_nonlinear] = True
-    free = ~fixed
+    jtj, grad, _ = problem.normal_equations(theta, with_k=False)
+    free = ~(problem.held_at_bounds(theta, grad) | fixed)
     for _ in range(PROFILE_ITERATIONS):
-        jtj, grad, _ = problem.normal_equations(theta, with_k=False)
-        free = ~(problem.held_at_bounds(theta, grad) | fixed)
         idx = free.nonzero().reshape(-1)
         step = torch.zeros_like(theta)
         step[idx] = torch.linalg.solve(ridged_block(jtj, idx), -grad[idx])
         unclipped = theta + step
-        theta = torch.minimum(torch.maximum(unclipped, lo), hi)
-        if torch.equal(theta, unclipped):
+        moved = torch.minimum(torch.maximum(unclipped, lo), hi)
+        grad = grad + jtj @ (moved - theta)
+        theta = moved
+        now_free = ~(problem.held_at_bounds(theta, grad) | fixed)
+        if torch.equal(theta, unclipped) and torch.equal(now_free, free):
             break
+        free = now_free
     return theta, free

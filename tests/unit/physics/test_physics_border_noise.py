@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
@@ -11,13 +12,14 @@ from calcium_gnn.data.synthetic import make_culture, truth_graph
 from calcium_gnn.models.neural_ode import OutputErrorODE
 from calcium_gnn.physics.border_noise import (
     border_probes,
+    correct_border_noise,
     correct_border_noise_weighted,
     noise_gain,
     probe_responses,
     weighted_objective,
 )
 from calcium_gnn.physics.levenberg_marquardt import profile_fit
-from calcium_gnn.physics.line_search import bracketed_minimum
+from calcium_gnn.physics.line_search import bracketed_minimum, parabola_vertex, parabolic_refinement
 from calcium_gnn.physics.setups import resolve_setup
 from calcium_gnn.physics.simulate import simulate_consensus
 
@@ -71,6 +73,36 @@ def test_noise_gain_with_unit_probes_is_the_projected_frobenius_norm(culture) ->
     jac = torch.func.jacfwd(lambda th: model.problem.residuals_theta(th).reshape(-1))(theta)[:, free]
     projected = f - jac @ torch.linalg.lstsq(jac, f).solution
     assert q == pytest.approx(float(projected.pow(2).sum()), rel=1e-6)
+
+
+def test_a_profile_fit_ends_at_the_same_optimum_from_any_start(culture) -> None:
+    """The border-noise search starts each profile from the previous one, so the profile at one ``k``
+    must not depend on where it starts: from the fit's own feeds, from every feed on its lower or upper
+    bound, or from the profiles at other ``k``, it reaches the same box-constrained optimum (a feed the
+    start put on a bound is released when the gradient pulls it inside)."""
+    model = _fitted(truth_graph(culture, noise=0.1, seed=1), gamma_prior="none")
+    problem = model.problem
+    lo, hi = problem.theta_bounds()
+    feeds = problem.layout()["gamma"]
+    k = float(problem.theta()[0]) * 1.2
+    starts = []
+    for start_feeds in (None, lo[feeds], hi[feeds]):
+        start = problem.theta().clone()
+        if start_feeds is not None:
+            start[feeds] = start_feeds
+        starts.append(start)
+    for factor in (0.5, 0.8, 1.5, 2.0):
+        start = problem.theta().clone()
+        start[0] = k * factor
+        starts.append(profile_fit(problem, start)[0])
+    ends = []
+    for start in starts:
+        start[0] = k
+        ends.append(profile_fit(problem, start)[0])
+    at_bound = (ends[0][feeds] <= lo[feeds]) | (ends[0][feeds] >= hi[feeds])
+    assert at_bound.any() and not at_bound.all()  # the box is active for some feeds only
+    for end in ends[1:]:
+        assert torch.allclose(end, ends[0], rtol=1e-7, atol=1e-10)
 
 
 def test_noise_gain_grows_with_k(culture) -> None:
@@ -151,6 +183,68 @@ def test_the_bracket_walks_as_far_as_the_minimum_is() -> None:
     assert best == pytest.approx(2.0, abs=2e-3) and len(values) < 30
     best, _ = bracketed_minimum(lambda x: -x, 0.0, -10.0, 1.0)
     assert best == 1.0
+
+
+def test_the_parabola_vertex_of_a_quadratic_is_exact_and_none_when_it_opens_downward() -> None:
+    assert parabola_vertex((-1.0, 0.5, 3.0), (2.0, 1.25, 10.0)) == pytest.approx((0.0, 1.0))  # 1 + x^2
+    assert parabola_vertex((-1.0, 0.0, 1.0), (0.0, 1.0, 0.0)) is None
+
+
+@pytest.mark.parametrize("shape", ["cosh", "skewed"])
+def test_the_value_tolerance_stops_within_the_asked_share_of_a_standard_error(shape) -> None:
+    """A loss that rises by f* / D per squared standard error se (as R does near its minimum) but is not a
+    parabola: with relative tolerance c^2 / D the refinement stops within about c se of the minimum, in
+    a few evaluations; a finer tolerance goes closer."""
+    d, se, x_star = 1e5, 0.025, 0.1335
+
+    def loss(x: float) -> float:
+        z = (x - x_star) / se
+        rise = 2.0 * (math.cosh(z) - 1.0) if shape == "cosh" else z * z + 0.3 * z**3 / (1 + abs(z))
+        return 2.0 * (1.0 + rise / d)
+
+    for c in (0.1, 0.01):
+        best, values = bracketed_minimum(loss, 0.0, -0.4, 0.4, step=0.2, x_tolerance=1e-6,
+                                         relative_tolerance=c * c / d)
+        assert abs(best - x_star) <= 1.5 * c * se
+        assert len(values) <= (8 if c == 0.1 else 12)
+
+
+def test_a_minimum_between_the_last_step_and_the_end_is_still_found() -> None:
+    """The walk can step over the minimum onto an end of the interval (steps 0, 0.2, 0.4 for a minimum at
+    0.32, as on a zoo member): the search then refines the last interval instead of reporting the end."""
+    best, _ = bracketed_minimum(lambda x: (x - 0.32) ** 2 + 0.1 * x**4, 0.0, -0.4, 0.4, step=0.2,
+                                relative_tolerance=1e-6)
+    assert 0.25 < best < 0.35
+
+
+def test_the_refinement_converges_where_parabolas_do_not_fit() -> None:
+    """A kink at the minimum (|x|): the parabolas mislead, the golden-section steps still close the
+    bracket to the variable's tolerance."""
+    evaluated: list[float] = []
+
+    def kink(x: float) -> float:
+        evaluated.append(x)
+        return abs(x - 0.37)
+
+    best = parabolic_refinement(kink, (0.0, 0.3, 1.0), relative_tolerance=0.0, x_tolerance=1e-4)
+    assert best == pytest.approx(0.37, abs=1e-4) and len(evaluated) < 40
+
+
+def test_the_correction_stops_near_the_finely_searched_minimum(culture) -> None:
+    """The search's stopping rule (a twentieth of a standard error of log k) leaves k where Brent to 1e-4
+    (the previous release's search) does, well inside the fit's own uncertainty, with fewer profile
+    fits."""
+    model = _fitted(truth_graph(culture, noise=0.1, seed=1), gamma_prior="none")
+    problem = model.problem
+    theta = problem.theta().clone()
+    coarse = correct_border_noise(problem)
+    problem.set_theta(theta)
+    brent = correct_border_noise(problem, se_fraction=None)
+    assert coarse.interior and brent.interior
+    interval = model.parameter_intervals().k_interval
+    se_log_k = math.log(interval[1] / interval[0]) / (2 * 1.645)
+    assert abs(math.log(coarse.k / brent.k)) < 0.2 * se_log_k
+    assert coarse.evaluations < brent.evaluations
 
 
 def test_the_weighted_correction_leaves_noiseless_data_at_the_truth(culture) -> None:
