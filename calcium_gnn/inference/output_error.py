@@ -58,11 +58,20 @@ class LinearisedFit(Protocol):
 
 
 @torch.no_grad()
-def laplace(fit: LinearisedFit, autocorrelation: bool = True) -> tuple[Tensor, GaussNewtonCovariance]:
-    """The per-cell optimum (P,) and its Gauss-Newton covariance (one set of normal equations)."""
+def laplace(
+    fit: LinearisedFit, autocorrelation: bool = True, input_noise: Tensor | None = None
+) -> tuple[Tensor, GaussNewtonCovariance]:
+    """The per-cell optimum (P,) and its Gauss-Newton covariance (one set of normal equations).
+
+    ``input_noise`` (P, n_p): ``J^T F_k z_p`` for probes of the noisy border inputs
+    (:func:`~calcium_gnn.physics.border_noise.input_noise_products`); the covariance is then the sandwich
+    that counts their noise (:mod:`calcium_gnn.inference.uncertainty`).
+    """
     theta = fit.theta_unpooled()
     jtj, _, residuals = fit.normal_equations(theta)
-    return theta, normal_matrix_covariance(jtj, residuals, autocorrelation=autocorrelation)
+    return theta, normal_matrix_covariance(
+        jtj, residuals, autocorrelation=autocorrelation, input_noise=input_noise
+    )
 
 
 def nonlinear_laplace(
@@ -79,9 +88,12 @@ def nonlinear_laplace(
 
 
 @torch.no_grad()
-def pooled_feeds(fit: LinearisedFit, autocorrelation: bool = True) -> PooledFeeds:
-    """The random-effects posterior of the per-cell feeds given ``k`` (REML ``mu``, ``tau^2``; BLUP)."""
-    theta, cov = laplace(fit, autocorrelation)
+def pooled_feeds(
+    fit: LinearisedFit, autocorrelation: bool = True, input_noise: Tensor | None = None
+) -> PooledFeeds:
+    """The random-effects posterior of the per-cell feeds given ``k`` (REML ``mu``, ``tau^2``; BLUP), from
+    the covariance of :func:`laplace`."""
+    theta, cov = laplace(fit, autocorrelation, input_noise)
     return pool_feeds(theta, cov.cov, fit.feed_positions, list(range(fit.n_nonlinear)))
 
 
@@ -96,6 +108,7 @@ def parameter_intervals(
     pool: bool = False,
     schur: Tensor | None = None,
     k_spread: tuple[float, float] | None = None,
+    input_noise: Tensor | None = None,
 ) -> ParameterIntervals:
     """Intervals of ``k`` and ``gamma_i`` at the per-cell optimum; the feeds pooled when ``pool``.
 
@@ -106,7 +119,9 @@ def parameter_intervals(
     then only ``k`` gets an interval (the same one the full covariance would give) and the feeds' are
     NaN. ``k_spread`` ``(bias, sd)``: the corrected ``k``'s bias and spread from a parametric bootstrap
     (:func:`~calcium_gnn.physics.border_noise.correct_border_noise_weighted`); they replace the
-    Gauss-Newton standard error of ``k`` and centre its interval on ``k - bias``. Returned on the CPU.
+    Gauss-Newton standard error of ``k`` and centre its interval on ``k - bias``. ``input_noise``
+    (P, n_p): probes of the noisy border inputs (:func:`laplace`); the covariance is then the sandwich
+    that adds their noise. Returned on the CPU.
     """
     if schur is not None:
         theta, cov = nonlinear_laplace(fit, schur, autocorrelation)
@@ -114,7 +129,7 @@ def parameter_intervals(
         se[: fit.n_nonlinear] = cov.se
         pool = False
     else:
-        theta, cov = laplace(fit, autocorrelation)
+        theta, cov = laplace(fit, autocorrelation, input_noise)
         se = cov.se
     pooled = None
     if pool:
@@ -143,6 +158,11 @@ def parameter_intervals(
         f"Gauss-Newton (Laplace) covariance sigma^2 (J^T J)^-1 at the output-error optimum, "
         f"sigma^2 = RSS/(M-P), {correction}; "
     )
+    if input_noise is not None and schur is None:
+        method += (
+            "plus the noise of the border inputs propagated through the fit, sigma^2 (J^T J)^-1 J^T F_k "
+            f"F_k^T J (J^T J)^-1 (errors in variables; Hutchinson, {input_noise.shape[-1]} probes); "
+        )
     if schur is not None:
         method = (
             f"Gauss-Newton (Laplace) variance of k from the Schur complement of the variable projection "

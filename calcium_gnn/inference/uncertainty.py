@@ -16,6 +16,24 @@ consensus model are not white: the noisy border inputs are low-pass filtered by 
 is the long-run variance factor of an AR(1) process, the variance inflation of a mean of correlated
 samples; it is exact when the columns of ``J`` vary slowly in time compared with the correlation.
 
+**Noisy inputs (errors in variables).** The border cells drive the simulation with their *observed*
+traces, whose noise ``e`` (variance ``sigma^2`` per value, like every cell of one movie) reaches the
+simulated interior through the linear map ``F_k`` (border inputs -> traces of G,
+:mod:`calcium_gnn.physics.border_noise`): ``r = r* + eps + F_k e``. To first order the estimate moves
+by ``-(J^T J)^{-1} J^T (eps + F_k e)``, so its covariance is the sandwich
+
+.. math::
+    \\operatorname{Cov}(\\hat\\theta) \\approx \\hat\\sigma^2 \\kappa \\left[(J^\\top J)^{-1}
+    + (J^\\top J)^{-1} J^\\top F_k F_k^\\top J (J^\\top J)^{-1}\\right]
+    \\approx \\hat\\sigma^2 \\kappa \\left[(J^\\top J)^{-1} + \\tfrac{1}{n_p} U U^\\top\\right],
+    \\qquad U = (J^\\top J)^{-1} \\left[J^\\top F_k z_1, \\dots, J^\\top F_k z_{n_p}\\right],
+
+with ``n_p`` standard-normal probes ``z_p`` on the border inputs (Hutchinson: ``E[F z z^T F^T] = F F^T``).
+The Gauss-Newton term alone counts the border noise that reaches G as information; the second term
+(``input_noise``) adds it back as variance. On the 91 linear dev members of the zoo at <= 5% noise that
+get an interval, it widens the interval of ``k`` by a median 6% (90th percentile 22.5%, at most 58%),
+and the 90% intervals hold the true ``k`` in 87.9% of them instead of 83.5% (64 probes; 85.7% with 8).
+
 The ``level`` two-sided interval is ``theta_p +- z_{(1+level)/2} se_p`` (``se_p`` the square root of
 the diagonal of the covariance), clipped to the parameter's box.
 """
@@ -119,13 +137,16 @@ def normal_matrix_covariance(
     autocorrelation: bool = True,
     ridge: float = 1e-12,
     n_parameters: int | None = None,
+    input_noise: Tensor | None = None,
 ) -> GaussNewtonCovariance:
     """:func:`gauss_newton_covariance` from ``J^T J`` (P, P) instead of ``J`` (M = ``residuals.numel()``).
 
     For fits that assemble the normal matrix without forming ``J`` (:mod:`calcium_gnn.physics.modal`).
     ``n_parameters``: the fit's number of parameters when ``normal_matrix`` is the Schur complement of
     a subset (the information of ``k`` with the other parameters profiled out): the degrees of freedom
-    of ``sigma^2`` are ``M - n_parameters`` (default: the matrix's size).
+    of ``sigma^2`` are ``M - n_parameters`` (default: the matrix's size). ``input_noise`` (P, n_p): the
+    products ``J^T F_k z_p`` of the noisy inputs' probes (module docstring); their term
+    ``U U^T / n_p`` is added inside the sandwich (default: none, the Gauss-Newton covariance alone).
     """
     r = residuals.detach().double()
     info = normal_matrix.detach().double()
@@ -136,7 +157,14 @@ def normal_matrix_covariance(
     inflation = (1.0 + rho) / (1.0 - rho) if 0.0 < rho < 1.0 else 1.0
     shift = ridge * float(info.diagonal().max()) if p else 0.0
     info = info + shift * torch.eye(p, dtype=info.dtype, device=info.device)
-    cov = sigma2 * inflation * torch.linalg.inv(info)
+    inverse = torch.linalg.inv(info)
+    if input_noise is not None:
+        products = input_noise.detach().to(inverse)
+        if products.dim() != 2 or products.shape[0] != p or products.shape[1] == 0:
+            raise ValueError(f"input_noise must be ({p}, n_probes), got {tuple(products.shape)}")
+        u = inverse @ products
+        inverse = inverse + (u @ u.T) / products.shape[1]
+    cov = sigma2 * inflation * inverse
     cov = 0.5 * (cov + cov.T)
     return GaussNewtonCovariance(cov=cov, sigma2=sigma2, rho=rho, inflation=inflation, dof=dof)
 

@@ -78,6 +78,7 @@ import math
 import statistics
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -114,6 +115,7 @@ from calcium_gnn.physics.border_noise import (
     BorderNoiseCorrection,
     correct_border_noise,
     correct_border_noise_weighted,
+    input_noise_products,
 )
 from calcium_gnn.physics.edge_weights import edge_weights
 from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
@@ -266,6 +268,10 @@ class OutputErrorODE(ConsensusModel):
         border_noise_probes, border_noise_seed: Hutchinson probes of that correction (8, seed 0).
         border_noise_replicates: parametric-bootstrap replicates of the corrected ``k`` with variable
             projection (default 10; they give ``k``'s interval there, 0: none and no interval).
+        interval_probes: Hutchinson probes of the border inputs' noise in the covariance of the
+            estimates (default 64, seed ``border_noise_seed``; 0: the Gauss-Newton covariance alone):
+            the sandwich of :mod:`calcium_gnn.inference.uncertainty`, where the normal equations are
+            formed and there are border cells.
         jacobian: how ``J^T J`` and ``J^T r`` are formed: ``"auto"`` (default: ``"modal"`` when the
             weights are symmetric, else ``"dense"``), ``"modal"`` (eigenbasis, any size) or
             ``"dense"`` (forward-mode Jacobian, P <= ``max_jacobian_parameters``).
@@ -343,6 +349,7 @@ class OutputErrorODE(ConsensusModel):
         border_noise_probes: int = 8,
         border_noise_seed: int = 0,
         border_noise_replicates: int = 10,
+        interval_probes: int = 64,
         law: str = "linear",
         leak_bounds: tuple[float, float] = DEFAULT_LEAK_BOUNDS,
         leak_init: float = DEFAULT_LEAK_INIT,
@@ -372,6 +379,9 @@ class OutputErrorODE(ConsensusModel):
         self.border_noise_seed = check_int("model.border_noise_seed", border_noise_seed, 0)
         self.border_noise_replicates = check_int("model.border_noise_replicates", border_noise_replicates, 0)
         self.border_correction: BorderNoiseCorrection | None = None
+        self.interval_probes = check_int("model.interval_probes", interval_probes, 0)
+        #: ``J^T F_k z_p`` (P, interval_probes) at the fit's optimum, on the host (:meth:`finish_fit`)
+        self.input_noise: np.ndarray | None = None
         self.law_check = bool(law_check)
         #: the leak score test at the fit's optimum (:meth:`check_law`), or why there is none
         self.leak_score: LeakScore | str | None = None
@@ -546,7 +556,24 @@ class OutputErrorODE(ConsensusModel):
         """The random-effects posterior of the per-cell optimum; ``None`` when pooling does not apply."""
         if self.gamma_prior_status() is not None:
             return None
-        return pooled_feeds(self.problem, self.autocorrelation_correction)
+        return pooled_feeds(self.problem, self.autocorrelation_correction, self.input_noise_products())
+
+    def input_noise_status(self) -> str | None:
+        """Why the covariance has no border-input noise term (``None`` when it has one)."""
+        if self.interval_probes == 0:
+            return "interval_probes=0"
+        if bool(self.modelled.all()):
+            return "no border cells"
+        if self.projection_schur() is not None or not self.problem.normal_equations_available:
+            return "the normal equations are not formed"
+        return None
+
+    def input_noise_products(self) -> Tensor | None:
+        """``J^T F_k z_p`` (P, n_p) at the fit's optimum (:meth:`finish_fit` computes them), on the problem's
+        device; ``None`` when the covariance has no border-input noise term (:meth:`input_noise_status`)."""
+        if self.input_noise is None or self.input_noise_status() is not None:
+            return None
+        return torch.from_numpy(self.input_noise).to(self.problem.drive_train.device)
 
     @torch.no_grad()
     def apply_gamma_prior(self) -> PooledFeeds | None:
@@ -568,13 +595,20 @@ class OutputErrorODE(ConsensusModel):
 
         1. ``k`` corrected for the noise of the border inputs (:mod:`calcium_gnn.physics.border_noise`),
            the linear parameters refitted at the corrected ``k``;
-        2. the feeds pooled as random effects (:meth:`apply_gamma_prior`).
-        Both are skipped where they do not apply (:meth:`border_noise_status`,
-        :meth:`gamma_prior_status`).
+        2. the border inputs' noise as the covariance sees it (:attr:`input_noise`,
+           :func:`~calcium_gnn.physics.border_noise.input_noise_products`);
+        3. the feeds pooled as random effects (:meth:`apply_gamma_prior`).
+        Each is skipped where it does not apply (:meth:`border_noise_status`,
+        :meth:`input_noise_status`, :meth:`gamma_prior_status`).
         """
         self.problem.restore_unpooled()
         self.check_law()
         self.correct_border_noise()
+        self.input_noise = None
+        if self.input_noise_status() is None:
+            products = input_noise_products(self.problem, self.problem.theta_unpooled(),
+                                            self.interval_probes, self.border_noise_seed)
+            self.input_noise = products.detach().cpu().numpy()
         if self.gamma_prior_status() is None:
             self.apply_gamma_prior()
 
@@ -716,7 +750,8 @@ class OutputErrorODE(ConsensusModel):
                 out["leak_score_unavailable"] = self.leak_score or self.law_check_status() or "not run"
         schur = self.projection_schur()
         if problem.has_leak and (problem.normal_equations_available or schur is not None):
-            theta, cov = (laplace(problem, self.autocorrelation_correction) if schur is None
+            theta, cov = (laplace(problem, self.autocorrelation_correction, self.input_noise_products())
+                          if schur is None
                           else nonlinear_laplace(problem, schur, self.autocorrelation_correction))
             se = cov.se[1:2].cpu()
             lo, hi = normal_interval(theta[1:2].cpu(), se, self.interval_level, self.conv.leak_bounds)
@@ -738,6 +773,7 @@ class OutputErrorODE(ConsensusModel):
             pool=pool and self.gamma_prior_status() is None,
             schur=self.projection_schur(),
             k_spread=self.k_bootstrap(),
+            input_noise=self.input_noise_products(),
         )
 
     def projection_schur(self) -> Tensor | None:

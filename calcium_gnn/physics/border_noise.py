@@ -133,9 +133,10 @@ def probe_responses(
 ) -> list[Tensor]:
     """``F_k z`` (G, T) for every probe ``z``: the simulated response of G to border inputs ``z``.
 
-    In the eigenbasis (:func:`calcium_gnn.physics.modal.input_response`, all probes at once) when the
-    fit has one, else one simulation per probe (``problem.simulate_window``). ``leak``: the leak rate of a
-    leak law (default: the one the problem's layer holds).
+    In the eigenbasis (:func:`calcium_gnn.physics.modal.input_response`, all probes at once, their
+    drive from the edges that leave a border cell) when the fit has one, else one simulation per probe
+    (``problem.simulate_window``). ``leak``: the leak rate of a leak law (default: the one the problem's
+    layer holds).
     """
     zero = torch.zeros_like(problem.drive_train[:, 0])
     leak = problem.conv.leak.detach() if leak is None else leak
@@ -143,11 +144,21 @@ def probe_responses(
     if basis is None:
         return [problem.simulate_window(k, zero, zero, drive=z, leak=leak)[problem.index] for z in probes]
     stacked = torch.cat(probes, dim=1)  # (N, K T): the probes side by side as features
+    # the probes are 0 on G and the states start at 0, so only the edges leaving a border cell carry a
+    # message: the layer runs on those alone (the same drive, without gathering K T values per edge),
+    # their weights scaled by (border in-degree of i) / |N_i| so that the layer's mean over fewer edges
+    # is still the sum over the border neighbours divided by |N_i|
+    edge_index, edge_weight = problem.edge_index, problem.edge_weight.reshape(-1)
+    from_border = ~problem.modelled[edge_index[0]]
+    dst = edge_index[1]
+    degree = edge_weight.new_zeros(stacked.shape[0]).index_add_(0, dst, torch.ones_like(edge_weight))
+    kept = torch.zeros_like(degree).index_add_(0, dst[from_border], torch.ones_like(edge_weight[from_border]))
+    scale = (kept / degree.clamp(min=1.0))[dst[from_border]]
     drive = problem.conv(
         torch.zeros_like(stacked),
         stacked,
-        problem.edge_index,
-        problem.edge_weight,
+        edge_index[:, from_border],
+        edge_weight[from_border] * scale,
         problem.modelled,
         k=k,
         gamma=zero,
@@ -166,6 +177,20 @@ def probe_responses(
         leak=float(leak),
     )
     return [states[:, :, p] for p in range(len(probes))]
+
+
+def input_noise_products(problem: OutputErrorProblem, theta: Tensor, n_probes: int, seed: int) -> Tensor:
+    """``J^T F_k z_p`` (P, n_probes) at ``theta``: the border inputs' noise as the fit sees it.
+
+    ``z_p`` are :func:`border_probes`; ``F_k z_p`` their responses in G (:func:`probe_responses`), and
+    ``J^T`` the fit's transposed Jacobian (all parameters, ``k`` included). With them the covariance of
+    the estimate gains the errors-in-variables term ``sigma^2 (J^T J)^{-1} J^T F_k F_k^T J (J^T J)^{-1}``
+    (:mod:`calcium_gnn.inference.uncertainty`). Cost: one simulation of the probes and ``n_probes``
+    transposed products (in the eigenbasis, all probes in one pass).
+    """
+    probes = border_probes(problem, n_probes, seed)
+    responses = probe_responses(problem, theta[0], probes, problem.unpack(theta).leak)
+    return torch.stack(problem.transpose_products(theta, responses, with_k=True), dim=1)
 
 
 def noise_gain(problem: OutputErrorProblem, theta: Tensor, free: Tensor, probes: list[Tensor]) -> float:

@@ -120,6 +120,28 @@ def test_interval_width_scales_with_noise_and_covers(culture) -> None:
     assert 1.6 < widths[1] / widths[0] < 2.4
 
 
+def test_intervals_count_the_noise_of_the_border_inputs(culture) -> None:
+    """The covariance adds the border inputs' noise (the errors-in-variables sandwich): ``k``'s standard
+    error grows over the Gauss-Newton one, the estimate stays, the method says so, and the term is
+    absent where it has no meaning (no border cells) or is switched off (``interval_probes=0``)."""
+    data = truth_graph(culture, noise=0.05, seed=4)
+    setup = resolve_setup(data)
+    with_term = _fit(OutputErrorODE(data=data, setup=setup))
+    with_term.finish_fit()
+    without = _fit(OutputErrorODE(data=data, setup=setup, interval_probes=0))
+    without.finish_fit()
+    assert with_term.input_noise.shape == (with_term.problem.n_parameters, 64)
+    assert without.input_noise is None and without.input_noise_status() == "interval_probes=0"
+    a, b = with_term.parameter_intervals(), without.parameter_intervals()
+    assert a.k == pytest.approx(b.k, rel=1e-12)
+    assert a.k_se > 1.02 * b.k_se
+    assert "border inputs" in a.method and "border inputs" not in b.method
+    every = resolve_setup(data, group="cells", gamma_mode="per_cell", cell_ids=data.cell_id.tolist())
+    alone = _fit(OutputErrorODE(data=data, setup=every))
+    alone.finish_fit()
+    assert alone.input_noise is None and alone.input_noise_status() == "no border cells"
+
+
 @pytest.mark.slow
 def test_anomaly_flags_a_cell_that_fires_on_its_own(culture) -> None:
     data = truth_graph(culture, noise=0.01, seed=2)
@@ -158,6 +180,7 @@ def test_anomaly_flags_a_cell_that_fires_on_its_own(culture) -> None:
         ({"damping_factor": 1.0}, "model.damping_factor"),
         ({"gamma_prior": "hierarchical"}, "model.gamma_prior"),
         ({"jacobian": "sparse"}, "model.jacobian"),
+        ({"interval_probes": -1}, "model.interval_probes"),
     ],
 )
 def test_bad_config_is_a_config_error(culture, kwargs, key) -> None:

@@ -14,6 +14,7 @@ from calcium_gnn.physics.border_noise import (
     border_probes,
     correct_border_noise,
     correct_border_noise_weighted,
+    input_noise_products,
     noise_gain,
     probe_responses,
     weighted_objective,
@@ -151,6 +152,38 @@ def test_probe_responses_in_the_eigenbasis_equal_one_simulation_per_probe(cultur
     slow = probe_responses(dense.problem, k, probes)
     for a, b in zip(fast, slow, strict=True):
         assert torch.allclose(a, b, atol=1e-12 * float(b.abs().max()))
+
+
+def test_input_noise_products_are_how_the_fit_moves_with_its_border_inputs(culture) -> None:
+    """The sandwich's term rests on ``d theta / d(border inputs) z = -(J^T J)^{-1} J^T F_k z``: nudging
+    the observed border traces by ``eps z`` and refitting must move the optimum by that much (first
+    order, from an exact optimum: the traces of G replaced by the fit's own simulation so that the
+    residuals vanish; a wide feed box so that no feed sits on a bound)."""
+    wide = {"gamma_prior": "none", "border_noise_correction": False, "gamma_bounds": (-1.0, 1.0)}
+    data = truth_graph(culture, noise=0.0, seed=0, dtype=torch.float64)
+    first = _fitted(data, **wide)
+    residuals = first.problem.residuals_theta(first.problem.theta_unpooled())
+    exact = data.clone()
+    exact.x = data.x.clone()
+    exact.x[first.problem.index, first.train_frames] += residuals.to(exact.x)
+    model = _fitted(exact, **wide)
+    problem = model.problem
+    theta = problem.theta_unpooled()
+    assert float(problem.residuals_theta(theta).pow(2).sum()) < 1e-20
+    products = input_noise_products(problem, theta, 2, seed=5)
+    assert products.shape == (theta.numel(), 2)
+    jtj, _, _ = problem.normal_equations(theta)
+    predicted = -torch.linalg.solve(jtj, products)
+    eps = 1e-5
+    feeds = problem.feed_positions
+    for p, z in enumerate(border_probes(problem, 2, seed=5)):
+        nudged = exact.clone()
+        nudged.x = exact.x.clone()
+        nudged.x[:, model.train_frames] += eps * z.to(nudged.x)
+        delta = (_fitted(nudged, **wide).problem.theta_unpooled() - theta) / eps
+        assert float(delta[0]) == pytest.approx(float(predicted[0, p]), rel=0.01)
+        scale = float(predicted[feeds, p].abs().max())
+        assert float((delta[feeds] - predicted[feeds, p]).abs().max()) < 0.01 * scale
 
 
 def test_a_barely_identified_k_is_left_alone(culture) -> None:
