@@ -147,6 +147,7 @@ def run(n_cells: int, device: torch.device, noise: float, out_dir: Path, train_f
         return model.correct_border_noise()
 
     correction = stage(rows, "border_noise", border_noise, device)
+    stage(rows, "input_noise", model.measure_input_noise, device)
     stage(rows, "pooling", model.apply_gamma_prior, device)
     unavailable = model.problem.normal_equations_unavailable()
     with_k = unavailable is None or model.projection_schur() is not None

@@ -269,7 +269,7 @@ class OutputErrorODE(ConsensusModel):
         border_noise_replicates: parametric-bootstrap replicates of the corrected ``k`` with variable
             projection (default 10; they give ``k``'s interval there, 0: none and no interval).
         interval_probes: Hutchinson probes of the border inputs' noise in the covariance of the
-            estimates (default 64, seed ``border_noise_seed``; 0: the Gauss-Newton covariance alone):
+            estimates (default 32, seed ``border_noise_seed``; 0: the Gauss-Newton covariance alone):
             the sandwich of :mod:`calcium_gnn.inference.uncertainty`, where the normal equations are
             formed and there are border cells.
         jacobian: how ``J^T J`` and ``J^T r`` are formed: ``"auto"`` (default: ``"modal"`` when the
@@ -349,7 +349,7 @@ class OutputErrorODE(ConsensusModel):
         border_noise_probes: int = 8,
         border_noise_seed: int = 0,
         border_noise_replicates: int = 10,
-        interval_probes: int = 64,
+        interval_probes: int = 32,
         law: str = "linear",
         leak_bounds: tuple[float, float] = DEFAULT_LEAK_BOUNDS,
         leak_init: float = DEFAULT_LEAK_INIT,
@@ -568,6 +568,19 @@ class OutputErrorODE(ConsensusModel):
             return "the normal equations are not formed"
         return None
 
+    @torch.no_grad()
+    def measure_input_noise(self) -> np.ndarray | None:
+        """``J^T F_k z_p`` (P, interval_probes) at the per-cell optimum
+        (:func:`~calcium_gnn.physics.border_noise.input_noise_products`), kept on the host as
+        :attr:`input_noise` and returned; ``None`` where the term does not apply
+        (:meth:`input_noise_status`)."""
+        self.input_noise = None
+        if self.input_noise_status() is None:
+            products = input_noise_products(self.problem, self.problem.theta_unpooled(),
+                                            self.interval_probes, self.border_noise_seed)
+            self.input_noise = products.detach().cpu().numpy()
+        return self.input_noise
+
     def input_noise_products(self) -> Tensor | None:
         """``J^T F_k z_p`` (P, n_p) at the fit's optimum (:meth:`finish_fit` computes them), on the problem's
         device; ``None`` when the covariance has no border-input noise term (:meth:`input_noise_status`)."""
@@ -595,8 +608,7 @@ class OutputErrorODE(ConsensusModel):
 
         1. ``k`` corrected for the noise of the border inputs (:mod:`calcium_gnn.physics.border_noise`),
            the linear parameters refitted at the corrected ``k``;
-        2. the border inputs' noise as the covariance sees it (:attr:`input_noise`,
-           :func:`~calcium_gnn.physics.border_noise.input_noise_products`);
+        2. the border inputs' noise as the covariance sees it (:meth:`measure_input_noise`);
         3. the feeds pooled as random effects (:meth:`apply_gamma_prior`).
         Each is skipped where it does not apply (:meth:`border_noise_status`,
         :meth:`input_noise_status`, :meth:`gamma_prior_status`).
@@ -604,11 +616,7 @@ class OutputErrorODE(ConsensusModel):
         self.problem.restore_unpooled()
         self.check_law()
         self.correct_border_noise()
-        self.input_noise = None
-        if self.input_noise_status() is None:
-            products = input_noise_products(self.problem, self.problem.theta_unpooled(),
-                                            self.interval_probes, self.border_noise_seed)
-            self.input_noise = products.detach().cpu().numpy()
+        self.measure_input_noise()
         if self.gamma_prior_status() is None:
             self.apply_gamma_prior()
 

@@ -78,6 +78,9 @@ error (``D`` the degrees of freedom), so the predicted drop is below ``SE_FRACTI
 SEARCH_X_TOLERANCE: float = 1e-4
 """The search also stops when its bracket on ``log k`` is narrower than this."""
 
+PROBE_CHUNK: int = 8
+"""Probes simulated together by :func:`input_noise_products` (their responses take 8 G T bytes each)."""
+
 EDGE_TOLERANCE: float = 1e-3
 """A minimum within this distance (in ``log k``) of an end of the search interval counts as on the end."""
 
@@ -186,11 +189,15 @@ def input_noise_products(problem: OutputErrorProblem, theta: Tensor, n_probes: i
     ``J^T`` the fit's transposed Jacobian (all parameters, ``k`` included). With them the covariance of
     the estimate gains the errors-in-variables term ``sigma^2 (J^T J)^{-1} J^T F_k F_k^T J (J^T J)^{-1}``
     (:mod:`calcium_gnn.inference.uncertainty`). Cost: one simulation of the probes and ``n_probes``
-    transposed products (in the eigenbasis, all probes in one pass).
+    transposed products (in the eigenbasis, :data:`PROBE_CHUNK` probes per pass).
     """
     probes = border_probes(problem, n_probes, seed)
-    responses = probe_responses(problem, theta[0], probes, problem.unpack(theta).leak)
-    return torch.stack(problem.transpose_products(theta, responses, with_k=True), dim=1)
+    leak = problem.unpack(theta).leak
+    products = []
+    for start in range(0, n_probes, PROBE_CHUNK):  # a few probes at a time: memory O(PROBE_CHUNK G T)
+        responses = probe_responses(problem, theta[0], probes[start : start + PROBE_CHUNK], leak)
+        products += problem.transpose_products(theta, responses, with_k=True)
+    return torch.stack(products, dim=1)
 
 
 def noise_gain(problem: OutputErrorProblem, theta: Tensor, free: Tensor, probes: list[Tensor]) -> float:

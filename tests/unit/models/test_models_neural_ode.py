@@ -130,7 +130,7 @@ def test_intervals_count_the_noise_of_the_border_inputs(culture) -> None:
     with_term.finish_fit()
     without = _fit(OutputErrorODE(data=data, setup=setup, interval_probes=0))
     without.finish_fit()
-    assert with_term.input_noise.shape == (with_term.problem.n_parameters, 64)
+    assert with_term.input_noise.shape == (with_term.problem.n_parameters, 32)
     assert without.input_noise is None and without.input_noise_status() == "interval_probes=0"
     a, b = with_term.parameter_intervals(), without.parameter_intervals()
     assert a.k == pytest.approx(b.k, rel=1e-12)
