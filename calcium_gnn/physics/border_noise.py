@@ -154,9 +154,10 @@ def probe_responses(
     edge_index, edge_weight = problem.edge_index, problem.edge_weight.reshape(-1)
     from_border = ~problem.modelled[edge_index[0]]
     dst = edge_index[1]
-    degree = edge_weight.new_zeros(stacked.shape[0]).index_add_(0, dst, torch.ones_like(edge_weight))
-    kept = torch.zeros_like(degree).index_add_(0, dst[from_border], torch.ones_like(edge_weight[from_border]))
-    scale = (kept / degree.clamp(min=1.0))[dst[from_border]]
+    n = stacked.shape[0]
+    degree = torch.bincount(dst, minlength=n).clamp(min=1)  # |N_i|, as problem.degrees() counts it
+    kept = torch.bincount(dst[from_border], minlength=n)
+    scale = (kept / degree)[dst[from_border]].to(edge_weight)
     drive = problem.conv(
         torch.zeros_like(stacked),
         stacked,
