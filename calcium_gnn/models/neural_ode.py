@@ -662,7 +662,7 @@ class OutputErrorODE(ConsensusModel):
             )
             if correction.interior:
                 problem.set_theta(correction.theta)
-                self.solver.refresh_schur(problem)
+                self.solver.refresh_schur(problem, correction.solution)
             else:  # the weighted stage's k stays uncorrected: the fit's own optimum after all
                 self.solver.resume(problem)
         else:

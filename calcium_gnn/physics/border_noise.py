@@ -100,6 +100,9 @@ class BorderNoiseCorrection:
             correction is not applied.
         replicates: the corrected ``k`` of each parametric-bootstrap replicate
             (:func:`correct_border_noise_weighted`; ``None`` where none were drawn).
+        solution: the fit's own (box-constrained) profile solution at the corrected ``k``
+            (:func:`correct_border_noise_weighted` only; its operator serves the Schur complement there;
+            dropped by :meth:`on_host`).
     """
 
     k_uncorrected: float
@@ -109,6 +112,7 @@ class BorderNoiseCorrection:
     evaluations: int
     interior: bool
     replicates: list[float] | None = None
+    solution: ProfileSolution | None = None
 
     def on_host(self) -> BorderNoiseCorrection:
         """The same result with ``theta`` as a numpy array (what a module keeps after the fit: no tensor
@@ -388,6 +392,7 @@ def correct_border_noise_weighted(
         evaluations=len(cache),
         interior=interior,
         replicates=replicates,
+        solution=final,
     )
 
 

@@ -166,17 +166,31 @@ def modal_input_response(
 ) -> Tensor:
     """Modal states ``xi`` (G, T, K) of ``dxi_m/dt = rate_m xi_m + beta_m(t)``, ``xi(t_0) = 0``, for K
     modal forcings ``beta`` (G, T, K) (linear in time between frames; the simulation's scheme per mode,
-    :func:`interval_coefficients`). O(G T K): no change of basis."""
-    coefficients = [interval_coefficients(rate, lengths[u], substeps, method) for u in range(lengths.numel())]
-    xi = torch.zeros_like(beta)
+    :func:`interval_coefficients`). O(G T K): no change of basis.
+
+    The recursion ``xi_{n+1} = phi xi_n + (psi_0 - psi_1) beta_n + psi_1 beta_{n+1}`` runs over frames, so
+    it works on a frame-major copy (T, G, K) where each frame is one contiguous block (no copy when
+    ``beta`` is already a frame-major view, as :func:`frame_major` makes); the result is a (G, T, K)
+    view of frame-major storage. Against stepping the (G, T, K) layout (2,806 modes, 9 forcings, 325
+    frames, ``benchmarks/bench_projection_kernels.py``): 2.3x faster for stored frame-major forcings,
+    1.2x with the copy."""
+    coefficients = []
+    for u in range(lengths.numel()):
+        phi, psi0, psi1 = interval_coefficients(rate, lengths[u], substeps, method)
+        phi, psi0, psi1 = phi.reshape(-1, 1), psi0.reshape(-1, 1), psi1.reshape(-1, 1)
+        coefficients.append((phi, psi0 - psi1, psi1))
+    b = beta.transpose(0, 1).contiguous()  # (T, G, K)
+    xi = torch.zeros_like(b)
     for n, group in enumerate(which.tolist()):  # one host copy of the groups, no sync per frame
-        phi, psi0, psi1 = coefficients[group]
-        xi[:, n + 1] = (
-            phi.reshape(-1, 1) * xi[:, n]
-            + psi0.reshape(-1, 1) * beta[:, n]
-            + psi1.reshape(-1, 1) * (beta[:, n + 1] - beta[:, n])
-        )
-    return xi
+        phi, before, after = coefficients[group]
+        xi[n + 1] = phi * xi[n] + before * b[n] + after * b[n + 1]
+    return xi.transpose(0, 1)
+
+
+def frame_major(values: Tensor) -> Tensor:
+    """``values`` (G, T, K) as a view of frame-major (T, G, K) storage: what :func:`modal_input_response`
+    steps through without a copy."""
+    return values.transpose(0, 1).contiguous().transpose(0, 1)
 
 
 def modal_responses(

@@ -137,6 +137,8 @@ class LinearNormalOperator:
             self.mode_inverse = torch.linalg.inv(per_mode + RIDGE * scale.reshape(-1, 1, 1) * eye)
         else:
             self.mode_inverse = theta.new_zeros(self.g, 0, 0)
+        #: the last held set of :meth:`held_factor`: (indices, N_HH, its Cholesky factor)
+        self._held: tuple[Tensor, Tensor, Tensor] | None = None
 
     def _weigh(self, r: Tensor) -> Tensor:
         """``D_w r`` for a (G, T) array (the residual weights, or ``r`` itself without them)."""
@@ -191,25 +193,60 @@ class LinearNormalOperator:
             out += [self.basis.v @ solved[:, i] for i in range(len(self.blocks))]
         return torch.cat(out) if out else v.new_zeros(0)
 
+    def inverse_entries(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """Entries ``N_rc`` (|rows|, |cols|) of ``N = P^{-1}`` between per-cell linear parameters (indices
+        into the per-cell blocks, ``block * G + cell``): ``N = V M V^T`` with ``M`` the per-mode inverses,
+        one (|rows|, G) x (G, |cols|) product per pair of blocks."""
+        g, v, inverse = self.g, self.basis.v, self.mode_inverse  # inverse: (G, B, B)
+        row_block, col_block = rows // g, cols // g
+        v_rows, v_cols = v[rows % g], v[cols % g]
+        out = torch.empty(rows.numel(), cols.numel(), dtype=v.dtype, device=v.device)
+        for b1 in row_block.unique().tolist():
+            i1 = (row_block == b1).nonzero().reshape(-1)
+            for b2 in col_block.unique().tolist():
+                i2 = (col_block == b2).nonzero().reshape(-1)
+                out[i1.reshape(-1, 1), i2] = (v_rows[i1] * inverse[:, b1, b2]) @ v_cols[i2].T
+        return out
+
+    def held_factor(self, held: Tensor) -> Tensor:
+        """Cholesky factor of ``N_HH`` (H, H) for the held per-cell parameters ``held`` (sorted indices into
+        the blocks). Forming ``N_HH`` costs O(H^2 G); the operator keeps the last one, so the next held set
+        (an active-set round of the same profile fit, or the Schur complement's solves) only computes the
+        rows of the parameters it adds: at 10,000 cells with 6,500 feeds held that is most of each round."""
+        cached = self._held
+        if cached is not None and torch.equal(cached[0], held):
+            return cached[2]
+        n_hh = None
+        if cached is not None:
+            position = torch.full((self.g * len(self.blocks),), -1, dtype=torch.long, device=held.device)
+            position[cached[0]] = torch.arange(cached[0].numel(), device=held.device)
+            old = position[held]
+            known = (old >= 0).nonzero().reshape(-1)
+            added = (old < 0).nonzero().reshape(-1)
+            if known.numel() > added.numel():  # reuse pays when most of the set is unchanged
+                n_hh = torch.empty(held.numel(), held.numel(), dtype=cached[1].dtype, device=cached[1].device)
+                n_hh[known.reshape(-1, 1), known] = cached[1][old[known].reshape(-1, 1), old[known]]
+                if added.numel():
+                    fresh = self.inverse_entries(held[added], held)  # (|added|, H)
+                    n_hh[added] = fresh
+                    n_hh[:, added] = fresh.T
+        if n_hh is None:
+            n_hh = self.inverse_entries(held, held)
+        factor = torch.linalg.cholesky(0.5 * (n_hh + n_hh.T))
+        self._held = (held, n_hh, factor)
+        return factor
+
     def restricted_preconditioner(self, free: Tensor) -> Callable[[Tensor], Tensor]:
         """The exact inverse of ``P`` restricted to the ``free`` entries (bool, like a vector), for the
         system with the held entries fixed: ``(P_FF)^{-1} = N_FF - N_FH N_HH^{-1} N_HF`` (``N = P^{-1}``),
-        with ``N_HH`` formed once, O(|H|^2 G). The restricted system keeps ``P``'s bound on the
-        condition number (module docstring), where masking ``N`` alone lost it (iterations x 10)."""
+        with ``N_HH`` formed once per held set (:meth:`held_factor`). The restricted system keeps ``P``'s
+        bound on the condition number (module docstring), where masking ``N`` alone lost it (iterations
+        x 10)."""
         mask = free.to(self.cross.dtype)
         held_blocks = (~free[self.q:]).nonzero().reshape(-1)
         if held_blocks.numel() == 0:
             return lambda r: self.precondition(r * mask) * mask
-        block_of, cell_of = held_blocks // self.g, held_blocks % self.g
-        rows = self.basis.v[cell_of]  # (H, G): V at the held cells
-        inverse = self.mode_inverse  # (G, B, B)
-        n_hh = torch.empty(held_blocks.numel(), held_blocks.numel(), dtype=rows.dtype, device=rows.device)
-        for b1 in block_of.unique().tolist():
-            i1 = (block_of == b1).nonzero().reshape(-1)
-            for b2 in block_of.unique().tolist():
-                i2 = (block_of == b2).nonzero().reshape(-1)
-                n_hh[i1.reshape(-1, 1), i2] = (rows[i1] * inverse[:, b1, b2]) @ rows[i2].T
-        factor = torch.linalg.cholesky(0.5 * (n_hh + n_hh.T))
+        factor = self.held_factor(held_blocks)
         where = self.q + held_blocks
 
         def apply(r: Tensor) -> Tensor:
@@ -237,13 +274,13 @@ def conjugate_gradients(
     level: a solve that starts near its answer stops at once).
     """
     mask = free.to(rhs.dtype)
-    precondition = operator.restricted_preconditioner(free)
     b = rhs * mask
     x = torch.zeros_like(b)
     norm_b = float(b.norm())
     target = max(settings.cg_tolerance * norm_b, floor)
-    if norm_b <= target:
+    if norm_b <= target:  # before the preconditioner: forming it costs O(H^2 G) with H entries held
         return x, ConjugateGradientReport(0, True, 0.0 if norm_b == 0.0 else 1.0)
+    precondition = operator.restricted_preconditioner(free)
     r = b.clone()
     z = precondition(r)
     p = z.clone()
@@ -564,9 +601,14 @@ class VariableProjection(nn.Module):
         return self.fit(problem, max_iterations)
 
     @torch.no_grad()
-    def refresh_schur(self, problem: OutputErrorProblem) -> ProfileSolution:
-        """Profile at the problem's current ``phi`` (the fit's own loss and box) and store ``H`` there."""
-        solution = profile_solve(problem, problem.theta(), self.settings)
+    def refresh_schur(
+        self, problem: OutputErrorProblem, solution: ProfileSolution | None = None
+    ) -> ProfileSolution:
+        """Profile at the problem's current ``phi`` (the fit's own loss and box) and store ``H`` there;
+        ``solution``: that profile when the caller already has it (the fit's own metric and box, at the
+        problem's ``phi``: :func:`~calcium_gnn.physics.border_noise.correct_border_noise_weighted`'s)."""
+        if solution is None:
+            solution = profile_solve(problem, problem.theta(), self.settings)
         self._record(solution)
         self.schur.copy_(nonlinear_normal_equations(problem, solution, self.settings)[0])
         problem.set_theta(solution.theta)

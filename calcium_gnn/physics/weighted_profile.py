@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from calcium_gnn.physics.modal import modal_input_response
+from calcium_gnn.physics.modal import frame_major, modal_input_response
 from calcium_gnn.physics.output_error import OutputErrorProblem
 
 RIDGE: float = 1e-12
@@ -89,7 +89,10 @@ class ModalWeightedProfile:
         self.border_variance = self.border_map.pow(2).sum(dim=1)
         gen = torch.Generator().manual_seed(seed)
         white = torch.randn(index.numel(), n_frames, n_probes, generator=gen, dtype=dtype)
-        self.probes = white.to(theta.device) * self.border_variance.sqrt().reshape(-1, 1, 1)
+        self.probes = frame_major(white.to(theta.device) * self.border_variance.sqrt().reshape(-1, 1, 1))
+        #: border-noise energy per ``k`` evaluated (it depends on ``k`` only, not on the data: the
+        #: bootstrap's replicates reuse it)
+        self._border_energy: dict[float, float] = {}
         self.n_blocks = len(problem._modal_design(theta, basis, with_k=False)[1])
         #: the observed traces' share of the noise energy, tr(D) (T - n_b), exact
         self.interior_energy = float(problem.degrees().sum()) * (n_frames - self.n_blocks)
@@ -111,17 +114,35 @@ class ModalWeightedProfile:
         )
 
     @staticmethod
-    def _project(columns: Tensor, stacked: Tensor) -> tuple[Tensor, Tensor]:
-        """Per mode, least squares of ``stacked`` (G, T, K) on ``columns`` (G, T, n_b): the residual norms
-        (G, K) and the fitted part (G, T, K)."""
+    def _projector(columns: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Per mode, the least-squares projector on ``columns`` (G, T, n_b): its unit columns (G, T, n_b)
+        and the LU factors of their Gram matrix (G, n_b, n_b), ridged by :data:`RIDGE`."""
         norms = columns.norm(dim=1, keepdim=True).clamp(min=1e-300)
         unit = columns / norms  # unit columns per mode (conditioning)
         gram = torch.einsum("gtb,gtc->gbc", unit, unit)
         gram = gram + RIDGE * torch.eye(unit.shape[2], dtype=gram.dtype, device=gram.device)
+        return unit, torch.linalg.lu_factor(gram)
+
+    @staticmethod
+    def _project(projector: tuple[Tensor, tuple[Tensor, Tensor]], stacked: Tensor) -> tuple[Tensor, Tensor]:
+        """Per mode, least squares of ``stacked`` (G, T, K) on the projector's columns
+        (:meth:`_projector`): the residual norms (G, K) and the fitted part (G, T, K)."""
+        unit, factor = projector
         rhs = torch.einsum("gtb,gtp->gbp", unit, stacked)
-        coefficients = torch.linalg.solve(gram, rhs)
+        coefficients = torch.linalg.lu_solve(*factor, rhs)
         explained = (rhs * coefficients).sum(dim=1)
         return stacked.pow(2).sum(dim=1) - explained, torch.einsum("gtb,gbp->gtp", unit, coefficients)
+
+    def border_energy(self, k: float, projector: tuple[Tensor, tuple[Tensor, Tensor]] | None = None) -> float:
+        """``sum_m s_m k^2 E||(I - P_m) L_m w||^2``: the border inputs' share of the noise energy at ``k``
+        (module docstring), by the Hutchinson probes; cached per ``k`` (it does not depend on the data)."""
+        if not self.probes.shape[2]:
+            return 0.0
+        if k not in self._border_energy:
+            projector = self._projector(self._columns(k)) if projector is None else projector
+            left, _ = self._project(projector, self._response(k, self.probes))
+            self._border_energy[k] = float(left.sum(dim=0).mean())
+        return self._border_energy[k]
 
     def evaluate(
         self, k: float, target: Tensor | None = None, drive: Tensor | None = None
@@ -131,18 +152,15 @@ class ModalWeightedProfile:
         ``target``, ``drive`` (G, T): modal data in place of the problem's (a bootstrap replicate)."""
         target = self.target if target is None else target
         drive = self.drive if drive is None else drive
-        forcing = torch.cat([drive.unsqueeze(-1), self.probes], dim=2)  # (G, T, 1 + n_p)
-        response = self._response(k, forcing)
-        stacked = torch.cat([(target - response[:, :, 0]).unsqueeze(-1), response[:, :, 1:]], dim=2)
-        left, _ = self._project(self._columns(k), stacked)
-        rss = float(left[:, 0].sum())
-        border_energy = float(left[:, 1:].sum(dim=0).mean()) if self.probes.shape[2] else 0.0
-        return rss, self.interior_energy + border_energy
+        projector = self._projector(self._columns(k))
+        response = self._response(k, drive.unsqueeze(-1))[:, :, 0]
+        left, _ = self._project(projector, (target - response).unsqueeze(-1))
+        return float(left.sum()), self.interior_energy + self.border_energy(k, projector)
 
     def fitted(self, k: float) -> Tensor:
         """(G, T) the modal trajectory ``xi`` of the weighted profile fit at ``k`` (observed border drive)."""
         response = self._response(k, self.drive.unsqueeze(-1))[:, :, 0]
-        _, part = self._project(self._columns(k), (self.target - response).unsqueeze(-1))
+        _, part = self._project(self._projector(self._columns(k)), (self.target - response).unsqueeze(-1))
         return part[:, :, 0] + response
 
     def replicate(self, fitted: Tensor, sigma: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:

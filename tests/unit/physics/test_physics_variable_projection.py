@@ -69,6 +69,39 @@ def test_the_restricted_preconditioner_is_the_inverse_of_the_restricted_weighted
     assert torch.allclose(apply(probe), expected, rtol=1e-6, atol=1e-9 * float(expected.abs().max()))
 
 
+def test_the_held_factor_of_a_changed_set_equals_the_one_formed_afresh(data) -> None:
+    """An active-set round that holds a few more and a few fewer feeds reuses the rows of N_HH it kept:
+    the factor must be the one formed from scratch (the restricted preconditioner depends on it)."""
+    problem = _model(data, law="leak_stimulus", stimulus_time=float(data.t[20])).problem
+    theta = problem.theta()
+    reused = LinearNormalOperator(problem, theta, problem.degrees())
+    g = reused.g  # per-cell blocks of G entries each: feeds, switched feeds, initial states
+    first = torch.tensor([0, 3, 7, 12, g + 1, g + 5, 2 * g + 2])
+    second = torch.tensor([0, 3, 12, g + 1, g + 5, g + 8, 2 * g + 2, 2 * g + 4])  # 7 released, 2 more held
+    reused.held_factor(first)
+    fresh = LinearNormalOperator(problem, theta, problem.degrees())
+    factor, expected = reused.held_factor(second), fresh.held_factor(second)
+    assert torch.allclose(factor, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max()))
+    n_hh = fresh.inverse_entries(second, second)
+    assert reused.q == 0  # no shared scalars: P is the weighted normal matrix itself, N its inverse
+    dense = torch.linalg.inv(_dense_linear_normal(problem, theta, problem.degrees()))
+    blocks = second
+    assert torch.allclose(n_hh, dense[blocks.reshape(-1, 1), blocks], rtol=1e-5,
+                          atol=1e-8 * float(n_hh.abs().max()))
+    assert reused.held_factor(second) is factor  # the same set again: kept, not formed again
+
+
+def test_a_solve_that_starts_at_its_answer_forms_no_preconditioner(data) -> None:
+    problem = _model(data).problem
+    operator = LinearNormalOperator(problem, problem.theta())
+    free = torch.ones(operator.size, dtype=torch.bool)
+    free[torch.tensor([1, 5])] = False
+    x, report = conjugate_gradients(operator, torch.zeros(operator.size, dtype=torch.float64), free,
+                                    ProjectionSettings())
+    assert report.iterations == 0 and report.converged and bool((x == 0).all())
+    assert operator._held is None
+
+
 def test_conjugate_gradients_solve_the_restricted_system(data) -> None:
     problem = _model(data).problem
     theta = problem.theta()

@@ -70,3 +70,18 @@ def test_what_does_not_separate_says_why(data) -> None:
     assert "jacobian=dense" in weighted_profile_unavailable(dense)
     with pytest.raises(ValueError, match="does not separate"):
         ModalWeightedProfile(model.problem)
+
+
+def test_a_bootstrap_replicate_changes_the_rss_and_reuses_the_noise_energy(data) -> None:
+    """The noise energy depends on k alone (it is kept per k for the bootstrap's replicates); the RSS is
+    the replicate's own. A profile that sees the replicate first gives the same two numbers."""
+    problem = _problem(data)
+    profile = ModalWeightedProfile(problem, n_probes=4, seed=3)
+    rss, energy = profile.evaluate(0.02)
+    target, drive = profile.replicate(profile.fitted(0.02), 0.05, torch.Generator().manual_seed(4))
+    rss_replicate, energy_replicate = profile.evaluate(0.02, target, drive)
+    assert rss_replicate != pytest.approx(rss, rel=1e-3)
+    assert energy_replicate == energy
+    first = ModalWeightedProfile(problem, n_probes=4, seed=3)
+    assert first.evaluate(0.02, target, drive) == pytest.approx((rss_replicate, energy), rel=1e-12)
+    assert first.evaluate(0.03)[1] != pytest.approx(energy, rel=1e-6)  # another k: its own energy
