@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from scipy import ndimage as ndi
+from timing import best_of
 
 from calcium_gnn.imaging.preprocess import _median3x3_numpy, median3x3, preprocess
 from calcium_gnn.imaging.reference import reference_image
@@ -44,15 +44,6 @@ def naive(movie: np.ndarray) -> np.ndarray:
     q1, q3 = np.quantile(lg, (0.25, 0.75))
     lo, hi = q1 - 2 * (q3 - q1), q3 + 2 * (q3 - q1)
     return ((lg - lo) / (hi - lo)).astype(np.float32)
-
-
-def best_of(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import math
 import time
 
 import torch
+from timing import best_of
 from torch import Tensor
 
 from calcium_gnn.data.synthetic import make_culture, truth_graph
@@ -64,15 +65,6 @@ def held_sets(n_feeds: int, n_entries: int, seed: int) -> list[Tensor]:
     return sets
 
 
-def timed(fn, repeats: int = 2) -> tuple[float, object]:
-    best, out = math.inf, None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=3000)
@@ -94,11 +86,11 @@ def main() -> None:
                        dtype=torch.float64)
     lengths, which = problem.interval_lengths, problem.interval_group
     inputs = (rate, lengths, which, problem.substeps, beta, problem.ode_method)
-    t_ref, ref = timed(lambda: reference_input_response(*inputs))
-    t_new, new = timed(lambda: modal_input_response(*inputs))
+    t_ref, ref = best_of(lambda: reference_input_response(*inputs), 2)
+    t_new, new = best_of(lambda: modal_input_response(*inputs), 2)
     stored = frame_major(beta)
-    t_stored, _ = timed(lambda: modal_input_response(rate, lengths, which, problem.substeps, stored,
-                                                      problem.ode_method))
+    t_stored, _ = best_of(lambda: modal_input_response(rate, lengths, which, problem.substeps, stored,
+                                                      problem.ode_method), 2)
     gap = float((new - ref).abs().max() / ref.abs().max())
     print(f"modal_input_response, {1 + args.probes} forcings: (G, T, K) layout {t_ref:.3f} s | frame-major "
           f"{t_new:.3f} s ({t_ref / t_new:.1f}x), stored frame-major {t_stored:.3f} s "
