@@ -665,6 +665,7 @@ class OutputErrorODE(ConsensusModel):
                 self.solver.refresh_schur(problem, correction.solution)
             else:  # the weighted stage's k stays uncorrected: the fit's own optimum after all
                 self.solver.resume(problem)
+            correction.solution = None  # its operator holds O(G^2) memory (N_HH too); used only here
         else:
             correction = correct_border_noise(problem, self.border_noise_probes, self.border_noise_seed)
             if correction.interior:

@@ -314,6 +314,12 @@ def test_variable_projection_corrects_k_for_border_noise_in_the_weighted_metric(
     assert intervals.k_se == pytest.approx(sd) and sd > 0
     assert sum(intervals.k_interval) / 2 == pytest.approx(block["k"] - bias, rel=1e-9)
     assert extra["optimizer"]["converged"]
+    # the Schur complement at the corrected k came from the correction's own profile solution: the
+    # same as solving that profile again
+    schur = model.projection_schur().clone()
+    model.solver.refresh_schur(model.problem)
+    assert torch.allclose(model.projection_schur(), schur, rtol=1e-6)
+    assert model.correct_border_noise().solution is None  # its O(G^2) operator is not handed out
 
 
 def test_variable_projection_without_an_interior_correction_fits_its_own_optimum(culture) -> None:
