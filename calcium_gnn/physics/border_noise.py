@@ -158,9 +158,8 @@ def probe_responses(
     edge_index, edge_weight = problem.edge_index, problem.edge_weight.reshape(-1)
     from_border = ~problem.modelled[edge_index[0]]
     dst = edge_index[1]
-    n = stacked.shape[0]
-    degree = torch.bincount(dst, minlength=n).clamp(min=1)  # |N_i|, as problem.degrees() counts it
-    kept = torch.bincount(dst[from_border], minlength=n)
+    degree = problem.in_degrees().clamp(min=1)  # |N_i|
+    kept = torch.bincount(dst[from_border], minlength=degree.numel())
     scale = (kept / degree)[dst[from_border]].to(edge_weight)
     drive = problem.conv(
         torch.zeros_like(stacked),

@@ -180,7 +180,8 @@ def modal_input_response(
         phi, psi0, psi1 = phi.reshape(-1, 1), psi0.reshape(-1, 1), psi1.reshape(-1, 1)
         coefficients.append((phi, psi0 - psi1, psi1))
     b = beta.transpose(0, 1).contiguous()  # (T, G, K)
-    xi = torch.zeros_like(b)
+    xi = torch.empty_like(b)
+    xi[0] = 0.0
     for n, group in enumerate(which.tolist()):  # one host copy of the groups, no sync per frame
         phi, before, after = coefficients[group]
         xi[n + 1] = phi * xi[n] + before * b[n] + after * b[n + 1]

@@ -495,10 +495,13 @@ class OutputErrorProblem(nn.Module):
                 "(Levenberg-Marquardt, intervals) is too large; use optimizer=lbfgs or raise the limit",
             )
 
+    def in_degrees(self) -> Tensor:
+        """(N,) int64 number of incoming edges of every cell, ``|N_i|`` (0 for a cell without neighbours)."""
+        return torch.bincount(self.edge_index[1], minlength=self.modelled.shape[0])
+
     def degrees(self) -> Tensor:
         """(G,) float64 ``|N_i|`` of the modelled cells (at least 1): the ``D`` of ``A_1 = D^{-1} S``."""
-        degree = torch.bincount(self.edge_index[1], minlength=self.modelled.shape[0])[self.index]
-        return degree.double().clamp(min=1.0)
+        return self.in_degrees()[self.index].double().clamp(min=1.0)
 
     def modal_basis(self) -> ModalBasis | None:
         """The eigenbasis of the consensus operator on G (:mod:`calcium_gnn.physics.modal`), cached.
