@@ -158,7 +158,8 @@ def watershed_segmentation(
         preset or when every one was given), the evidence of the decision (``line_score``,
         ``polarity_rule``, ``trial_sigmas``, ``trial_cells``; :func:`.auto.choose_polarity`), the
         merge's record (``cells_before_merge``, ``boundaries_removed``, ``merge_threshold``,
-        ``membrane_strength``) and ``n_cells``, ``median_area``, ``median_diameter`` of the labels.
+        ``membrane_strength``, ``membrane_core_strength``) and ``n_cells``, ``median_area``,
+        ``median_diameter`` of the labels.
 
     Raises:
         SegmentationError: the image is not 2-D, not finite, constant, or no cell was found.

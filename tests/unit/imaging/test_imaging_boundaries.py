@@ -14,6 +14,7 @@ from calcium_gnn.imaging.segmentation.boundaries import (
     MERGE_FREE_FRACTION,
     boundary_strengths,
     carve_membranes,
+    junction_zone,
     merge_weak_boundaries,
     noise_sd,
     ridge_image,
@@ -35,6 +36,25 @@ def test_boundary_strengths_by_hand() -> None:
     assert c.tolist() == [2.0, 0.5, 0.0] and n.tolist() == [2, 2, 2]
     empty = boundary_strengths(np.ones((3, 3), dtype=np.int32), ridge[:3, :3])
     assert all(len(a) == 0 for a in empty)
+
+
+def test_junction_zone_and_core_strength_by_hand() -> None:
+    # cells 1 | 2 over 5 rows, cell 3 below them: the 3 x 3 windows of rows 4-5, cols 2-3 hold all three
+    labels = np.zeros((9, 6), dtype=np.int32)
+    labels[:5, :3], labels[:5, 3:], labels[5:, :] = 1, 2, 3
+    zone = junction_zone(labels)
+    assert zone[3:7, 1:5].all() and zone.sum() == 16  # those 4 junction pixels and 1 px around them
+    ridge = np.zeros(labels.shape)
+    ridge[:, 2] = 1.0  # the crest on the left of the 1 | 2 boundary (5 pairs)
+    ridge[3:5, 2] = 4.0  # brighter where it meets the junction
+    i, j, c, n = boundary_strengths(labels, ridge)
+    _, _, core, n_core = boundary_strengths(labels, ridge, exclude=zone)
+    assert (i.tolist(), j.tolist()) == ([1, 1, 2], [2, 3, 3]) and n.tolist() == n_core.tolist() == [5, 3, 3]
+    assert c[0] == pytest.approx((3 * 1.0 + 2 * 4.0) / 5) and core[0] == 1.0  # rows 0-2 only
+    assert c[1] == pytest.approx(4.0 / 3.0) and core[1] == 0.0  # 1 / 3: only column 0 is away
+    # a boundary with no pair away from a junction keeps all of them
+    _, _, everywhere, _ = boundary_strengths(labels, ridge, exclude=np.ones(labels.shape, dtype=bool))
+    assert np.array_equal(everywhere, c)
 
 
 def test_carve_membranes_leaves_the_crest_pixel_as_background() -> None:
@@ -73,10 +93,30 @@ def test_merge_removes_a_boundary_across_a_nucleus_and_keeps_the_membranes() -> 
     assert np.array_equal(merged == merged[5, 5], labels == 1)  # the two halves are one cell again
     # a 1 px line of 1.0 smoothed by 1 px peaks at 1 / sqrt(2 pi) = 0.40; no noise: no floor
     assert record["membrane_strength"] == pytest.approx(0.4, abs=0.02)
-    assert record["merge_threshold"] == pytest.approx(MERGE_FRACTION * record["membrane_strength"])
+    assert record["membrane_core_strength"] == pytest.approx(0.4, abs=0.02)
+    assert record["merge_threshold"] == pytest.approx(MERGE_FRACTION * record["membrane_core_strength"])
     # nothing to merge: the true tiling stays as it is
     same, record = merge_weak_boundaries(labels, image)
     assert np.array_equal(same, labels) and record["boundaries_removed"] == 0
+
+
+def test_merge_judges_a_boundary_away_from_its_junctions() -> None:
+    """A boundary drawn across a small cell's nucleus meets the membranes at its two ends and takes
+    their crest there: on its whole length it looks like a faint membrane (mean 0.46 of the
+    membranes, kept by the whole-boundary rule), away from the junctions it is no membrane (0.1)."""
+    image, labels = _grid_image(cells=3, size=10)
+    split = labels.copy()
+    split[(labels == 5) & (np.arange(30)[None, :] >= 15)] = 10  # the centre cell cut at x = 14 | 15
+    ridge = image.copy()  # the membranes: 1.0
+    ridge[10:20, 14] = 0.1
+    ridge[[10, 11, 18, 19], 14] = 1.0  # the two pairs next to each junction
+    i, j, c, _ = boundary_strengths(split, ridge)
+    _, _, core, _ = boundary_strengths(split, ridge, exclude=junction_zone(split))
+    cut = (i == 5) & (j == 10)
+    assert c[cut][0] == pytest.approx(0.46) and core[cut][0] == pytest.approx(0.1)
+    assert c[cut][0] > MERGE_FRACTION * np.median(c[~cut])  # weak by its core strength only
+    merged, record = merge_weak_boundaries(split, image, (image, ridge))
+    assert record["boundaries_removed"] == 1 and np.array_equal(merged == merged[12, 12], labels == 5)
 
 
 def test_merge_keeps_two_cells_behind_a_faint_membrane_unless_very_faint() -> None:
