@@ -18,7 +18,9 @@ epithelia such as the EpiTools images (``membranes="bright"``). The pipeline:
 5. watershed of the membrane image smoothed by ``min(sigma, 2 px)`` from the seeds
    (``compactness`` > 0 gives the compact watershed), relabelled 1..N;
 6. ``merge``: the boundaries that are not thin membranes (across a nucleus, along noise) are
-   removed (:func:`.boundaries.merge_weak_boundaries`);
+   removed (:func:`.boundaries.merge_weak_boundaries`), and the regions are split along the strong
+   membranes that a watershed one ladder step less smooth draws inside them
+   (:func:`.boundaries.split_lost_membranes`: a dim cell beside a dark membrane);
 7. ``membrane_line``: the crest pixel of every boundary between two cells becomes background, a
    1 px membrane line (:func:`.boundaries.carve_membranes`).
 
@@ -41,7 +43,13 @@ from skimage import feature, filters, morphology, segmentation
 
 from calcium_gnn.errors import ConfigError, SegmentationError
 from calcium_gnn.imaging.segmentation.auto import choose_watershed
-from calcium_gnn.imaging.segmentation.boundaries import carve_membranes, merge_weak_boundaries, ridge_image
+from calcium_gnn.imaging.segmentation.boundaries import (
+    SPLIT_SIGMA_RATIO,
+    carve_membranes,
+    merge_weak_boundaries,
+    ridge_image,
+    split_lost_membranes,
+)
 from calcium_gnn.imaging.segmentation.result import (
     Segmentation,
     describe_labels,
@@ -158,8 +166,8 @@ def watershed_segmentation(
         preset or when every one was given), the evidence of the decision (``line_score``,
         ``polarity_rule``, ``trial_sigmas``, ``trial_cells``; :func:`.auto.choose_polarity`), the
         merge's record (``cells_before_merge``, ``boundaries_removed``, ``merge_threshold``,
-        ``membrane_strength``, ``membrane_core_strength``) and ``n_cells``, ``median_area``,
-        ``median_diameter`` of the labels.
+        ``membrane_strength``, ``membrane_core_strength``), the split's (``split_threshold``,
+        ``boundaries_split``) and ``n_cells``, ``median_area``, ``median_diameter`` of the labels.
 
     Raises:
         SegmentationError: the image is not 2-D, not finite, constant, or no cell was found.
@@ -206,7 +214,8 @@ def watershed_segmentation(
         if opts["merge"]:
             chosen_membrane = _membrane_image(normalised, opts["membranes"])
             ridge = ridge_image(chosen_membrane)
-            chosen, record = merge_weak_boundaries(chosen, chosen_membrane, ridge)
+            chosen, record = _revise_boundaries(chosen, chosen_membrane, ridge, sigma=choice.sigma,
+                                                h=float(opts["h"]), compactness=compactness)
             evidence.update(record)
         if opts["diameter"] is None:
             opts["diameter"] = equivalent_diameter(median_cell_area(chosen))
@@ -228,7 +237,8 @@ def watershed_segmentation(
                             foreground=foreground, compactness=compactness)
         if opts["merge"]:
             ridge = ridge_image(membrane) if ridge is None else ridge
-            labels, record = merge_weak_boundaries(labels, membrane, ridge)
+            labels, record = _revise_boundaries(labels, membrane, ridge, sigma=sigma, h=float(opts["h"]),
+                                                compactness=compactness)
             evidence.update(record)
     if opts["membrane_line"]:
         smooth = (ridge_image(membrane) if ridge is None else ridge)[0]
@@ -305,6 +315,31 @@ def _watershed(
     labels = segmentation.watershed(m, markers, mask=mask, compactness=compactness)
     labels, _, _ = segmentation.relabel_sequential(labels)
     return labels.astype(np.int32)
+
+
+def _revise_boundaries(
+    labels: np.ndarray,
+    membrane: np.ndarray,
+    ridge: tuple[np.ndarray, np.ndarray],
+    *,
+    sigma: float,
+    h: float,
+    compactness: float,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Step 6 (:mod:`.boundaries`): merge the boundaries that are not membranes, then split the regions
+    along the membranes that a watershed smoothed by ``sigma / SPLIT_SIGMA_RATIO`` draws and the one
+    smoothed by ``sigma`` lost. Returns the labels and both records."""
+    merged, record = merge_weak_boundaries(labels, membrane, ridge)
+    if "membrane_core_strength" not in record:  # no boundary at all: nothing to split either
+        return merged, record
+    try:
+        finer = _watershed(membrane, sigma=sigma / SPLIT_SIGMA_RATIO, seeds="hminima", h=h,
+                           compactness=compactness)
+    except SegmentationError:  # no h-minimum at all: no finer boundary to restore
+        return merged, record
+    core_typical = float(record["membrane_core_strength"])
+    split, split_record = split_lost_membranes(merged, finer, membrane, core_typical, ridge)
+    return split, {**record, **split_record}
 
 
 def _check_options(opts: dict[str, Any]) -> None:

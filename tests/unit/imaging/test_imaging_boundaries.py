@@ -12,12 +12,15 @@ from calcium_gnn.imaging.segmentation.boundaries import (
     MERGE_AREA_FACTOR,
     MERGE_FRACTION,
     MERGE_FREE_FRACTION,
+    SPLIT_AREA_FRACTION,
+    SPLIT_FRACTION,
     boundary_strengths,
     carve_membranes,
     junction_zone,
     merge_weak_boundaries,
     noise_sd,
     ridge_image,
+    split_lost_membranes,
 )
 
 
@@ -132,6 +135,32 @@ def test_merge_keeps_two_cells_behind_a_faint_membrane_unless_very_faint() -> No
     assert merged.max() == 8 and record["boundaries_removed"] == 1
 
 
+def test_split_restores_a_lost_membrane_and_nothing_else() -> None:
+    """Coarse labels that flooded the first two squares into one region; the finer watershed draws
+    their membrane, a cut across square 5 where there is none, and one along a bright line 4 px
+    inside square 9 (a part of 4 x 20 px, under a_s of a cell)."""
+    image, truth = _grid_image(cells=3, size=20)
+    image[40:60, 44] = 1.0  # the line inside square 9 (x = 40..59)
+    coarse = truth.copy()
+    coarse[coarse == 2] = 1
+    finer = truth.copy()
+    finer[(truth == 5) & (np.arange(60)[None, :] >= 30)] = 10  # no membrane at x = 29 | 30
+    finer[(truth == 9) & (np.arange(60)[None, :] < 45)] = 11  # the bright line at x = 44
+    merged, record = merge_weak_boundaries(coarse, image)
+    assert record["boundaries_removed"] == 0 and len(np.unique(merged)) == 8
+    core_typical = float(record["membrane_core_strength"])
+    split, split_record = split_lost_membranes(merged, finer, image, core_typical)
+    assert split_record["boundaries_split"] == 1 and len(np.unique(split)) == 9 == split.max()
+    assert split_record["split_threshold"] == pytest.approx(SPLIT_FRACTION * core_typical)
+    assert 4 * 20 < SPLIT_AREA_FRACTION * 20 * 20  # the strip is too small to be a cell
+    # the same tiling as the truth: each true square is one region, each region one true square
+    pairs = np.unique(np.stack([truth.ravel(), split.ravel()]), axis=1)
+    assert pairs.shape[1] == 9 and len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == 9
+    # nothing to split: the labels come back as they were
+    same, none = split_lost_membranes(truth, truth, image, core_typical)
+    assert none["boundaries_split"] == 0 and np.array_equal(same, truth)
+
+
 def test_noise_sd_and_ridge_image() -> None:
     rng = np.random.default_rng(0)
     assert noise_sd(rng.normal(0.0, 0.1, (200, 200))) == pytest.approx(0.1, rel=0.05)
@@ -146,6 +175,7 @@ def test_merge_and_membrane_line_options() -> None:
     image, truth = _grid_image(cells=4)
     auto = segment_with_info(image).info  # preset auto: both on
     assert auto["merge"] is True and auto["membrane_line"] is True and "boundaries_removed" in auto
+    assert auto["boundaries_split"] == 0 and auto["split_threshold"] > auto["merge_threshold"]
     plain = segment_with_info(image, merge=False, membrane_line=False)
     assert "boundaries_removed" not in plain.info and not (plain.labels == 0).any()
     lined = segment(image, merge=False)
