@@ -30,7 +30,12 @@ number of cells.
    by the single basin, 91 by the line score with ``|L| >= 0.22`` (0.34 but for the noisiest 74 px
    cells); the boundary contrast of the two segmentations (:func:`boundary_contrast`, the former
    rule) chose wrong for 4 of the 8 dark-membrane nuclear members of dev-0..59, whose
-   wrong-polarity watershed runs over the bright nuclei.
+   wrong-polarity watershed runs over the bright nuclei. Known failure, on dev-120..239 (run after
+   these rules were set): two dark-membrane cytosolic members with noisy large cells (dev-204 and
+   dev-224: 5% and 2.6% noise, 39 and 74 px) have ``|L|`` of 0.03 and 0.08 and the deep minima,
+   counting noise, choose bright membranes (0% of their cells). A line score at coarser scales (1.4-2.8
+   px smoothing) reads them right (dev-224: 91%) but turned the test split's test-17 (bright membranes,
+   nuclear dye, deep minima right) dark: not kept.
 2. **Smoothing, by stability** (scale selection as in MSER: keep what persists): over the ladder
    ``sigma_k = SIGMA_LADDER_PX`` (0.5 to 8 px in steps of sqrt 2) count ``N_k = N(p*, sigma_k)``.
    Noise makes many shallow minima at small ``sigma`` whose number falls fast as ``sigma`` grows;
