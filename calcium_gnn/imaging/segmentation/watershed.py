@@ -205,7 +205,7 @@ def watershed_segmentation(
             return int(ndi.label(morphology.h_minima(smooth, float(opts["h"])))[1])
 
         choice = choose_watershed(normalised, trial, membranes=opts["membranes"], sigma=fixed_sigma,
-                                  count=count)
+                                  count=count, h=float(opts["h"]))
         evidence = choice.evidence
         if opts["membranes"] is None:
             opts["membranes"] = choice.membranes

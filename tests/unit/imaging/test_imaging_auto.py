@@ -22,6 +22,7 @@ from calcium_gnn.imaging.segmentation import (
 )
 from calcium_gnn.imaging.segmentation.auto import (
     LINE_SCORE_MIN,
+    NOISE_SEED_FACTOR,
     SIGMA_LADDER_PX,
     boundary_contrast,
     choose_polarity,
@@ -29,6 +30,7 @@ from calcium_gnn.imaging.segmentation.auto import (
     deep_minima,
     line_score,
     most_stable_index,
+    noise_min_sigma,
 )
 from calcium_gnn.imaging.segmentation.result import equivalent_diameter, plain_info
 
@@ -70,6 +72,22 @@ def test_most_stable_index_by_hand() -> None:
     assert most_stable_index([0, 5, 0, 0, 0], sigmas) == 1  # every window broken: the most cells
     with pytest.raises(ValueError, match="K >= 3"):
         most_stable_index([10, 10], (1.0, 2.0))
+
+
+def test_the_ladder_skips_the_smoothings_that_leave_noise_minima() -> None:
+    """The counts of dev-212 (175 cells of 54 px, dark membranes): in the noise regime the count
+    falls as a power of sigma with a slope (1.5) below the cells' (1.7), so the most stable point was
+    sigma = 0.7-1 px (11,462 -> 3,997 minima: 18% of the cells). Its noise needs sigma >= 1.16 px."""
+    counts = [11462, 6434, 3997, 2223, 989, 385, 180, 120, 46]
+    assert SIGMA_LADDER_PX[most_stable_index(counts, SIGMA_LADDER_PX)] == 1.0
+    assert SIGMA_LADDER_PX[most_stable_index(counts, SIGMA_LADDER_PX, min_sigma=1.16)] == 4.0
+    # no eligible window (every sigma below the floor is one, the largest inner one is not finite)
+    assert most_stable_index([10, 10, 10, 10, 0], (0.5, 1.0, 2.0, 4.0, 8.0), min_sigma=4.0) == 2
+    # white noise of sd 0.1 and seeds 0.05 deep: 2 x 0.1 / (2 sqrt(pi) 0.05) = 1.13 px
+    noise = np.random.default_rng(0).normal(0.5, 0.1, (300, 300))
+    expected = NOISE_SEED_FACTOR * 0.1 / (2.0 * math.sqrt(math.pi) * 0.05)
+    assert noise_min_sigma(noise, 0.05) == pytest.approx(expected, rel=0.03)
+    assert noise_min_sigma(np.zeros((8, 8)), 0.05) == 0.0
 
 
 def test_auto_min_area_by_hand() -> None:
