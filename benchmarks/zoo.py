@@ -111,6 +111,7 @@ def _row(
         "fit_ok": False,
         "reasons": [error] if error else [],
         "law_check_z": None,
+        "border_noise": None,
     }
     if results is None:
         return row
@@ -145,6 +146,7 @@ def _row(
     row["reasons"] = list(diagnostics["reasons"])
     score = (results.get("law") or {}).get("leak_score") or {}
     row["law_check_z"] = score.get("z")
+    row["border_noise"] = diagnostics.get("border_noise")
     return row
 
 

@@ -221,3 +221,29 @@ def test_a_k_set_by_the_border_noise_correction_is_flagged() -> None:
     assert run({"applied": False, "reason": "no border cells"}) == {"reasons": [], "fit_ok": True}
     lowered = run({"applied": True, "k_uncorrected": 0.02, "k": 0.01})  # either way
     assert not lowered["fit_ok"]
+
+
+def test_a_border_noise_search_that_runs_to_its_end_is_flagged() -> None:
+    """No interior minimum within the search's factor: the correction is not applied, and k's bias from the
+    border noise is unmeasured, so the fit says so (either end); a correction never tried says nothing."""
+    from calcium_gnn.evaluation.diagnostics import check_border_noise
+
+    def run(block):
+        diagnostics = {"reasons": [], "fit_ok": True}
+        check_border_noise(block, DiagnosticRule(), diagnostics)
+        return diagnostics
+
+    end = {"applied": False,
+           "reason": "no interior minimum of the noise-normalised loss for k within a factor 1.5 of 0.02638",
+           "k_uncorrected": 0.02638, "k_at_search_end": 0.03958}
+    flagged = run(end)
+    assert not flagged["fit_ok"] and "its search ran to its end (x1.50" in flagged["reasons"][0]
+    assert flagged["border_noise"]["search_end"] is True
+    assert flagged["border_noise"]["k_over_uncorrected"] == pytest.approx(1.5, rel=1e-3)
+    assert not run({**end, "k_at_search_end": 0.02638 / 1.5})["fit_ok"]
+    never = run({"applied": False, "reason": "border_noise_correction=false"})
+    assert never == {"reasons": [], "fit_ok": True}
+    on_bound = run({**end, "k_uncorrected": 0.001, "k_at_search_end": 0.001})  # k on its bound: said there
+    assert on_bound["fit_ok"] and on_bound["border_noise"]["search_end"] is False
+    applied = run({"applied": True, "k_uncorrected": 0.0176, "k": 0.0195})
+    assert applied["fit_ok"] and applied["border_noise"]["search_end"] is False
