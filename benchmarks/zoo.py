@@ -17,8 +17,11 @@ not the paper's: the ``leak`` members), the feeds' error ``median_i |gamma_i - g
 whose ``gamma_i`` interval holds ``gamma_i*`` (models with intervals), ``fit_ok`` and its reasons
 (:mod:`calcium_gnn.evaluation.diagnostics`; a run that stops with a FitError counts as flagged), the law
 check's score statistic ``law_check_z`` (output-error fits of the linear law; ``--out`` rows), and
-the wall time of the whole run. The table: per estimator, on the members the linear law generated
-with at most 5% noise (where the targets apply) and on all members, next to the targets.
+the wall time of the whole run; on linear members the signed error ``k / k* - 1`` and the fit's relative
+standard error ``k_se / k*`` (``--out`` rows). The table: per estimator, on the members the linear law
+generated with at most 5% noise (where the targets apply) and on all members, next to the targets; its
+``p90 se`` column is the 90th percentile of the error that calibrated, unbiased fits with those
+standard errors would have (:mod:`calcium_gnn.evaluation.precision`): what the data allow.
 """
 
 from __future__ import annotations
@@ -104,6 +107,8 @@ def _row(
         "status": "ok" if error is None else "failed",
         "error": error,
         "k_err": None,
+        "k_signed_err": None,
+        "k_rel_se": None,
         "coupling_err": None,
         "gamma_err": None,
         "k_covered": None,
@@ -118,6 +123,10 @@ def _row(
     truth = results.get("truth") or {}
     k_true = truth.get("k")
     row["k_err"] = truth.get("k_rel_err")
+    if k_true:
+        row["k_signed_err"] = float(results["k"]) / float(k_true) - 1.0
+        if results.get("k_se") is not None:
+            row["k_rel_se"] = float(results["k_se"]) / float(k_true)
     true_c = _truth_coupling(data, results["edge_weight_scale"])
     errs = [
         abs(c - true_c[i]) / abs(true_c[i]) for i, c in results["coupling_rate"].items() if true_c[i] != 0
@@ -227,10 +236,15 @@ def _error(row: dict[str, Any]) -> float | None:
 
 def summarise(rows: list[dict[str, Any]], estimator: str, subset: str) -> dict[str, Any]:
     """One line of the table: ``subset`` is "linear<=5%" or "all"."""
+    from calcium_gnn.evaluation.precision import implied_error_quantile
+
     mine = [r for r in rows if r["estimator"] == estimator]
     if subset != "all":
         mine = [r for r in mine if r["law"] == "linear" and r["noise"] <= 0.05 + 1e-12]
     errors = [e for r in mine if (e := _error(r)) is not None]
+    with_se = [
+        r for r in mine if r["law"] == "linear" and r["k_err"] is not None and r.get("k_rel_se") is not None
+    ]
     gamma = [r["gamma_err"] for r in mine if r["gamma_err"] is not None]
     covered = [r["k_covered"] for r in mine if r["k_covered"] is not None]
     gamma_cov = [r["gamma_coverage"] for r in mine if r["gamma_coverage"] is not None]
@@ -244,6 +258,10 @@ def summarise(rows: list[dict[str, Any]], estimator: str, subset: str) -> dict[s
         "runs": len(mine),
         "err_median": _quantile(errors, 0.5),
         "err_p90": _quantile(errors, 0.9),
+        # the p90 a calibrated fit with each run's own standard error would reach (linear members)
+        "err_p90_se": implied_error_quantile([r["k_rel_se"] for r in with_se], 0.9)
+        if with_se and subset != "all"
+        else None,
         "gamma_median": _quantile(gamma, 0.5),
         "k_coverage": sum(covered) / len(covered) if covered else None,
         "gamma_coverage": statistics.fmean(gamma_cov) if gamma_cov else None,
@@ -259,8 +277,9 @@ def summarise(rows: list[dict[str, Any]], estimator: str, subset: str) -> dict[s
 
 def print_table(rows: list[dict[str, Any]], estimators: list[str]) -> None:
     header = (
-        f"{'estimator':<11}{'members':<12}{'runs':>5} {'err med':>7} {'err p90':>7} {'gamma':>7} "
-        f"{'k cov':>7} {'g cov':>7} {'flagged':>8} {'>25% off (flagged)':>19} {'<=10% @1%':>10} {'time':>7}"
+        f"{'estimator':<11}{'members':<12}{'runs':>5} {'err med':>7} {'err p90':>7} {'p90 se':>7} "
+        f"{'gamma':>7} {'k cov':>7} {'g cov':>7} {'flagged':>8} {'>25% off (flagged)':>19} "
+        f"{'<=10% @1%':>10} {'time':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -269,7 +288,7 @@ def print_table(rows: list[dict[str, Any]], estimators: list[str]) -> None:
             s = summarise(rows, estimator, subset)
             print(
                 f"{estimator:<11}{subset:<12}{s['runs']:>5} "
-                f"{_pct(s['err_median']):>7} {_pct(s['err_p90']):>7} "
+                f"{_pct(s['err_median']):>7} {_pct(s['err_p90']):>7} {_pct(s['err_p90_se']):>7} "
                 f"{_pct(s['gamma_median']):>7} {_pct(s['k_coverage']):>7} {_pct(s['gamma_coverage']):>7} "
                 f"{_pct(s['flagged']):>8} {s['off']:>11} ({s['off_flagged']:>3})   "
                 f"{_pct(s['within10_at_1pct']):>10} {s['time_median'] or 0:6.1f}s"
@@ -277,6 +296,9 @@ def print_table(rows: list[dict[str, Any]], estimators: list[str]) -> None:
     print("\nerr: |k - k*| / k* on linear-law members, median relative error of the coupling rates on")
     print("leak members; gamma: median |gamma_i - gamma_i*| / mean |gamma_i*| (linear law); k cov / g cov:")
     print("90% intervals holding the truth; flagged: runs with fit_ok false or stopped by a FitError.")
+    print("p90 se: the p90 of |k - k*| / k* if each run's error were N(0, se^2) with its own standard error")
+    print("(calcium_gnn.evaluation.precision; linear members with a k_se): what the data allow; err p90")
+    print("above it is bias or optimistic intervals.")
     print("targets: " + "; ".join(f"{k}: {v}" for k, v in TARGETS.items()))
 
 
