@@ -17,8 +17,8 @@ not the paper's: the ``leak`` members), the feeds' error ``median_i |gamma_i - g
 whose ``gamma_i`` interval holds ``gamma_i*`` (models with intervals), ``fit_ok`` and its reasons
 (:mod:`calcium_gnn.evaluation.diagnostics`; a run that stops with a FitError counts as flagged), the law
 check's score statistic ``law_check_z`` (output-error fits of the linear law; ``--out`` rows), and
-the wall time of the whole run; on linear members the signed error ``k / k* - 1`` and the fit's relative
-standard error ``k_se / k*`` (``--out`` rows). The table: per estimator, on the members the linear law
+the wall time of the whole run; the signed error ``k / k* - 1`` and the fit's relative standard error
+``k_se / k*`` (``--out`` rows). The table: per estimator, on the members the linear law
 generated with at most 5% noise (where the targets apply) and on all members, next to the targets; its
 ``p90 se`` column is the 90th percentile of the error that calibrated, unbiased fits with those
 standard errors would have (:mod:`calcium_gnn.evaluation.precision`): what the data allow.
@@ -242,9 +242,7 @@ def summarise(rows: list[dict[str, Any]], estimator: str, subset: str) -> dict[s
     if subset != "all":
         mine = [r for r in mine if r["law"] == "linear" and r["noise"] <= 0.05 + 1e-12]
     errors = [e for r in mine if (e := _error(r)) is not None]
-    with_se = [
-        r for r in mine if r["law"] == "linear" and r["k_err"] is not None and r.get("k_rel_se") is not None
-    ]
+    rel_se = [r["k_rel_se"] for r in mine if r.get("k_rel_se") is not None]
     gamma = [r["gamma_err"] for r in mine if r["gamma_err"] is not None]
     covered = [r["k_covered"] for r in mine if r["k_covered"] is not None]
     gamma_cov = [r["gamma_coverage"] for r in mine if r["gamma_coverage"] is not None]
@@ -259,9 +257,7 @@ def summarise(rows: list[dict[str, Any]], estimator: str, subset: str) -> dict[s
         "err_median": _quantile(errors, 0.5),
         "err_p90": _quantile(errors, 0.9),
         # the p90 a calibrated fit with each run's own standard error would reach (linear members)
-        "err_p90_se": implied_error_quantile([r["k_rel_se"] for r in with_se], 0.9)
-        if with_se and subset != "all"
-        else None,
+        "err_p90_se": implied_error_quantile(rel_se, 0.9) if rel_se and subset != "all" else None,
         "gamma_median": _quantile(gamma, 0.5),
         "k_coverage": sum(covered) / len(covered) if covered else None,
         "gamma_coverage": statistics.fmean(gamma_cov) if gamma_cov else None,
