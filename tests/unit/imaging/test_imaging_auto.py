@@ -22,6 +22,7 @@ from calcium_gnn.imaging.segmentation import (
 )
 from calcium_gnn.imaging.segmentation.auto import (
     LINE_SCORE_MIN,
+    LINE_SIGMAS_PX,
     NOISE_SEED_FACTOR,
     SIGMA_LADDER_PX,
     boundary_contrast,
@@ -29,6 +30,7 @@ from calcium_gnn.imaging.segmentation.auto import (
     choose_watershed,
     deep_minima,
     line_score,
+    line_score_across_scales,
     most_stable_index,
     noise_min_sigma,
 )
@@ -172,6 +174,39 @@ def test_line_score_and_polarity_by_hand() -> None:
     assert evidence["line_score"] > LINE_SCORE_MIN  # the caps
     assert membranes == "dark" and evidence["polarity_rule"] == "single basin"
     assert evidence["deep_minima_dark"] == 16
+
+
+def test_line_score_scale_climbs_while_the_lines_read_clearer() -> None:
+    # 1 px bright lines 12 px apart: |L| grows from 1 to 1.41 px, falls at 2 px: the first maximum
+    grid = np.zeros((48, 48))
+    grid[::12, :] = grid[:, ::12] = 1.0
+    scores = [line_score(grid, sigma=s) for s in LINE_SIGMAS_PX]
+    assert abs(scores[1]) > abs(scores[0]) and abs(scores[2]) < abs(scores[1])
+    assert line_score_across_scales(grid) == (scores[1], LINE_SIGMAS_PX[1])
+    # 8 px apart: |L| falls at once and stops at 1 px, although it grows again at 2.83 px (the
+    # top-hat then sees whole cells): only the first maximum counts
+    fine = np.zeros((48, 48))
+    fine[::8, :] = fine[:, ::8] = 1.0
+    scores = [line_score(fine, sigma=s) for s in LINE_SIGMAS_PX]
+    assert abs(scores[1]) < abs(scores[0]) < abs(scores[3])
+    assert line_score_across_scales(fine) == (scores[0], LINE_SIGMAS_PX[0])
+    with pytest.raises(ValueError, match="at least one smoothing"):
+        line_score_across_scales(grid, sigmas=())
+
+
+def test_noise_that_hides_the_lines_at_1_px_is_smoothed_away() -> None:
+    # dark 2 px membranes around 40 px cells under white noise 1.5x the membranes' contrast: at 1 px
+    # the noise fills both top-hats alike (|L| < LINE_SCORE_MIN); at 2.83 px the membranes read dark
+    grid = np.ones((240, 240))
+    for start in (0, 1):
+        grid[start::40, :] = grid[:, start::40] = 0.0
+    noisy = grid + np.random.default_rng(0).normal(0.0, 1.5, grid.shape)
+    low, high = np.percentile(noisy, (1.0, 99.0))
+    noisy = np.clip((noisy - low) / (high - low), 0.0, 1.0)
+    assert abs(line_score(noisy)) < LINE_SCORE_MIN
+    membranes, evidence = choose_polarity(noisy)
+    assert membranes == "dark" and evidence["polarity_rule"] == "thin lines"
+    assert evidence["line_sigma"] == LINE_SIGMAS_PX[-1] and evidence["line_score"] < -LINE_SCORE_MIN
 
 
 def test_choose_watershed_asks_only_what_is_open() -> None:

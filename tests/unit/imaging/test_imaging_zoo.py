@@ -70,3 +70,16 @@ def test_first_frames_only_segment_as_well() -> None:
     build = movie_to_graph_full(rendered.movie[:40], dt=member.dt)
     assert matched_fraction(rendered.labels, build.labels, iou_threshold=0.7) >= 0.95
     assert np.count_nonzero(np.bincount(build.labels.ravel())[1:]) == member.n_cells
+
+
+def test_noisy_dark_membranes_are_read_at_a_coarser_line_scale() -> None:
+    """dev-224: dark membranes, 74 px cells, 2.6% noise. At 1 px the line score was -0.08, the deep
+    minima counted noise and chose bright membranes (0% recovered); the line score's scale selection
+    reads it at a coarser smoothing."""
+    member = zoo.member("dev-224")
+    rendered = zoo.member_movie(member)
+    build = movie_to_graph_full(rendered.movie, dt=member.dt)  # every default
+    record = build.data.segmentation
+    assert record["membranes"] == "dark" and record["polarity_rule"] == "thin lines"
+    assert record["line_sigma"] > 1.0
+    assert matched_fraction(rendered.labels, build.labels, iou_threshold=0.7) >= 0.85
