@@ -97,8 +97,9 @@ EpiTools with every default: 91 of 94 cells (92 before the merging used the core
 Cost: two to eight top-hats (one to four line-score scales) and two h-minima counts for the
 polarity, ``len(SIGMA_LADDER_PX)`` h-minima counts for the ladder (the watershed keeps one cell
 per h-minimum, so the counts need no watershed), one watershed and the merging
-(:mod:`.boundaries`): 3.8 s for an 826 x 826 px image on one busy core; one label image is held at
-a time.
+(:mod:`.boundaries`): 3.8 s for an 826 x 826 px image on one busy core (measured with one
+line-score scale; the four scales take 0.19 s against 0.05 s on a 607 x 607 image); one label image
+is held at a time.
 """
 
 from __future__ import annotations
@@ -256,7 +257,7 @@ def line_score_across_scales(
     best = line_score(normalised, sigma=best_sigma)
     for s in sigmas[1:]:
         score = line_score(normalised, sigma=float(s))
-        if not abs(score) > abs(best) or math.isinf(best):
+        if not abs(score) > abs(best):  # never true once |best| is inf
             break
         best, best_sigma = score, float(s)
     return best, best_sigma
