@@ -39,6 +39,7 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("mse_test", "MSE test"),
     ("spike_f1", "spike F1"),
     ("fit_seconds", "fit wall time (s)"),
+    ("train_frames", "training frames"),
 )
 
 
@@ -57,6 +58,7 @@ def summarise(results: dict[str, Any], wall: float) -> dict[str, Any]:
     """The comparison row of one run from its ``results.json`` content."""
     truth = results.get("truth") or {}
     spikes = results.get("spikes") or {}
+    window = (results.get("simulation") or {}).get("train_frames")
     return {
         "method": results.get("method"),
         "k": results.get("k"),
@@ -68,7 +70,20 @@ def summarise(results: dict[str, Any], wall: float) -> dict[str, Any]:
         "spike_f1": spikes.get("f1"),
         "fit_seconds": results.get("fit_seconds"),
         "run_seconds": wall,
+        "train_frames": None if window is None else f"[{window[0]}, {window[1]})",
     }
+
+
+def window_note(rows: dict[str, dict[str, Any]]) -> str:
+    """A warning line when the runs were trained on different windows (their MSE rows then compare
+    different frames: ``setup1_pinn`` trains on 90 % of the frames, ``setup1_crlsm`` on the paper's
+    211 of 361; pass ``physics.train_fraction=...`` to compare on one window), else ``""``."""
+    windows = {name: row.get("train_frames") for name, row in rows.items()}
+    if len(set(windows.values())) <= 1:
+        return ""
+    listed = ", ".join(f"{name} frames {w}" for name, w in windows.items())
+    return (f"Note: the runs were trained on different windows ({listed}); their MSE rows compare "
+            "different frames. Add physics.train_fraction=<f> to compare them on one window.\n")
 
 
 def _fmt(value: Any) -> str:
@@ -121,17 +136,19 @@ def plot_overlay(path: Path, cfg: DictConfig, runs: dict[str, dict[str, Any]], n
     picks = torch.linspace(0, setup.num_modelled - 1, min(n_cells, setup.num_modelled)).long()
     rows = setup.modelled_index[picks]
     sims = {name: simulate_from_results(cfg, res) for name, res in runs.items()}
-    train, _ = time_split(data.x.shape[1], next(iter(runs.values()))["simulation"]["train_fraction"])
+    n_frames = data.x.shape[1]
+    ends = sorted({time_split(n_frames, r["simulation"]["train_fraction"])[0].stop for r in runs.values()})
     t = data.t.numpy()
     fig, axes = plt.subplots(len(rows), 1, figsize=(9, 2.2 * len(rows)), sharex=True, squeeze=False)
     for ax, row in zip(axes[:, 0], rows.tolist(), strict=True):
         ax.plot(t, data.x[row].numpy(), color="k", lw=1.0, label="observed")
         for name, sim in sims.items():
             ax.plot(t, sim[row].numpy(), lw=1.0, label=name)
-        ax.axvline(t[train.stop - 1], color="grey", ls="--", lw=0.8)
+        for end in ends:
+            ax.axvline(t[end - 1], color="grey", ls="--", lw=0.8)
         ax.set_ylabel(f"cell {int(data.cell_id[row])}")
     axes[0, 0].legend(loc="upper right", fontsize=8)
-    axes[-1, 0].set_xlabel("time (s); dashed: end of the training window")
+    axes[-1, 0].set_xlabel("time (s); dashed: end of each run's training window")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -161,6 +178,7 @@ def main(argv: list[str] | None = None) -> Path:
     (out / "comparison.md").write_text(
         f"# CRLSM vs PINN ({args.crlsm} / {args.pinn}; overrides: {' '.join(args.overrides) or 'none'})\n\n"
         + markdown_table(rows)
+        + ("\n" + window_note(rows) if window_note(rows) else "")
     )
     assert cfg is not None
     plot_overlay(out / "traces_overlay.png", cfg, runs)
