@@ -25,6 +25,7 @@ from calcium_gnn.imaging.segmentation.auto import (
     LINE_SIGMAS_PX,
     NOISE_SEED_FACTOR,
     SIGMA_LADDER_PX,
+    SINGLE_BASIN_MIN,
     boundary_contrast,
     choose_polarity,
     choose_watershed,
@@ -207,6 +208,22 @@ def test_noise_that_hides_the_lines_at_1_px_is_smoothed_away() -> None:
     membranes, evidence = choose_polarity(noisy)
     assert membranes == "dark" and evidence["polarity_rule"] == "thin lines"
     assert evidence["line_sigma"] == LINE_SIGMAS_PX[-1] and evidence["line_score"] < -LINE_SCORE_MIN
+
+
+@pytest.mark.parametrize("seed", [0, 2, 5])
+def test_a_few_noise_basins_do_not_overrule_clear_dark_lines(seed: int) -> None:
+    # dark 2 px membranes around 36 cells of 40 px under white noise 0.9x their contrast: the inverted
+    # image keeps a few deep noise minima (2-5) and the dark one none, but the lines read clearly dark
+    grid = np.ones((240, 240))
+    for start in (0, 1):
+        grid[start::40, :] = grid[:, start::40] = 0.0
+    noisy = grid + np.random.default_rng(seed).normal(0.0, 0.9, grid.shape)
+    low, high = np.percentile(noisy, (1.0, 99.0))
+    noisy = np.clip((noisy - low) / (high - low), 0.0, 1.0)
+    membranes, evidence = choose_polarity(noisy)
+    assert evidence["deep_minima_dark"] <= 1 < evidence["deep_minima_bright"] < SINGLE_BASIN_MIN
+    assert evidence["line_score"] < -LINE_SCORE_MIN
+    assert membranes == "dark" and evidence["polarity_rule"] == "thin lines"
 
 
 def test_choose_watershed_asks_only_what_is_open() -> None:
