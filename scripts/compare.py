@@ -175,10 +175,11 @@ def main(argv: list[str] | None = None) -> Path:
         runs[label] = results
         rows[label] = summarise(results, time.perf_counter() - start)
     (out / "comparison.json").write_text(json.dumps({"overrides": args.overrides, "runs": rows}, indent=2))
+    note = window_note(rows)
     (out / "comparison.md").write_text(
         f"# CRLSM vs PINN ({args.crlsm} / {args.pinn}; overrides: {' '.join(args.overrides) or 'none'})\n\n"
         + markdown_table(rows)
-        + ("\n" + window_note(rows) if window_note(rows) else "")
+        + ("\n" + note if note else "")
     )
     assert cfg is not None
     plot_overlay(out / "traces_overlay.png", cfg, runs)

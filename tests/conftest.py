@@ -3,10 +3,16 @@
 ``small_culture``: 24 cells in 160 x 160 px, 80 frames of 10 s, rendered movie (seed 7).
 ``small_truth_graph``: ``truth_graph(small_culture, noise=0.0)`` (schema of ``calcium_gnn.io.graph_schema``).
 ``device``: ``cpu`` and, where present, ``cuda``.
-Treat both as read-only: they are shared by every test of the session.
+``load_script``: ``load_script("name")`` imports ``scripts/name.py`` (the scripts are not a package).
+Treat the culture and graph as read-only: they are shared by every test of the session.
 """
 
 from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -16,6 +22,7 @@ from calcium_gnn.data.synthetic import SyntheticCulture, make_culture, truth_gra
 SMALL_CULTURE = {"seed": 7, "n_cells": 24, "size": 160, "n_frames": 80}
 #: every device the suite runs the solver, layer, simulator and model tests on (CI: the CPU only)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 @pytest.fixture(params=DEVICES)
@@ -32,3 +39,17 @@ def small_culture() -> SyntheticCulture:
 @pytest.fixture(scope="session")
 def small_truth_graph(small_culture):
     return truth_graph(small_culture, noise=0.0)
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], ModuleType]:
+    """``load_script(name)``: ``scripts/<name>.py`` imported as a module named ``<name>_script``."""
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,17 +13,13 @@ from calcium_gnn.errors import ConfigError
 from calcium_gnn.io.culture_files import read_culture_files
 from calcium_gnn.io.graph_files import load_graph
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "make_zoo.py"
 #: a typical member (<= 300 cells, <= 400 frames) builds its graph in well under this (s, 2 slow cores)
 TYPICAL_GRAPH_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("make_zoo_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("make_zoo")
 
 
 @pytest.fixture(scope="module")

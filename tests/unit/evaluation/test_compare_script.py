@@ -4,19 +4,14 @@ since their MSE rows then compare different frames."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "compare.py"
+import pytest
 
 
-def _compare() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("compare_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def compare(load_script) -> ModuleType:
+    return load_script("compare")
 
 
 def _results(stop: int) -> dict:
@@ -24,8 +19,7 @@ def _results(stop: int) -> dict:
             "simulation": {"train_frames": [0, stop], "test_frames": [stop - 1, 361]}}
 
 
-def test_the_table_shows_each_runs_window_and_warns_when_they_differ() -> None:
-    compare = _compare()
+def test_the_table_shows_each_runs_window_and_warns_when_they_differ(compare: ModuleType) -> None:
     rows = {"CRLSM": compare.summarise(_results(211), 1.0), "PINN": compare.summarise(_results(325), 1.0)}
     table = compare.markdown_table(rows)
     assert "| training frames | [0, 211) | [0, 325) |" in table
@@ -33,7 +27,6 @@ def test_the_table_shows_each_runs_window_and_warns_when_they_differ() -> None:
     assert "different windows" in note and "CRLSM frames [0, 211)" in note and "PINN frames [0, 325)" in note
 
 
-def test_no_warning_when_both_runs_share_the_window() -> None:
-    compare = _compare()
+def test_no_warning_when_both_runs_share_the_window(compare: ModuleType) -> None:
     rows = {"CRLSM": compare.summarise(_results(325), 1.0), "PINN": compare.summarise(_results(325), 1.0)}
     assert compare.window_note(rows) == ""

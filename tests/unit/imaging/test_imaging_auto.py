@@ -195,15 +195,21 @@ def test_line_score_scale_climbs_while_the_lines_read_clearer() -> None:
         line_score_across_scales(grid, sigmas=())
 
 
-def test_noise_that_hides_the_lines_at_1_px_is_smoothed_away() -> None:
-    # dark 2 px membranes around 40 px cells under white noise 1.5x the membranes' contrast: at 1 px
-    # the noise fills both top-hats alike (|L| < LINE_SCORE_MIN); at 2.83 px the membranes read dark
+def _noisy_dark_grid(noise: float, seed: int) -> np.ndarray:
+    """Dark 2 px membranes around 36 cells of 40 px (240 x 240), white noise of ``noise`` times their
+    contrast, then the watershed's robust contrast (1st and 99th percentiles to 0 and 1)."""
     grid = np.ones((240, 240))
     for start in (0, 1):
         grid[start::40, :] = grid[:, start::40] = 0.0
-    noisy = grid + np.random.default_rng(0).normal(0.0, 1.5, grid.shape)
+    noisy = grid + np.random.default_rng(seed).normal(0.0, noise, grid.shape)
     low, high = np.percentile(noisy, (1.0, 99.0))
-    noisy = np.clip((noisy - low) / (high - low), 0.0, 1.0)
+    return np.clip((noisy - low) / (high - low), 0.0, 1.0)
+
+
+def test_noise_that_hides_the_lines_at_1_px_is_smoothed_away() -> None:
+    # dark 2 px membranes around 40 px cells under white noise 1.5x the membranes' contrast: at 1 px
+    # the noise fills both top-hats alike (|L| < LINE_SCORE_MIN); at 2.83 px the membranes read dark
+    noisy = _noisy_dark_grid(1.5, seed=0)
     assert abs(line_score(noisy)) < LINE_SCORE_MIN
     membranes, evidence = choose_polarity(noisy)
     assert membranes == "dark" and evidence["polarity_rule"] == "thin lines"
@@ -214,12 +220,7 @@ def test_noise_that_hides_the_lines_at_1_px_is_smoothed_away() -> None:
 def test_a_few_noise_basins_do_not_overrule_clear_dark_lines(seed: int) -> None:
     # dark 2 px membranes around 36 cells of 40 px under white noise 0.9x their contrast: the inverted
     # image keeps a few deep noise minima (2-5) and the dark one none, but the lines read clearly dark
-    grid = np.ones((240, 240))
-    for start in (0, 1):
-        grid[start::40, :] = grid[:, start::40] = 0.0
-    noisy = grid + np.random.default_rng(seed).normal(0.0, 0.9, grid.shape)
-    low, high = np.percentile(noisy, (1.0, 99.0))
-    noisy = np.clip((noisy - low) / (high - low), 0.0, 1.0)
+    noisy = _noisy_dark_grid(0.9, seed)
     membranes, evidence = choose_polarity(noisy)
     assert evidence["deep_minima_dark"] <= 1 < evidence["deep_minima_bright"] < SINGLE_BASIN_MIN
     assert evidence["line_score"] < -LINE_SCORE_MIN
