@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/zoo_waves.py --set eval3    # frozen members, never tuned on
     .venv/bin/python benchmarks/zoo_waves.py --set dev      # tune on these
     .venv/bin/python benchmarks/zoo_waves.py --set test     # the zoo's test split (report once)
+    .venv/bin/python benchmarks/zoo_waves.py --set dev --override physics.train_fraction=0.8  # a variant
 
 Members: the zoo's ``stimulus`` family (an interior point stimulus starts a radial wave carried by relay
 cells; :mod:`calcium_gnn.data.zoo`) at <= 2% observation noise, both laws. ``dev``: custom members
@@ -77,7 +78,7 @@ def pick_members(which: str, n_leak: int, n_linear: int, max_cells: int) -> list
     return chosen["leak"] + chosen["linear"]
 
 
-def run_one(member_id: str, cache: str, out: str) -> dict[str, Any]:
+def run_one(member_id: str, cache: str, out: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     import numpy as np
     import torch
     from hydra import compose, initialize_config_dir
@@ -108,7 +109,7 @@ def run_one(member_id: str, cache: str, out: str) -> dict[str, Any]:
         "experiment=select_law", f"data.graph={path}", "logger=none", "callbacks=none",
         f"paths.root_dir={out}", f"paths.cache_dir={cache}", "trainer.enable_progress_bar=false",
         "setup=stimulus", f"setup.point=[{x0:.2f},{y0:.2f}]", f"setup.stimulus_time={t_s}",
-        "setup.auto_drivers=[precedes,unexplained]",
+        "setup.auto_drivers=[precedes,unexplained]", *extra,
     ]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train.yaml", overrides=overrides, return_hydra_config=True)
@@ -179,13 +180,16 @@ def main() -> None:
     parser.add_argument("--members", nargs="*", default=None)
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)))
     parser.add_argument("--out", default=None, help="write every row as JSON here")
+    parser.add_argument("--override", nargs="*", default=[],
+                        help="extra Hydra overrides for every run (e.g. physics.train_fraction=0.9)")
     args = parser.parse_args()
     ids = args.members or pick_members(args.set, args.n_leak, args.n_linear, args.max_cells)
     start = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(max_workers=args.jobs) as pool:
         (Path(tmp) / "cache").mkdir()
-        futures = [pool.submit(run_one, m, str(Path(tmp) / "cache"), str(Path(tmp) / "runs")) for m in ids]
+        futures = [pool.submit(run_one, m, str(Path(tmp) / "cache"), str(Path(tmp) / "runs"),
+                               tuple(args.override)) for m in ids]
         for future in futures:
             row = future.result()
             rows.append(row)

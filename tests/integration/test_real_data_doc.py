@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "real_data.md"
 MARK = "<!-- doc-test -->"
-#: one command's limit (s): the train run takes about 70 s on 2 idle cores
+#: one command's limit (s): the train run takes about 25 s on 2 cores
 TIMEOUT = 600
 
 
