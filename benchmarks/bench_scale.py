@@ -103,17 +103,28 @@ def stage(rows: list[dict[str, Any]], name: str, fn: Callable[[], Any], device: 
     return out
 
 
-def run(n_cells: int, device: torch.device, noise: float, out_dir: Path, train_fraction: float) -> None:
+def run(
+    n_cells: int, device: torch.device, noise: float, out_dir: Path, train_fraction: float,
+    noise_sigma: float | None = None,
+) -> None:
     size = int(round(512 * math.sqrt(n_cells / 108)))
-    print(f"\n== {n_cells} cells ({size} x {size} px, 361 frames, noise {noise:.0%}, training share "
+    level = f"sd {noise_sigma:g}" if noise_sigma is not None else f"{noise:.0%} of the range"
+    print(f"\n== {n_cells} cells ({size} x {size} px, 361 frames, noise {level}, training share "
           f"{train_fraction:.3g}) on {device}", flush=True)
     rows: list[dict[str, Any]] = []
 
     def culture() -> Any:
         c = make_culture(seed=0, n_cells=n_cells, size=size, render=False)
-        return c, truth_graph(c, noise=noise, seed=0)
+        spread = float(c.traces.max() - c.traces.min())
+        fraction = noise if noise_sigma is None else noise_sigma / spread
+        return c, truth_graph(c, noise=fraction, seed=0)
 
     culture_, data = stage(rows, "culture", culture, device)
+    clean = data.truth_x.double()
+    sigma = float((data.x.double() - clean).std())
+    own = (clean.amax(dim=1) - clean.amin(dim=1))[~data.is_driver.bool()]
+    print(f"    signal: traces span {float(clean.max() - clean.min()):.3g}, a modelled cell's own range "
+          f"median {float(own.median()):.3g}; observation noise sd {sigma:.3g}", flush=True)
     setup = resolve_setup(data)
     print(f"    G = {setup.num_modelled} modelled, {int(setup.border.sum())} border cells", flush=True)
     crlsm = stage(rows, "crlsm", lambda: fit_least_squares(data, setup, solver="crlsm",
@@ -197,7 +208,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, nargs="+", default=[108, 1000, 10000])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--noise", type=float, default=0.05)
+    parser.add_argument("--noise", type=float, default=0.05,
+                        help="observation noise sd as a fraction of the traces' whole span (truth_graph)")
+    parser.add_argument("--noise-sigma", type=float, default=None,
+                        help="observation noise sd in trace units instead (e.g. the 1,000-cell culture's "
+                        "5 %%, 0.358, at 10,000 cells, whose span is set by a steady-state dome)")
     parser.add_argument("--train-fraction", type=float, default=None,
                         help="training share of the frames (default: the experiment's; the paper's: 0.5845)")
     parser.add_argument("--stage-budget", type=float, default=900.0,
@@ -217,7 +232,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n_cells in args.cells:
             signal.alarm(int(args.stage_budget))
-            run(n_cells, device, args.noise, Path(tmp), train_fraction)
+            run(n_cells, device, args.noise, Path(tmp), train_fraction, args.noise_sigma)
             signal.alarm(0)
 
 
