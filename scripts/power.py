@@ -10,6 +10,14 @@ its ``k`` interval), compares the conditions with the hierarchical model of ``da
 (:mod:`calcium_gnn.inference.conditions`) and prints the power against a ``--effect`` drop of ``k``,
 the false-positive rate with no difference, both with their Monte-Carlo standard errors, and
 ``--out`` gets every experiment as JSON. Several ``--dishes`` or ``--dish-cv`` values give a table.
+
+Then it answers "how many dishes?" without fitting again: the fitted dishes' errors are resampled
+(:func:`calcium_gnn.evaluation.plate_power.resampled_power`) into the power and false-positive rate
+at every ``--curve-dishes`` count and ``--dish-cv``, with the fewest dishes that reach
+``--target-power``, and each simulated design's resampled power beside its simulated one as a check.
+``--from-json`` takes the fitted dishes of an earlier ``--out`` and prints only that curve:
+
+    .venv/bin/python scripts/power.py --from-json power.json --dish-cv 0.05 0.1 0.15
 """
 
 from __future__ import annotations
@@ -27,8 +35,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calcium_gnn.errors import CalciumGNNError  # noqa: E402
-from calcium_gnn.evaluation.plate_power import PlateDesign, fit_dish, simulate_experiment, summarise  # noqa: E402
+from calcium_gnn.errors import CalciumGNNError, ConfigError  # noqa: E402
+from calcium_gnn.evaluation.plate_power import (  # noqa: E402
+    PlateDesign,
+    dish_errors,
+    fit_dish,
+    resampled_power,
+    simulate_experiment,
+    summarise,
+)
 
 _FIT: dict[str, Any] = {}
 
@@ -64,6 +79,70 @@ def _one(design: PlateDesign, experiment: int) -> dict[str, Any]:
     return simulate_experiment(design, experiment, _dish_fit)
 
 
+def _resampled(args: tuple[PlateDesign, list[tuple[float | None, float | None]], int]) -> dict[str, Any]:
+    design, errors, experiments = args
+    return resampled_power(design, errors, experiments)
+
+
+def _rate(summary: dict[str, Any], key: str) -> str:
+    return f"{summary[key]:>8.1%} ±{summary[key + '_mc_se']:>5.1%}"
+
+
+def _load_fitted(path: str) -> tuple[list[dict[str, Any]], list[tuple[float | None, float | None]]]:
+    """The simulated designs' summaries and every dish's fit error of an earlier ``--out`` file;
+    ConfigError naming the file when it is not one."""
+    try:
+        runs = json.loads(Path(path).read_text())
+        summaries = [run["summary"] for run in runs]
+        for summary in summaries:
+            PlateDesign(**summary["design"])
+        errors = [e for run in runs for e in dish_errors(run["experiments"])]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        raise ConfigError("from-json", f"{path}: not the --out file of power.py ({type(err).__name__}: "
+                                       f"{err})") from err
+    if not summaries or not any(e is not None for e, _ in errors):
+        raise ConfigError("from-json", f"{path}: holds no fitted dish")
+    return summaries, errors
+
+
+def power_curve(base: dict[str, Any], errors: list[tuple[float | None, float | None]],
+                args: argparse.Namespace, simulated: list[dict[str, Any]]) -> list[str]:
+    """Print and return the resampled power table (module docstring) at ``args.curve_dishes`` x
+    ``args.dish_cv``, the fewest dishes reaching ``args.target_power`` per spread, and each simulated
+    design's check."""
+    def design(n: int, cv: float) -> PlateDesign:
+        return PlateDesign(base["base"], n, args.effect, base["noise"], cv, args.alpha)
+
+    fitted = sum(e is not None for e, _ in errors)
+    table = [design(n, cv) for cv in args.dish_cv for n in args.curve_dishes]
+    checks = [design(s["design"]["n_dishes"], s["design"]["dish_cv"]) for s in simulated]
+    todo = table + [d for d in checks if d not in table]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        summaries = list(pool.map(_resampled, [(d, errors, args.curve_experiments) for d in todo]))
+    by_design = dict(zip(todo, summaries, strict=True))
+    target = f"{args.target_power:.0%} power"
+    lines = [f"\nhow many dishes: {args.curve_experiments} resampled experiments per row, dish fits "
+             f"drawn from the {fitted} fitted dishes ({len(errors) - fitted} without an estimate) of "
+             f"{base['base']} at {base['noise']:.0%} noise; effect {args.effect:.0%} drop of k, "
+             f"alpha {args.alpha}",
+             f"{'dishes':>6} {'dish cv':>7} {'power':>15} {'false pos.':>15}"]
+    for d in table:
+        lines.append(f"{d.n_dishes:>6} {d.dish_cv:>7.2f} {_rate(by_design[d], 'power')} "
+                     f"{_rate(by_design[d], 'false_positive_rate')}")
+    for cv in args.dish_cv:
+        enough = [d.n_dishes for d in table if d.dish_cv == cv and by_design[d]["power"] >= args.target_power]
+        lines.append(f"dish cv {cv:.2f}: " + (f"{min(enough)} dishes per condition reach {target}" if enough
+                                              else f"no count in {args.curve_dishes} reaches {target}"))
+    for s, d in zip(simulated, checks, strict=True):
+        r = by_design[d]
+        lines.append(f"check at {d.n_dishes} dishes, dish cv {d.dish_cv:.2f}: simulated power "
+                     f"{_rate(s, 'power').strip()}, resampled {_rate(r, 'power').strip()}; false positives "
+                     f"{_rate(s, 'false_positive_rate').strip()}, resampled "
+                     f"{_rate(r, 'false_positive_rate').strip()}")
+    print("\n".join(lines), flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,7 +158,26 @@ def main() -> None:
                         help="the experiment config that fits a dish")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default=None, help="write every experiment as JSON here")
+    parser.add_argument("--curve-dishes", type=int, nargs="+", default=[3, 4, 5, 6, 7, 8],
+                        help="dishes per condition of the resampled power table")
+    parser.add_argument("--curve-experiments", type=int, default=1000,
+                        help="resampled experiments per row of that table (0: no table)")
+    parser.add_argument("--target-power", type=float, default=0.8)
+    parser.add_argument("--from-json", default=None,
+                        help="an earlier --out file: resample its fitted dishes, fit nothing")
     args = parser.parse_args()
+    if min(args.curve_dishes) < 2 or args.curve_experiments < 0 or not 0 < args.target_power < 1:
+        parser.exit(2, "power.py: --curve-dishes must be >= 2, --curve-experiments >= 0 and --target-power "
+                       "in (0, 1)\n")
+    if args.from_json:
+        try:
+            simulated, errors = _load_fitted(args.from_json)
+        except CalciumGNNError as err:
+            parser.exit(2, f"power.py: {err}\n")
+        test = (args.effect, args.alpha)
+        same_test = [s for s in simulated if (s["design"]["effect"], s["design"]["alpha"]) == test]
+        power_curve(simulated[0]["design"], errors, args, same_test)
+        return
     designs = [PlateDesign(args.base, n, args.effect, args.noise, cv, args.alpha)
                for n in args.dishes for cv in args.dish_cv]
     try:
@@ -127,6 +225,11 @@ def main() -> None:
     print("\n".join(lines))
     if args.out:
         Path(args.out).write_text(json.dumps(everything, indent=1))
+    if args.curve_experiments:
+        errors = [e for run in everything for e in dish_errors(run["experiments"])]
+        if any(e is not None for e, _ in errors):
+            simulated = [run["summary"] for run in everything]
+            power_curve(everything[0]["summary"]["design"], errors, args, simulated)
 
 
 if __name__ == "__main__":

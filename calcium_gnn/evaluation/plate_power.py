@@ -19,6 +19,17 @@ is a false positive). The two comparisons of one experiment share its control di
 Reported (:func:`summarise`): power and false-positive rate with their Monte-Carlo standard errors
 ``sqrt(p (1 - p) / N)``, the median estimated ratio against the true ``1 - effect``, how often the
 ratio's interval holds the truth, and the median per-dish error of ``k``.
+
+**How many dishes** (:func:`resampled_power`). Fitting is the whole cost of a simulated experiment, and
+a dish fit's error on the log scale, ``e_j = log k^_j - log k_j``, with its standard error ``s_j``,
+does not depend on how many dishes the experiment has or how much their ``k`` differs. So once the
+dishes of simulated experiments are fitted, the pairs ``(e_j, s_j)`` (:func:`dish_errors`) give the
+power at any number of dishes and between-dish spread without fitting again: each resampled
+experiment draws the dishes' true ``k`` as above (``k_0 = 1``: the log-scale test does not depend on
+the scale), gives every dish a pair ``(e, s)`` drawn with replacement from the fitted ones (a dish
+without an estimate stays without one), and compares the groups with the same hierarchical model.
+This assumes a fit's relative error does not depend on ``k`` over the simulated range; the simulated
+designs check it (the resampled power at their own number of dishes against the simulated one).
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from calcium_gnn.inference.conditions import compare_conditions, log_k_and_se
 from calcium_gnn.models.neural_ode import OutputErrorODE
 
 __all__ = ["PlateDesign", "DishFit", "dish_couplings", "plate_members", "fit_dish", "simulate_experiment",
-           "summarise"]
+           "summarise", "dish_errors", "resampled_power"]
 
 #: a dish's fit: its cell graph -> results with ``k``, ``k_interval``, ``interval_level``
 DishFit = Callable[[Data], Mapping[str, Any]]
@@ -48,6 +59,8 @@ DishFit = Callable[[Data], Mapping[str, Any]]
 GROUPS: tuple[str, ...] = ("control", "control'", "treated")
 #: the random stream of the dishes' couplings is seeded by (this tag, experiment)
 K_STREAM_TAG: int = 2027
+#: the random stream of a resampled design is seeded by (this tag, dishes, dish_cv in 1e-6, seed)
+RESAMPLE_STREAM_TAG: int = 2028
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,13 @@ def simulate_experiment(design: PlateDesign, experiment: int, fit: DishFit) -> d
         for member in members:
             log_k, se = log_k_and_se(fit(zoo.member_graph(member, dtype=torch.float64)))
             dishes.append({"group": group, "k_true": member.k, "log_k": log_k, "se_log_k": se})
+    row = _compare_groups(design, experiment, dishes)
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def _compare_groups(design: PlateDesign, experiment: int, dishes: list[dict[str, Any]]) -> dict[str, Any]:
+    """One experiment's row (:func:`simulate_experiment`, without ``seconds``) from its dishes."""
     fitted = [d for d in dishes if d["log_k"] is not None]
     row: dict[str, Any] = {
         "experiment": int(experiment),
@@ -152,15 +172,57 @@ def simulate_experiment(design: PlateDesign, experiment: int, fit: DishFit) -> d
         try:
             result = compare_conditions(values, [d["se_log_k"] for d in pairs], [d["group"] for d in pairs],
                                         reference="control", level=1 - design.alpha)
-        except ValueError:
+        except ValueError:  # fewer than two dishes with estimates, or none in control
+            result = None
+        if result is None or not result.contrasts:  # no comparison: no dish of ``other`` has an estimate
             row.update({f"p_{name}": None, f"ratio_{name}": None, f"covered_{name}": None})
             continue
         contrast = result.contrasts[0]
         row[f"p_{name}"] = contrast.p_value
         row[f"ratio_{name}"] = contrast.ratio
         row[f"covered_{name}"] = contrast.interval[0] <= truth <= contrast.interval[1]
-    row["seconds"] = time.perf_counter() - start
     return row
+
+
+def dish_errors(rows: list[dict[str, Any]]) -> list[tuple[float | None, float | None]]:
+    """Every dish of the simulated experiments ``rows`` (:func:`simulate_experiment`) as its fit's
+    error on the log scale, ``log k^ - log k``, and that fit's standard error of ``log k`` (module
+    docstring); ``(None, None)`` for a dish without an estimate."""
+    return [(None, None) if d["log_k"] is None else (d["log_k"] - math.log(d["k_true"]), d["se_log_k"])
+            for row in rows for d in row["dishes"]]
+
+
+def resampled_power(design: PlateDesign, errors: list[tuple[float | None, float | None]],
+                    experiments: int, seed: int = 0) -> dict[str, Any]:
+    """The :func:`summarise` of ``experiments`` experiments of ``design`` whose dish fits are resampled
+    from ``errors`` (:func:`dish_errors`; module docstring), without fitting. Only ``n_dishes``,
+    ``effect``, ``dish_cv`` and ``alpha`` of the design are used; ``seconds`` per experiment is the
+    resampling's. Deterministic in (``n_dishes``, ``dish_cv``, ``seed``).
+
+    Raises:
+        ValueError: no dish in ``errors`` has an estimate, or ``experiments`` < 1.
+    """
+    if not any(e is not None for e, _ in errors):
+        raise ValueError("no fitted dish to resample: every dish is without an estimate")
+    if experiments < 1:
+        raise ValueError(f"experiments must be at least 1, not {experiments}")
+    rng = np.random.default_rng([RESAMPLE_STREAM_TAG, design.n_dishes, round(design.dish_cv * 1e6), seed])
+    sigma = math.sqrt(math.log1p(design.dish_cv**2))
+    centre = {"control": 1.0, "control'": 1.0, "treated": 1.0 - design.effect}
+    rows = []
+    for experiment in range(experiments):
+        start = time.perf_counter()
+        dishes = []
+        for group in GROUPS:
+            true_k = centre[group] * np.exp(sigma * rng.standard_normal(design.n_dishes))
+            for k, pick in zip(true_k, rng.integers(len(errors), size=design.n_dishes), strict=True):
+                error, se = errors[int(pick)]
+                dishes.append({"group": group, "k_true": float(k), "se_log_k": se,
+                               "log_k": None if error is None else math.log(float(k)) + error})
+        row = _compare_groups(design, experiment, dishes)
+        row["seconds"] = time.perf_counter() - start
+        rows.append(row)
+    return summarise(design, rows)
 
 
 def _rate(flags: list[bool]) -> tuple[float, float]:

@@ -21,7 +21,8 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_a_small_study_prints_power_and_false_positives(tmp_path: Path) -> None:
     out = tmp_path / "power.json"
     done = _run("--experiments", "2", "--dishes", "2", "--effect", "0.5", "--noise", "0.01",
-                "--dish-cv", "0", "--jobs", "1", "--out", str(out))
+                "--dish-cv", "0", "--jobs", "1", "--out", str(out), "--curve-dishes", "2", "3",
+                "--curve-experiments", "20")
     assert done.returncode == 0, done.stderr
     table = done.stdout.splitlines()
     header = next(i for i, line in enumerate(table) if line.strip().startswith("dishes"))
@@ -31,6 +32,24 @@ def test_a_small_study_prints_power_and_false_positives(tmp_path: Path) -> None:
     assert runs[0]["summary"]["experiments"] == 2 and len(runs[0]["experiments"]) == 2
     assert all(len(e["dishes"]) == 6 for e in runs[0]["experiments"])
     assert runs[0]["summary"]["dish_k_rel_err_median"] < 0.1
+    # how many dishes: resampled from the 6 fitted dishes, a 50 % drop is found with 2 and 3 dishes
+    curve = table[table.index(next(line for line in table if line.startswith("how many dishes"))):]
+    rows = {line.split()[0]: line.split() for line in curve[2:4]}
+    assert set(rows) == {"2", "3"} and all(float(r[2].rstrip("%")) >= 80 for r in rows.values())
+    assert "dish cv 0.00: 2 dishes per condition reach 80% power" in curve
+    assert any(line.startswith("check at 2 dishes, dish cv 0.00: simulated power") for line in curve)
+    again = _run("--from-json", str(out), "--dish-cv", "0", "--effect", "0.5", "--curve-dishes", "2", "3",
+                 "--curve-experiments", "20", "--jobs", "1")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines() == [line for line in curve if line]  # same table, no fitting
+
+
+def test_a_from_json_that_is_not_an_out_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "design.csv"
+    bad.write_text("path,condition\n")
+    done = _run("--from-json", str(bad))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith(f"power.py: from-json: {bad}: not the --out file of power.py")
 
 
 def test_a_test_split_base_is_refused_in_one_line() -> None:
