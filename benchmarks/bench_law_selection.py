@@ -4,12 +4,14 @@
 
 Each member of the law-discovery set (``bench_law_discovery.DEFAULT_MEMBERS``: nonlinear laws and
 linear ones; none in the frozen test split, none used to choose the learned coupling's settings) is
-fitted through the user's command, ``experiment=select_law selection.laws=[linear,leak,gnn_ode]``
-(:func:`benchmarks.zoo.fit_member`, interior drivers named as ``setup.drivers``): the paper's law and
-the leak law by output error, the learned coupling with the settings of ``experiment=discover_law``,
-ranked by BIC on the training window (:mod:`calcium_gnn.evaluation.model_selection`). The right family
-is ``gnn_ode`` for a member of a nonlinear law and the generating law (``linear`` or ``leak``) for the
-others. Target (issue 14): the right family on >= 85% of members.
+fitted through the user's command, ``experiment=select_law selection.laws=[...]`` with ``--candidates``
+(default: the paper's law, the leak law, the three named nonlinear laws of
+:mod:`calcium_gnn.nn.named_laws` and the learned coupling; :func:`benchmarks.zoo.fit_member`, interior
+drivers named as ``setup.drivers``): the laws ranked by BIC on the training window, the learned coupling
+judged on the test window (:mod:`calcium_gnn.evaluation.model_selection`). The right family is the
+generating law where it is a candidate, else ``gnn_ode`` for a member of a nonlinear law (``paracrine``
+has no named law: it reaches beyond neighbours). ``--candidates linear leak gnn_ode`` gives the previous
+release's comparison. Target (issue 14): the right family on >= 85% of members.
 
 Printed per member: the chosen candidate, the BIC support of the best law over the runner-up law, each
 candidate's BIC difference to the best law, the learned candidate's test-window MSE over the linear
@@ -29,13 +31,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_law_discovery import DEFAULT_MEMBERS, run_members  # noqa: E402
 
-CANDIDATES: tuple[str, ...] = ("linear", "leak", "gnn_ode")
+CANDIDATES: tuple[str, ...] = ("linear", "leak", "saturating", "threshold", "rectifying", "gnn_ode")
 SELECTION_TARGET: float = 0.85
+LAWS_OVERRIDE: str = "selection.laws="
 
 
-def right_family(law: str) -> str:
-    """The candidate that should win on a member of ``law``."""
-    return law if law in ("linear", "leak") else "gnn_ode"
+def right_family(law: str, candidates: tuple[str, ...] = CANDIDATES) -> str:
+    """The candidate that should win on a member of ``law`` (module docstring)."""
+    return law if law in candidates or law in ("linear", "leak") else "gnn_ode"
+
+
+def candidates_of(overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """The candidates of the run's ``selection.laws=[...]`` override (:data:`CANDIDATES` without)."""
+    for item in overrides:
+        if item.startswith(LAWS_OVERRIDE):
+            return tuple(n.strip() for n in item[len(LAWS_OVERRIDE):].strip("[]").split(",") if n.strip())
+    return CANDIDATES
 
 
 def run(member_id: str, cache: str, out: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -44,11 +55,13 @@ def run(member_id: str, cache: str, out: str, overrides: tuple[str, ...] = ()) -
     from calcium_gnn.data import zoo as culture_zoo
 
     culture_zoo.forbid_test_split("law selection: custom members only")  # in each worker, too
-    extra = ("selection.laws=[" + ",".join(CANDIDATES) + "]", *overrides)
+    candidates = candidates_of(overrides)
+    extra = tuple(overrides) if any(o.startswith(LAWS_OVERRIDE) for o in overrides) else (
+        LAWS_OVERRIDE + "[" + ",".join(candidates) + "]", *overrides)
     report, data, seconds, error = fit_member(member_id, "neural_ode", cache, out, extra, "select_law")
     row: dict[str, Any] = {"member": member_id, "law": data.truth_law, "n_cells": int(data.num_nodes),
                            "noise": float(data.truth_noise), "seconds": seconds, "error": error,
-                           "expected": right_family(data.truth_law)}
+                           "expected": right_family(data.truth_law, candidates), "candidates": candidates}
     if report is None:
         return row
     rows = report["rows"]
@@ -59,33 +72,41 @@ def run(member_id: str, cache: str, out: str, overrides: tuple[str, ...] = ()) -
         mse_test={n: rows[n].get("mse_test") for n in rows},
         n_parameters={n: rows[n].get("n_parameters") for n in rows},
         held_out=(rows.get("gnn_ode") or {}).get("held_out"),
+        named_parameters={n: rows[n].get("parameters") for n in rows if rows[n].get("parameters")},
     )
     row["right"] = row["chosen"] == row["expected"]
+    # a nonlinear member taken for some nonlinear candidate (the data reject the paper's law)
+    row["nonlinear_chosen"] = row["chosen"] not in ("linear", "leak")
     return row
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = " ".join(f"{'dBIC ' + n:>13}" for n in CANDIDATES)
-    lines = [f"{'member':<14} {'law':<11} {'chosen':<8} {'right':>5} {'support':>9} {head} "
+    candidates = next((tuple(r["candidates"]) for r in rows if r.get("candidates")), CANDIDATES)
+    head = " ".join(f"{'dBIC ' + n[:6]:>11}" for n in candidates)
+    lines = [f"{'member':<14} {'law':<11} {'chosen':<11} {'right':>5} {'support':>9} {head} "
              f"{'test MSE gnn/lin':>16} {'z':>6} {'s':>5}"]
     for r in rows:
         if "chosen" not in r:
             lines.append(f"{r['member']:<14} failed: {r.get('error')}")
             continue
         nan = float("nan")
-        dbic = " ".join(f"{r['delta_bic'][n] if r['delta_bic'].get(n) is not None else nan:>13.1f}"
-                        for n in CANDIDATES)
+        dbic = " ".join(f"{r['delta_bic'][n] if r['delta_bic'].get(n) is not None else nan:>11.1f}"
+                        for n in candidates)
         mse = r["mse_test"]
         ratio = (mse["gnn_ode"] / mse["linear"]) if mse.get("gnn_ode") and mse.get("linear") else float("nan")
         z = (r.get("held_out") or {}).get("z", nan)
-        lines.append(f"{r['member']:<14} {r['law']:<11} {r['chosen']:<8} {str(r['right']):>5} "
+        lines.append(f"{r['member']:<14} {r['law']:<11} {r['chosen']:<11} {str(r['right']):>5} "
                      f"{r['support']:>9.1f} {dbic} {ratio:>16.3f} {z:>6.2f} {r['seconds']:>5.0f}")
     done = [r for r in rows if "chosen" in r]
     if done:
         right = sum(r["right"] for r in done)
         lines.append(f"right family on {right}/{len(done)} = {right / len(done):.0%} of members "
                      f"(target >= {SELECTION_TARGET:.0%})")
-        for family in ("gnn_ode", "linear", "leak"):
+        nonlinear = [r for r in done if r["law"] not in ("linear", "leak")]
+        if nonlinear:
+            lines.append(f"  nonlinear members taken for a nonlinear candidate: "
+                         f"{sum(r['nonlinear_chosen'] for r in nonlinear)}/{len(nonlinear)}")
+        for family in dict.fromkeys(r["expected"] for r in done):
             group = [r for r in done if r["expected"] == family]
             if group:
                 chosen = ", ".join(sorted({r["chosen"] for r in group if not r["right"]}))

@@ -10,7 +10,11 @@ with ``selection.laws=[linear,leak,...]``:
    ``stimulus``, ``leak_stimulus``) sets ``model.law`` of the run's output-error model
    (``model=neural_ode``), ``gnn_ode`` replaces the model by ``configs/model/gnn_ode.yaml`` with
    ``selection.model_overrides.gnn_ode`` merged in (``experiment=select_law`` sets there the settings
-   of ``experiment=discover_law``: the learned positive conductance);
+   of ``experiment=discover_law``: the learned positive conductance), and a named nonlinear law
+   (``saturating``, ``threshold``, ``rectifying``: :mod:`calcium_gnn.nn.named_laws`) is
+   ``configs/model/gnn_ode.yaml`` with that ``message_form`` and ``selection.named_law_model`` merged
+   in. A named law has a few parameters with a meaning, so, unlike the network, it is ranked by BIC
+   with the laws of the output-error model;
    With ``setup.auto_drivers`` holding ``unexplained``, the cells the fitted law cannot explain are
    decided once, with the most general law among the candidates, and made drivers of every candidate;
 2. **never stop for one bad candidate**: one whose fit raises a
@@ -34,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from calcium_gnn.errors import CalciumGNNError, ConfigError
 from calcium_gnn.evaluation.model_selection import compare_laws, selection_table
 from calcium_gnn.io.atomic import atomic_write_text
+from calcium_gnn.nn.named_laws import NAMED_LAWS
 from calcium_gnn.physics.laws import LAWS
 from calcium_gnn.utils.wandb_mode import finish_wandb
 
@@ -73,9 +78,11 @@ def candidate_config(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig
             sub.model.law = name
         elif name in MODEL_CANDIDATES:
             sub.model = model_candidate(cfg, name, config_dir)
+        elif name in NAMED_LAWS:
+            sub.model = named_law_candidate(cfg, name, config_dir)
         else:
-            raise ConfigError("selection.laws", f"unknown candidate '{name}' (use laws {tuple(LAWS)} or "
-                              f"models {MODEL_CANDIDATES})")
+            raise ConfigError("selection.laws", f"unknown candidate '{name}' (use laws {tuple(LAWS)}, "
+                              f"named laws {tuple(NAMED_LAWS)} or models {MODEL_CANDIDATES})")
     return sub
 
 
@@ -100,6 +107,30 @@ def model_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
         raise ConfigError(f"selection.model_overrides.{name}.{unknown[0]}",
                           f"not a key of configs/model/{name}.yaml")
     return OmegaConf.merge(model, extra)
+
+
+def named_law_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
+    """The model config of a named-law candidate: ``configs/model/gnn_ode.yaml`` with
+    ``selection.named_law_model`` merged in and ``message_form`` set to the law.
+
+    Raises:
+        ConfigError: ``selection.named_law_model`` is not a mapping, names a key the model's config does
+            not have, or sets ``message_form``.
+    """
+    model = OmegaConf.load(config_dir / "model" / "gnn_ode.yaml")
+    extra = (cfg.get("selection") or {}).get("named_law_model") or {}
+    if not isinstance(extra, (dict, DictConfig)):
+        raise ConfigError("selection.named_law_model", f"expected a mapping of model keys, got {extra!r}")
+    unknown = sorted(set(extra) - set(model))
+    if unknown:
+        raise ConfigError(f"selection.named_law_model.{unknown[0]}",
+                          "not a key of configs/model/gnn_ode.yaml")
+    if "message_form" in extra:
+        raise ConfigError("selection.named_law_model.message_form",
+                          "set by the candidate's name (selection.laws), not here")
+    merged = OmegaConf.merge(model, extra)
+    merged.message_form = name
+    return merged
 
 
 #: the laws from the most general down: the ``unexplained`` driver rule runs once with the first listed

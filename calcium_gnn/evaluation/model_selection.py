@@ -149,6 +149,9 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
             "k": res.get("k"),
             "k_interval": res.get("k_interval"),
             "leak": (res.get("law") or {}).get("leak"),
+            # a named law's parameters in level units and its fitted flux (calcium_gnn.nn.named_laws)
+            "parameters": law.get("parameters"),
+            "formula": law.get("formula"),
             "mse_train": mse_train,
             "mse_test": res.get("mse_test"),
             "mse_test_per_cell": {str(c): v.get("test") for c, v in (res.get("mse_per_cell") or {}).items()
@@ -200,6 +203,8 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
             statement += (f"; the learned '{name}' does not predict the test window clearly better than "
                           f"'{rows[best_law]['law']}' (gain {100 * r['held_out']['gain']:.1f}%, "
                           f"z = {r['held_out']['z']:.1f})")
+    if rows[chosen].get("formula"):
+        statement += f"; fitted: {rows[chosen]['formula']}"
     if test_best is not None and test_best != chosen:
         statement += f"; the test window prefers '{rows[test_best]['law']}'"
     sensitivity = _k_sensitivity(rows, ranked, support) if chosen == best_law else None

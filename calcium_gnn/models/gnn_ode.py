@@ -64,6 +64,7 @@ from calcium_gnn.nn.consensus import (
     check_bounds,
 )
 from calcium_gnn.nn.coupling import MESSAGE_FORMS, CouplingConv, normalised_edge_features
+from calcium_gnn.nn.named_laws import NAMED_LAW_TERMS
 from calcium_gnn.physics.edge_weights import edge_weights
 from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
 from calcium_gnn.physics.levenberg_marquardt import LevenbergMarquardt
@@ -83,6 +84,7 @@ MESSAGE_TERMS: dict[str, str] = {
     "correction": "eq. 3 with a learned message w (z_j - y_i) + phi(z_j - y_i, [z_j,] u_ij, l_ij) "
                   "- phi(0, ...)",
     "conductance": "eq. 3 with a learned positive conductance: w (z_j - y_i) c(z_j - y_i, [z_j,] u_ij, l_ij)",
+    **NAMED_LAW_TERMS,
 }
 #: appended to ``law.terms`` with ``node_term``
 NODE_TERM: str = ", plus a learned node term nu(y_i) of the cell's own level"
@@ -482,7 +484,7 @@ class GNNODEModule(ConsensusModel):
             p = self.problem
             loss = (p.simulate_train() - p.x_train)[p.index][:, : self.n_fit].pow(2).mean()
         if self.mlp_weight_decay > 0:
-            networks = [self.conv.phi] + ([self.conv.node] if self.conv.node is not None else [])
+            networks = [net for net in (self.conv.phi, self.conv.node) if net is not None]
             penalty = sum(p.pow(2).sum() for net in networks for p in net.parameters())
             loss = loss + self.mlp_weight_decay * penalty
         return loss
@@ -743,20 +745,43 @@ class GNNODEModule(ConsensusModel):
     def extra_results(self, data: Data) -> dict[str, Any]:
         """Anomaly scores and the comparison with the linear law (no intervals: the MLP is not linear)."""
         problem = self.problem
-        n_mlp = sum(p.numel() for p in self.conv.parameters() if p.requires_grad) - 1 - problem.n_gamma
+        # beyond k and the feeds the problem counts (the feeds of border cells are never fitted): the
+        # networks, a named law's parameters, the node term's leak rate
+        n_mlp = sum(p.numel() for name, p in self.conv.named_parameters()
+                    if p.requires_grad and name not in ("raw_k", "raw_gamma"))
         out: dict[str, Any] = {
             "anomaly": self.anomaly_scores(),
             "optimizer": self.optimizer_results(),
-            "law": {"name": "gnn_ode", "terms": MESSAGE_TERMS[self.conv.message_form]
+            "law": {"name": self.law_name, "terms": MESSAGE_TERMS[self.conv.message_form]
                     + (NODE_TERM if self.conv.node is not None else ""),
                     "n_parameters": problem.n_parameters + n_mlp,
                     "rss_train": float(problem.loss_train().detach()) * problem.n_residuals,
                     "n_residuals": problem.n_residuals},
         }
+        if self.conv.named is not None:
+            out["law"].update(self.named_law_results(data))
         simulated = self.simulate_full(data)  # once, for the comparison and the message samples
         if bool(self.has_linear_fit):
             out["gnn_vs_linear"] = self.compare_with_linear(data, simulated=simulated)
         out["learned_law"] = self.learned_law(data, simulated=simulated)
+        return out
+
+    @property
+    def law_name(self) -> str:
+        """``gnn_ode`` for a learned message, else the named law (:mod:`calcium_gnn.nn.named_laws`)."""
+        return "gnn_ode" if self.conv.named is None else self.conv.message_form
+
+    @torch.no_grad()
+    def named_law_results(self, data: Data) -> dict[str, Any]:
+        """results.json ``law`` entries of a named law: its fitted ``parameters`` in level units, the
+        ``formula`` with ``k``, and with a zoo member of the same law its ``true_parameters``."""
+        center, scale = float(self.conv.level_center), float(self.conv.level_scale)
+        named = self.conv.named
+        out: dict[str, Any] = {"parameters": named.parameters_in_levels(center, scale),
+                               "formula": named.formula(float(self.conv.k), center, scale)}
+        if getattr(data, "truth_law", None) == named.law:
+            constants = dict(getattr(data, "truth_law_constants", {}) or {})
+            out["true_parameters"] = {n: float(constants[n]) for n in out["parameters"] if n in constants}
         return out
 
     def parameter_intervals(self, level: float | None = None, pool: bool = True):  # noqa: ANN201 - no intervals

@@ -41,6 +41,10 @@ without a second network call: each evaluation runs the MLP once. Every law of t
 (:mod:`calcium_gnn.data.zoo_laws`) has this form: saturation ``c = tanh(Delta/sigma) / (Delta/sigma)``,
 release ``c = 1 + a S((z_j - theta)/epsilon)``, rectification ``c = 1`` or ``r`` by the sign of ``Delta``.
 
+``message_form`` may also name a closed-form law (``"saturating"``, ``"threshold"``, ``"rectifying"``,
+:mod:`calcium_gnn.nn.named_laws`): the same message ``w_ij Delta_ij c`` with the conductance of that law,
+a few parameters with a meaning instead of a network (the layer then has no ``phi``).
+
 ``node_term=True`` adds a term of the cell's own level, for what happens inside a cell rather than
 across its junctions (a leak back to a baseline, ``- delta (y_i - b_i)``; a pump that saturates):
 
@@ -73,9 +77,13 @@ from torch import Tensor, nn
 from calcium_gnn.errors import GraphError
 from calcium_gnn.nn.consensus import PAPER_GAMMA_BOUNDS, PAPER_K_BOUNDS, ConsensusConv
 from calcium_gnn.nn.mlp import MLP
+from calcium_gnn.nn.named_laws import NAMED_LAWS, NamedConductance
 
-#: ``message_form`` values: a learned correction of the linear flux, or a learned positive conductance
-MESSAGE_FORMS: tuple[str, ...] = ("correction", "conductance")
+#: ``message_form`` values: a learned correction of the linear flux, a learned positive conductance, or the
+#: conductance of a named law (:mod:`calcium_gnn.nn.named_laws`)
+MESSAGE_FORMS: tuple[str, ...] = ("correction", "conductance", *NAMED_LAWS)
+#: the message forms ``w Delta c`` with a positive conductance ``c``
+CONDUCTANCE_FORMS: tuple[str, ...] = ("conductance", *NAMED_LAWS)
 #: ``softplus(CONDUCTANCE_OFFSET) = 1``: the conductance form starts at the linear law
 CONDUCTANCE_OFFSET: float = float(math.log(math.e - 1.0))
 
@@ -103,16 +111,18 @@ class CouplingConv(ConsensusConv):
         num_layers: number of hidden layers (default 2).
         activation: hidden activation (default ``"tanh"``).
         source_level: the MLP also sees the sending cell's level ``z_j`` (default False).
-        message_form: ``"correction"`` (default, ``phi`` above) or ``"conductance"`` (a positive learned
-            conductance ``c``, module docstring).
+        message_form: ``"correction"`` (default, ``phi`` above), ``"conductance"`` (a positive learned
+            conductance ``c``, module docstring) or a named law's conductance (``"saturating"``,
+            ``"threshold"``, ``"rectifying"``: :mod:`calcium_gnn.nn.named_laws`; no network ``phi``).
         level_center, level_scale: ``c``, ``s`` of the standardised levels the conductance network sees
             (default 0, 1; :class:`~calcium_gnn.models.gnn_ode.GNNODEModule` passes the training
             window's median and standard deviation).
-        conductance_gain: ``G`` in ``psi = G net(...)`` (default 1): a fixed preconditioner of the
-            network's weights. At the linear start the output-error gradient reaching the network is
-            orders of magnitude below the one reaching the window starts (1.8e-6 against 5.5e-4 on the
-            zoo's ``saturating-35``), which a quasi-Newton step with one scalar initial scale does not
-            undo; ``G`` multiplies the network's gradient by ``G`` and its curvature by ``G^2``.
+        conductance_gain: ``G`` in ``psi = G net(...)`` (default 1; of a named law's raw parameters too):
+            a fixed preconditioner of the network's weights. At the linear start the output-error gradient
+            reaching the network is orders of magnitude below the one reaching the window starts (1.8e-6
+            against 5.5e-4 on the zoo's ``saturating-35``), which a quasi-Newton step with one scalar
+            initial scale does not undo; ``G`` multiplies the network's gradient by ``G`` and its
+            curvature by ``G^2``.
         node_term: add the learned node term ``nu(y_i)`` (module docstring; default False).
 
     Shapes:
@@ -165,7 +175,10 @@ class CouplingConv(ConsensusConv):
 
         #: (E, 1) ``phi(0, u~, l~)`` while a simulation runs (:meth:`simulation`), else None
         self.register_buffer("phi_at_zero", None, persistent=False)
-        self.phi = MLP(
+        #: a named law's conductance (``message_form`` in :data:`NAMED_LAWS`), else None
+        self.named = NamedConductance(message_form, self.conductance_gain) if message_form in NAMED_LAWS \
+            else None
+        self.phi = None if self.named is not None else MLP(
             4 if self.source_level else 3,
             1,
             hidden_features=int(hidden_features),
@@ -181,10 +194,13 @@ class CouplingConv(ConsensusConv):
         self.register_buffer("node_rate", torch.tensor(float(k_init), dtype=torch.float64))
 
     def reset_parameters(self) -> None:
-        """k, gamma back to their initial values; the MLP correction (and the node term) back to zero."""
+        """k, gamma back to their initial values; the MLP correction (and the node term) back to zero, a
+        named law back to its start."""
         super().reset_parameters()
-        if hasattr(self, "phi"):
+        if getattr(self, "phi", None) is not None:
             self.phi.reset_parameters()
+        if getattr(self, "named", None) is not None:
+            self.named.reset_parameters()
         if getattr(self, "node", None) is not None:
             self.node.reset_parameters()
             with torch.no_grad():
@@ -235,7 +251,7 @@ class CouplingConv(ConsensusConv):
         """
         features = self.edge_features[edges]
         d, z = delta.reshape(-1, 1), source.reshape(-1, 1)
-        if self.message_form == "conductance":
+        if self.message_form in CONDUCTANCE_FORMS:
             return self.k * delta * self.conductance(d, z, features).reshape(-1)
         correction = (self._phi(d, z, features) - self._phi(torch.zeros_like(d), z, features)).reshape(-1)
         return self.k * (delta + correction / edge_weight)
@@ -244,7 +260,7 @@ class CouplingConv(ConsensusConv):
     def simulation(self, dtype: torch.dtype) -> Iterator[None]:
         """``phi(0, u~, l~)`` depends on the weights only: computed once per simulation (in its autograd
         graph) instead of at each of its ``4 x substeps x (T - 1)`` RK4 stages, half the MLP work."""
-        if self.source_level or self.message_form == "conductance":  # nothing to compute ahead
+        if self.source_level or self.message_form in CONDUCTANCE_FORMS:  # nothing to compute ahead
             yield
             return
         zero = self.edge_features.new_zeros(self.edge_features.shape[0], 1, dtype=dtype)
@@ -257,9 +273,12 @@ class CouplingConv(ConsensusConv):
     def conductance(self, delta: Tensor, source: Tensor | None = None, features: Tensor | None = None
                     ) -> Tensor:
         """``c = softplus(log(e - 1) + G net(Delta / s, [(z_j - c) / s,] u~, l~))`` (E, B) > 0 for (E, B)
-        differences (and source levels), on the graph's edges or those whose ``features`` are given."""
+        differences (and source levels), on the graph's edges or those whose ``features`` are given; a
+        named law's ``c(Delta / s, (z_j - c) / s)`` (:mod:`calcium_gnn.nn.named_laws`)."""
         scale, center = self.level_scale.to(delta.dtype), self.level_center.to(delta.dtype)
         z = None if source is None else (source - center) / scale
+        if self.named is not None:
+            return self.named(delta / scale, z)
         if self.source_level and z is None:
             raise GraphError("source", "this coupling's message needs the sending cells' levels z_j")
         psi = self.conductance_gain * self._phi(delta / scale, z, features)
@@ -286,6 +305,6 @@ class CouplingConv(ConsensusConv):
                 f"{z_j.shape[0]} edges, but the layer was built for {self.edge_features.shape[0]}",
             )
         delta = z_j - z_i
-        if self.message_form == "conductance":
+        if self.message_form in CONDUCTANCE_FORMS:
             return edge_weight.unsqueeze(-1) * delta * self.conductance(delta, z_j)
         return edge_weight.unsqueeze(-1) * delta + self.correction(delta, z_j)

@@ -95,3 +95,50 @@ def test_an_override_of_a_key_the_model_lacks_is_refused(compose_train) -> None:
                         "+selection.model_overrides.gnn_ode.message_shape=2")
     with pytest.raises(ConfigError, match="selection.model_overrides.gnn_ode.message_shape"):
         train(cfg)
+
+
+def test_a_named_law_candidate_is_the_gnn_ode_with_that_closed_form_law(compose_train) -> None:
+    """``selection.laws=[...,saturating]``: configs/model/gnn_ode.yaml with the law as its message form and
+    select_law's named-law settings (the whole training window, one simulation, no node term)."""
+    from pathlib import Path
+
+    from calcium_gnn.selection import candidate_config
+    from calcium_gnn.train import CONFIG_DIR
+
+    select = compose_train("experiment=select_law", "selection.laws=[linear,saturating,threshold]")
+    for law in ("saturating", "threshold"):
+        model = candidate_config(select, law, Path(CONFIG_DIR)).model
+        assert model._target_ == compose_train("model=gnn_ode").model._target_
+        assert model.message_form == law
+        for key, value in select.selection.named_law_model.items():
+            assert model[key] == value
+    assert select.selection.named_law_model.validation_fraction == 0.0
+
+
+@pytest.mark.parametrize("override,key", [
+    ("+selection.named_law_model.message_form=threshold", "selection.named_law_model.message_form"),
+    ("+selection.named_law_model.law_shape=2", "selection.named_law_model.law_shape"),
+])
+def test_named_law_settings_that_cannot_apply_are_refused_before_any_fit(compose_train, override,
+                                                                        key) -> None:
+    cfg = compose_train("experiment=select_law", "selection.laws=[linear,rectifying]", override)
+    with pytest.raises(ConfigError, match=key):
+        train(cfg)
+
+
+@pytest.mark.slow
+def test_a_named_law_runs_through_the_selection_and_reports_its_fitted_formula(compose_train) -> None:
+    """On the built-in culture (the linear law generated it, at almost no noise) a saturating junction
+    costs one parameter and is never strongly supported (it may win weakly: it absorbs a little of the
+    mismatch between the generator's integration and the fit's); its row carries its fitted sigma and
+    formula, and the statement quotes the formula when it is chosen."""
+    cfg = compose_train("experiment=select_law", "selection.laws=[linear,saturating]", "trainer.max_epochs=1")
+    report = train(cfg)
+    rows = report["rows"]
+    assert not report.get("failed") and report["strength"] == "weak"
+    saturating = rows["saturating"]
+    assert saturating["n_parameters"] == rows["linear"]["n_parameters"] + 1
+    assert set(saturating["parameters"]) == {"sigma"} and saturating["parameters"]["sigma"] > 0
+    assert saturating["formula"].startswith("q = ") and "sigma tanh" in saturating["formula"]
+    assert rows["linear"]["formula"] is None
+    assert ("fitted: " + saturating["formula"] in report["statement"]) == (report["chosen"] == "saturating")

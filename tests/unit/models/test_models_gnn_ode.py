@@ -285,3 +285,23 @@ def test_on_the_paper_law_a_node_term_starts_at_the_linear_fit(graph) -> None:
     blind.initialise()
     assert not blind.leak_started and blind.start_validation == {} and float(blind.conv.node_leak) == 0.0
     assert blind.start_name() == "the linear fit"
+
+
+def test_a_named_law_counts_its_own_parameters_only_and_starts_at_the_linear_fit(graph) -> None:
+    """``message_form="rectifying"`` starts at ``r = 1`` (the linear fit, same loss) and its BIC is charged
+    for the output-error parameters plus ``r``; the learned correction for its network's weights: never
+    for the feeds of border cells, which are not fitted (they once inflated P by the border count)."""
+    kwargs = {"substeps": 1, "num_threads": 1, "validation_fraction": 0.0, "message_samples": 500}
+    correction = GNNODEModule(data=graph, hidden_features=8, **kwargs)
+    named = GNNODEModule(data=graph, message_form="rectifying", conductance_gain=30.0, **kwargs)
+    for model in (correction, named):
+        model.initialise()
+    assert float(named.loss_train().detach()) == pytest.approx(float(correction.loss_train().detach()),
+                                                               rel=1e-12)
+    assert int((~named.problem.modelled).sum()) > 0  # the culture has border cells
+    block = named.extra_results(graph)["law"]
+    assert block["name"] == "rectifying" and block["n_parameters"] == named.problem.n_parameters + 1
+    assert block["parameters"] == {"r": pytest.approx(1.0)} and "r = 1" in block["formula"]
+    assert "true_parameters" not in block  # a culture of the linear law: no rectifier to compare with
+    weights = sum(p.numel() for p in correction.conv.phi.parameters())
+    assert correction.extra_results(graph)["law"]["n_parameters"] == correction.problem.n_parameters + weights
