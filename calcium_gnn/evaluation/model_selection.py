@@ -152,6 +152,7 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
             # a named law's parameters in level units and its fitted flux (calcium_gnn.nn.named_laws)
             "parameters": law.get("parameters"),
             "formula": law.get("formula"),
+            "not_identified": list(law.get("not_identified") or []),
             "mse_train": mse_train,
             "mse_test": res.get("mse_test"),
             "mse_test_per_cell": {str(c): v.get("test") for c, v in (res.get("mse_per_cell") or {}).items()
@@ -205,6 +206,8 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
                           f"z = {r['held_out']['z']:.1f})")
     if rows[chosen].get("formula"):
         statement += f"; fitted: {rows[chosen]['formula']}"
+        for why in rows[chosen]["not_identified"]:
+            statement += f"; but {why}"
     if test_best is not None and test_best != chosen:
         statement += f"; the test window prefers '{rows[test_best]['law']}'"
     sensitivity = _k_sensitivity(rows, ranked, support) if chosen == best_law else None

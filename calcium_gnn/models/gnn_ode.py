@@ -774,11 +774,19 @@ class GNNODEModule(ConsensusModel):
     @torch.no_grad()
     def named_law_results(self, data: Data) -> dict[str, Any]:
         """results.json ``law`` entries of a named law: its fitted ``parameters`` in level units, the
-        ``formula`` with ``k``, and with a zoo member of the same law its ``true_parameters``."""
+        ``formula`` with ``k``, ``not_identified`` (why the parameters say less than their values,
+        :meth:`~calcium_gnn.nn.named_laws.NamedConductance.unidentified`; empty when nothing is found), and
+        with a zoo member of the same law its ``true_parameters``."""
         center, scale = float(self.conv.level_center), float(self.conv.level_scale)
         named = self.conv.named
         out: dict[str, Any] = {"parameters": named.parameters_in_levels(center, scale),
                                "formula": named.formula(float(self.conv.k), center, scale)}
+        # the differences and sending levels the fitted frames' observed traces visit, on the edges into
+        # the modelled cells (sender j = edge_index[0], receiver i = edge_index[1])
+        x = self.problem.x_train[:, : self.n_fit]
+        src, dst = self.problem.edge_index
+        into = self.problem.modelled[dst]
+        out["not_identified"] = named.unidentified(x[src[into]] - x[dst[into]], x[src[into]], center, scale)
         if getattr(data, "truth_law", None) == named.law:
             constants = dict(getattr(data, "truth_law_constants", {}) or {})
             out["true_parameters"] = {n: float(constants[n]) for n in out["parameters"] if n in constants}

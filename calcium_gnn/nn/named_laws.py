@@ -64,6 +64,11 @@ EPSILON_START: float = 0.25
 EPSILON_FLOOR: float = 0.02
 #: below this ``|b Delta^|`` the saturating conductance uses its series ``1 - x^2 / 3`` (no 0 / 0)
 SERIES_BELOW: float = 1e-4
+#: saturating: below this ``|Delta|_99 / sigma`` the flux is within 8 % of linear (``tanh(0.5) / 0.5``)
+#: wherever the data are, so ``sigma`` is not identified (only that it is large)
+SATURATION_VISIBLE: float = 0.5
+#: the quantiles of the visited differences and sending levels that the identification checks use
+VISITED_QUANTILES: tuple[float, float] = (0.01, 0.99)
 
 #: one line per law for results.json ``law.terms``
 NAMED_LAW_TERMS: dict[str, str] = {
@@ -172,6 +177,31 @@ class NamedConductance(nn.Module):
         else:
             rho = [math.log(v["r"])]
         self.raw.copy_(torch.tensor(rho, dtype=self.raw.dtype) / self.gain)
+
+    @torch.no_grad()
+    def unidentified(self, delta: Tensor, source: Tensor, center: float, scale: float) -> list[str]:
+        """Why the fitted parameters say less than their values suggest, given the level differences
+        ``delta`` and sending levels ``source`` the data visit (any shape, level units); empty when
+        nothing is found. A fit can lower the residual with a law whose parameters the data do not pin
+        down: a saturation beyond every difference (a nearly linear flux), or a release threshold outside
+        the visited levels (only the gate's exponential tail, ``a exp((z - theta) / epsilon)``, is seen,
+        so ``a`` and ``theta`` trade against each other). These are reported, not hidden."""
+        p = self.parameters_in_levels(center, scale)
+        low, high = VISITED_QUANTILES
+        if self.law == "saturating":
+            reach = float(torch.quantile(delta.abs().reshape(-1).double(), high))
+            if reach < SATURATION_VISIBLE * p["sigma"]:
+                return [f"sigma = {p['sigma']:.4g} is more than {1 / SATURATION_VISIBLE:.0f}x the level "
+                        f"differences the data visit ({100 * high:.0f}% of |Delta| below {reach:.3g}): the "
+                        "flux is nearly linear there, and sigma is not identified"]
+        if self.law == "threshold":
+            z = source.reshape(-1).double()
+            z_low, z_high = float(torch.quantile(z, low)), float(torch.quantile(z, high))
+            if not z_low <= p["theta"] <= z_high:
+                return [f"theta = {p['theta']:.4g} lies outside the sending levels the data visit "
+                        f"([{z_low:.3g}, {z_high:.3g}], {100 * low:.0f}-{100 * high:.0f}%): only the gate's "
+                        "tail is fitted, and a, theta and epsilon are not identified separately"]
+        return []
 
     def formula(self, k: float, center: float, scale: float) -> str:
         """The fitted flux per unit weight as one line, e.g. ``q = 0.0210 sigma tanh(Delta / sigma),

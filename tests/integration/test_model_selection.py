@@ -140,5 +140,10 @@ def test_a_named_law_runs_through_the_selection_and_reports_its_fitted_formula(c
     assert saturating["n_parameters"] == rows["linear"]["n_parameters"] + 1
     assert set(saturating["parameters"]) == {"sigma"} and saturating["parameters"]["sigma"] > 0
     assert saturating["formula"].startswith("q = ") and "sigma tanh" in saturating["formula"]
-    assert rows["linear"]["formula"] is None
+    assert rows["linear"]["formula"] is None and rows["linear"]["not_identified"] == []
     assert ("fitted: " + saturating["formula"] in report["statement"]) == (report["chosen"] == "saturating")
+    # its sigma is far beyond the culture's level differences: the report says it is not identified, and
+    # when the law is chosen so does the statement
+    assert saturating["parameters"]["sigma"] > 1.0
+    assert "sigma is not identified" in saturating["not_identified"][0]
+    assert ("sigma is not identified" in report["statement"]) == (report["chosen"] == "saturating")

@@ -131,3 +131,25 @@ def test_a_coupling_layer_with_a_named_law_has_no_network_and_matches_a_dense_re
     assert float(out[2, 0]) == pytest.approx(k / 2 * 0.2 * (2 * -0.15 + 0.5 * -0.20) + feed)
     layer.reset_parameters()  # back to r = 1
     assert torch.allclose(layer(y, y, EDGE_INDEX, W), linear(y, y, EDGE_INDEX, W), atol=1e-15)
+
+
+def test_parameters_the_visited_levels_cannot_pin_down_are_reported() -> None:
+    """A saturation far beyond every visited difference (a nearly linear flux) and a release threshold
+    outside the visited sending levels (only the gate's tail is seen) are named; in-range fits are not."""
+    y, z = _levels(seed=2)
+    delta = z - y  # |Delta| up to about 0.35
+    saturating = NamedConductance("saturating")
+    saturating.set_parameters_in_levels({"sigma": 0.05}, CENTER, SCALE)
+    assert saturating.unidentified(delta, z, CENTER, SCALE) == []
+    saturating.set_parameters_in_levels({"sigma": 2.0}, CENTER, SCALE)
+    (why,) = saturating.unidentified(delta, z, CENTER, SCALE)
+    assert why.startswith("sigma = 2 is more than 2x the level differences") and "not identified" in why
+    threshold = NamedConductance("threshold")
+    threshold.set_parameters_in_levels({"a": 3.0, "theta": 0.86, "epsilon": 0.01}, CENTER, SCALE)
+    assert threshold.unidentified(delta, z, CENTER, SCALE) == []
+    threshold.set_parameters_in_levels({"a": 3.0e4, "theta": 17.7, "epsilon": 1.9}, CENTER, SCALE)
+    (why,) = threshold.unidentified(delta, z, CENTER, SCALE)
+    assert why.startswith("theta = 17.7 lies outside the sending levels the data visit")
+    rectifying = NamedConductance("rectifying")
+    rectifying.set_parameters_in_levels({"r": 1e-4}, CENTER, SCALE)
+    assert rectifying.unidentified(delta, z, CENTER, SCALE) == []
