@@ -73,6 +73,9 @@ def run(member_id: str, cache: str, out: str, overrides: tuple[str, ...] = ()) -
         n_parameters={n: rows[n].get("n_parameters") for n in rows},
         held_out=(rows.get("gnn_ode") or {}).get("held_out"),
         named_parameters={n: rows[n].get("parameters") for n in rows if rows[n].get("parameters")},
+        true_parameters=next((rows[n]["true_parameters"] for n in rows if rows[n].get("true_parameters")),
+                             None),
+        not_identified={n: rows[n]["not_identified"] for n in rows if rows[n].get("not_identified")},
     )
     row["right"] = row["chosen"] == row["expected"]
     # a nonlinear member taken for some nonlinear candidate (the data reject the paper's law)
@@ -98,6 +101,16 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{r['member']:<14} {r['law']:<11} {r['chosen']:<11} {str(r['right']):>5} "
                      f"{r['support']:>9.1f} {dbic} {ratio:>16.3f} {z:>6.2f} {r['seconds']:>5.0f}")
     done = [r for r in rows if "chosen" in r]
+    fitted = [r for r in done if r.get("true_parameters") and r["law"] in r.get("named_parameters", {})]
+    if fitted:
+        lines.append("the generating law's own candidate: fitted / true parameters "
+                     "(* = chosen; ! = not identified)")
+    for r in fitted:
+        own, truth = r["named_parameters"][r["law"]], r["true_parameters"]
+        pairs = ", ".join(f"{n} {own[n]:.4g} / {truth[n]:.4g}" for n in own if n in truth)
+        mark = ("*" if r["chosen"] == r["law"] else " ") + (
+            "!" if r["law"] in r.get("not_identified", {}) else " ")
+        lines.append(f"  {r['member']:<14} {mark} {pairs}")
     if done:
         right = sum(r["right"] for r in done)
         lines.append(f"right family on {right}/{len(done)} = {right / len(done):.0%} of members "

@@ -153,6 +153,7 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
             "parameters": law.get("parameters"),
             "formula": law.get("formula"),
             "not_identified": list(law.get("not_identified") or []),
+            "true_parameters": law.get("true_parameters"),
             "mse_train": mse_train,
             "mse_test": res.get("mse_test"),
             "mse_test_per_cell": {str(c): v.get("test") for c, v in (res.get("mse_per_cell") or {}).items()

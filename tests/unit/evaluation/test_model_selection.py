@@ -110,3 +110,24 @@ def test_a_learned_coupling_without_a_clear_test_window_gain_loses(scale) -> Non
     row = report["rows"]["gnn_ode"]
     assert row["inadequate"] and "not clearly below the best law's" in row["why_inadequate"][0]
     assert "does not predict the test window clearly better" in report["statement"]
+
+
+def test_a_chosen_named_law_is_quoted_with_its_formula_and_what_it_does_not_identify() -> None:
+    """A named law's row carries its parameters, formula, unidentified parameters and (zoo) truth; the
+    statement quotes the chosen law's formula and, with a ``but``, each parameter it does not pin down."""
+    threshold = _results("threshold", 1e-3, 1e-3, 24, constant=3e-3)
+    why = "theta = 17.7 lies outside the sending levels the data visit"
+    threshold["law"].update(parameters={"a": 13220.0, "theta": 17.7, "epsilon": 1.85},
+                            formula="q = 0.02 Delta (1 + a S((z_j - theta) / epsilon)), a = 1.322e+04",
+                            not_identified=[why], true_parameters={"a": 3.4, "theta": 0.76, "epsilon": 0.09})
+    report = compare_laws({"linear": _results("linear", 2e-3, 2e-3, 21, constant=3e-3),
+                           "threshold": threshold})
+    row = report["rows"]["threshold"]
+    assert report["chosen"] == "threshold"
+    assert row["not_identified"] == [why] and row["true_parameters"]["a"] == 3.4
+    assert report["statement"].endswith(f"; fitted: {threshold['law']['formula']}; but {why}")
+    assert report["rows"]["linear"]["not_identified"] == [] and report["rows"]["linear"]["formula"] is None
+    # not chosen: the row still says it, the statement does not
+    report = compare_laws({"linear": _results("linear", 1e-3, 1e-3, 21), "threshold": threshold})
+    assert report["chosen"] == "linear" and why not in report["statement"]
+    assert report["rows"]["threshold"]["not_identified"] == [why]
