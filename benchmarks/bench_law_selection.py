@@ -4,14 +4,15 @@
 
 Each member of the law-discovery set (``bench_law_discovery.DEFAULT_MEMBERS``: nonlinear laws and
 linear ones; none in the frozen test split, none used to choose the learned coupling's settings) is
-fitted through the user's command, ``experiment=select_law selection.laws=[...]`` with ``--candidates``
-(default: the paper's law, the leak law, the three named nonlinear laws of
-:mod:`calcium_gnn.nn.named_laws` and the learned coupling; :func:`benchmarks.zoo.fit_member`, interior
-drivers named as ``setup.drivers``): the laws ranked by BIC on the training window, the learned coupling
-judged on the test window (:mod:`calcium_gnn.evaluation.model_selection`). The right family is the
-generating law where it is a candidate, else ``gnn_ode`` for a member of a nonlinear law (``paracrine``
-has no named law: it reaches beyond neighbours). ``--candidates linear leak gnn_ode`` gives the previous
-release's comparison. Target (issue 14): the right family on >= 85% of members.
+fitted through the user's command, ``experiment=select_law selection.laws=[...]`` (the candidates of a
+``--set "selection.laws=[...]"`` override; default: the paper's law, the leak law, the three named
+nonlinear laws of :mod:`calcium_gnn.nn.named_laws` and the learned coupling;
+:func:`benchmarks.zoo.fit_member`, interior drivers named as ``setup.drivers``): the laws ranked by BIC
+on the training window, the learned coupling judged on the test window
+(:mod:`calcium_gnn.evaluation.model_selection`). The right family is the generating law where it is a
+candidate, else ``gnn_ode`` for a member of a nonlinear law (``paracrine`` has no named law: it reaches
+beyond neighbours). ``--set "selection.laws=[linear,leak,gnn_ode]"`` gives the previous release's
+comparison. Target (issue 14): the right family on >= 85% of members.
 
 Printed per member: the chosen candidate, the BIC support of the best law over the runner-up law, each
 candidate's BIC difference to the best law, the learned candidate's test-window MSE over the linear

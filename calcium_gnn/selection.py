@@ -94,19 +94,8 @@ def model_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
         ConfigError: an override names a key the model's config does not have (named), or the overrides
             of a candidate are not a mapping.
     """
-    model = OmegaConf.load(config_dir / "model" / f"{name}.yaml")
     overrides = (cfg.get("selection") or {}).get("model_overrides") or {}
-    extra = overrides.get(name)
-    if extra is None:
-        return model
-    if not isinstance(extra, (dict, DictConfig)):
-        raise ConfigError(f"selection.model_overrides.{name}",
-                          f"expected a mapping of model keys, got {extra!r}")
-    unknown = sorted(set(extra) - set(model))
-    if unknown:
-        raise ConfigError(f"selection.model_overrides.{name}.{unknown[0]}",
-                          f"not a key of configs/model/{name}.yaml")
-    return OmegaConf.merge(model, extra)
+    return merged_model_config(config_dir, name, overrides.get(name), f"selection.model_overrides.{name}")
 
 
 def named_law_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
@@ -117,20 +106,32 @@ def named_law_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictCon
         ConfigError: ``selection.named_law_model`` is not a mapping, names a key the model's config does
             not have, or sets ``message_form``.
     """
-    model = OmegaConf.load(config_dir / "model" / "gnn_ode.yaml")
-    extra = (cfg.get("selection") or {}).get("named_law_model") or {}
-    if not isinstance(extra, (dict, DictConfig)):
-        raise ConfigError("selection.named_law_model", f"expected a mapping of model keys, got {extra!r}")
-    unknown = sorted(set(extra) - set(model))
-    if unknown:
-        raise ConfigError(f"selection.named_law_model.{unknown[0]}",
-                          "not a key of configs/model/gnn_ode.yaml")
-    if "message_form" in extra:
+    extra = (cfg.get("selection") or {}).get("named_law_model")
+    merged = merged_model_config(config_dir, "gnn_ode", extra, "selection.named_law_model")
+    if extra and "message_form" in extra:
         raise ConfigError("selection.named_law_model.message_form",
                           "set by the candidate's name (selection.laws), not here")
-    merged = OmegaConf.merge(model, extra)
     merged.message_form = name
     return merged
+
+
+def merged_model_config(config_dir: Path, model: str, extra: Any, key: str) -> DictConfig:
+    """``configs/model/<model>.yaml`` with the mapping ``extra`` (the config entry ``key``; None: none)
+    merged in.
+
+    Raises:
+        ConfigError: ``extra`` is not a mapping, or names a key the model's config does not have (named
+            as ``<key>.<name>``).
+    """
+    config = OmegaConf.load(config_dir / "model" / f"{model}.yaml")
+    if extra is None:
+        return config
+    if not isinstance(extra, (dict, DictConfig)):
+        raise ConfigError(key, f"expected a mapping of model keys, got {extra!r}")
+    unknown = sorted(set(extra) - set(config))
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", f"not a key of configs/model/{model}.yaml")
+    return OmegaConf.merge(config, extra)
 
 
 #: the laws from the most general down: the ``unexplained`` driver rule runs once with the first listed

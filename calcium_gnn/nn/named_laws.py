@@ -107,11 +107,6 @@ class NamedConductance(nn.Module):
         with torch.no_grad():
             self.raw.zero_()
 
-    @property
-    def needs_source(self) -> bool:
-        """The conductance depends on the sender's level ``z_j``."""
-        return self.law == "threshold"
-
     def standardised(self) -> dict[str, Tensor]:
         """The parameters on the standardised scale: ``b``; ``a``, ``theta``, ``epsilon``; ``r``."""
         rho = self.gain * self.raw
