@@ -100,17 +100,23 @@ def model_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
 
 def named_law_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
     """The model config of a named-law candidate: ``configs/model/gnn_ode.yaml`` with
-    ``selection.named_law_model`` merged in and ``message_form`` set to the law.
+    ``selection.named_law_model`` (every named law) and then ``selection.model_overrides.<name>`` (this law
+    only, e.g. ``law_start``) merged in, and ``message_form`` set to the law.
 
     Raises:
-        ConfigError: ``selection.named_law_model`` is not a mapping, names a key the model's config does
-            not have, or sets ``message_form``.
+        ConfigError: either is not a mapping, names a key the model's config does not have, or sets
+            ``message_form``.
     """
-    extra = (cfg.get("selection") or {}).get("named_law_model")
+    selection = cfg.get("selection") or {}
+    extra = selection.get("named_law_model")
     merged = merged_model_config(config_dir, "gnn_ode", extra, "selection.named_law_model")
-    if extra and "message_form" in extra:
-        raise ConfigError("selection.named_law_model.message_form",
-                          "set by the candidate's name (selection.laws), not here")
+    own = (selection.get("model_overrides") or {}).get(name)
+    if own is not None:  # checked like named_law_model, then merged over it
+        merged_model_config(config_dir, "gnn_ode", own, f"selection.model_overrides.{name}")
+        merged = OmegaConf.merge(merged, own)
+    for key, given in (("selection.named_law_model", extra), (f"selection.model_overrides.{name}", own)):
+        if given and "message_form" in given:
+            raise ConfigError(f"{key}.message_form", "set by the candidate's name (selection.laws), not here")
     merged.message_form = name
     return merged
 

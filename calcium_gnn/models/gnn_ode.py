@@ -27,6 +27,8 @@ correction helps; ``"crlsm"`` / ``"constant"`` as in the linear model.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -35,7 +37,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 
 from calcium_gnn.data.zoo_laws import message as zoo_law_message
-from calcium_gnn.errors import ConfigError
+from calcium_gnn.errors import ConfigError, FitError, GraphError
 from calcium_gnn.inference.anomaly import AnomalyRule, AnomalyScores
 from calcium_gnn.inference.held_out import paired_comparison
 from calcium_gnn.inference.learned_law import (
@@ -64,7 +66,7 @@ from calcium_gnn.nn.consensus import (
     check_bounds,
 )
 from calcium_gnn.nn.coupling import MESSAGE_FORMS, CouplingConv, normalised_edge_features
-from calcium_gnn.nn.named_laws import NAMED_LAW_TERMS
+from calcium_gnn.nn.named_laws import NAMED_LAW_TERMS, NAMED_LAWS, NamedConductance, visited_starts
 from calcium_gnn.physics.edge_weights import edge_weights
 from calcium_gnn.physics.interpolation import DEFAULT_TRAIN_FRACTION, time_split
 from calcium_gnn.physics.levenberg_marquardt import LevenbergMarquardt
@@ -98,6 +100,63 @@ LINEAR_START_ITERATIONS: int = 50
 AUTO_STEP_RATE: float = 2.0
 #: ...with room for a learned message this many times steeper than the linear law
 LEARNED_SLOPE_MARGIN: float = 2.0
+
+
+def checked_law_start(conv: CouplingConv, law_start: Any) -> dict[str, float] | None:
+    """``model.law_start`` as ``{parameter: value}`` in level units (None: the law's own start), checked
+    against the layer's named law (:data:`~calcium_gnn.nn.named_laws.NAMED_LAWS`).
+
+    Raises:
+        ConfigError: a start without a named law (``message_form``), a mapping with a missing or unknown
+            parameter, or a value outside the law's range.
+    """
+    if law_start is None:
+        return None
+    if conv.named is None:
+        raise ConfigError("model.law_start", f"a start for a named law's parameters; message_form "
+                                             f"{conv.message_form!r} has none (use one of "
+                                             f"{tuple(NAMED_LAWS)})")
+    if not isinstance(law_start, Mapping):
+        raise ConfigError("model.law_start", f"expected a mapping of the law's parameters, got {law_start!r}")
+    names = NAMED_LAWS[conv.named.law]
+    unknown = sorted(set(law_start) - set(names))
+    if unknown:
+        raise ConfigError(f"model.law_start.{unknown[0]}",
+                          f"not a parameter of the {conv.named.law} law (it has {names})")
+    try:
+        values = {n: float(law_start[n]) for n in names if n in law_start}
+        probe = NamedConductance(conv.named.law, conv.named.gain)
+        probe.set_parameters_in_levels(values, float(conv.level_center), float(conv.level_scale))
+    except (GraphError, TypeError, ValueError) as err:
+        raise ConfigError("model.law_start", str(err)) from err
+    return values
+
+
+def checked_law_starts(conv: CouplingConv, law_starts: Any) -> str | list[dict[str, float]] | None:
+    """``model.law_starts``: ``"visited"`` (starts placed where the data are,
+    :func:`~calcium_gnn.nn.named_laws.visited_starts`), a list of starts each checked like
+    ``model.law_start`` (:func:`checked_law_start`), or None / an empty list: no more starts.
+
+    Raises:
+        ConfigError: starts without a named law, another string, or a start that does not fit the law
+            (named by its place in the list).
+    """
+    if law_starts is None or (not isinstance(law_starts, str) and len(law_starts) == 0):
+        return None
+    if conv.named is None:
+        raise ConfigError("model.law_starts", f"starts for a named law's parameters; message_form "
+                                              f"{conv.message_form!r} has none")
+    if isinstance(law_starts, str):
+        if law_starts != "visited":
+            raise ConfigError("model.law_starts", f"use 'visited' or a list of starts, got {law_starts!r}")
+        return "visited"
+    checked = []
+    for i, start in enumerate(law_starts):
+        try:
+            checked.append(checked_law_start(conv, start))
+        except ConfigError as err:
+            raise ConfigError(f"model.law_starts[{i}]", err.problem) from err
+    return checked
 
 
 def level_statistics(x: Tensor) -> tuple[float, float]:
@@ -220,6 +279,8 @@ class GNNODEModule(ConsensusModel):
         validation_fraction: float = 0.2,
         validation_patience: int = 2,
         validation_min_delta: float = 0.0,
+        law_start: dict[str, float] | None = None,
+        law_starts: str | list[dict[str, float]] | None = None,
     ) -> None:
         super().__init__()
         if data is None:
@@ -289,6 +350,12 @@ class GNNODEModule(ConsensusModel):
             conductance_gain=check_positive("model.conductance_gain", conductance_gain),
             node_term=bool(node_term),
         )
+        #: a named law's start in level units (``model.law_start``), None: the law's own start
+        self.law_start = checked_law_start(conv, law_start)
+        #: more starts to screen (``model.law_starts``): ``"visited"`` or checked mappings; None: none
+        self.law_starts = checked_law_starts(conv, law_starts)
+        #: per screened start: its description, loss at the start and after one optimiser step
+        self.start_screen: list[dict[str, Any]] = []
         self.n_message_samples = check_int("model.message_samples", message_samples, 10)
         self.shooting_segments = check_int("model.shooting_segments", shooting_segments, 1)
         self.continuity_weight = float(continuity_weight)
@@ -405,6 +472,10 @@ class GNNODEModule(ConsensusModel):
                 linear = resumed
         self.conv.set_node_rate(linear.conv.k.detach())
         self.write_start(linear)
+        if self.law_start is not None:
+            self.start_at_law(self.law_start)
+        if self.law_starts is not None:
+            self.screen_law_starts(linear)
         if self.conv.node is not None:
             self.choose_leak_start(linear)
         self.linear_k.copy_(linear.conv.k.detach())
@@ -423,6 +494,98 @@ class GNNODEModule(ConsensusModel):
             self.conv.node_leak.copy_(start.conv.leak.detach())
         if len(self.segment_frames) > 1:
             self.segment_y0.copy_(start.simulate_train().detach()[:, self.segment_frames[1:]])
+
+    @torch.no_grad()
+    def start_at_law(self, values: dict[str, float]) -> None:
+        """Put the named law at ``model.law_start`` and divide the linear fit's ``k`` by the law's mean
+        conductance over the (difference, sending level) pairs the fitted frames visit on the edges into
+        the modelled cells, so the start's typical flux is the linear fit's: a threshold law with
+        ``a = 4`` and its gate open conducts 5x more per unit ``k``. Each feed then takes up the change of
+        its cell's mean coupling flux at the observed levels, ``gamma_i += mean_t(k_lin D_i^lin - k D_i)``
+        with ``D_i = 1/|N_i| sum_j w_ij Delta_ij c(Delta_ij, z_j)`` (``c = 1`` for the linear fit), so every
+        cell keeps the linear fit's mean balance (within the feeds' bounds). A rectifier alone moves a
+        cell's mean flux by ``(1 - r)`` of its outflow, and the linear feeds then drive the start far
+        off: 150x the linear start's loss on a zoo rectifying member. Initial states stay the linear
+        fit's; the fit then moves every parameter."""
+        center, scale = float(self.conv.level_center), float(self.conv.level_scale)
+        self.conv.named.set_parameters_in_levels(values, center, scale)
+        x = self.problem.x_train[:, : self.n_fit]
+        src, dst = self.problem.edge_index
+        into = self.problem.modelled[dst]
+        delta = x[src] - x[dst]  # (E, T) observed differences on every edge
+        conductance = self.conv.conductance(delta, x[src])
+        k_linear = self.conv.k.detach()
+        k = k_linear / conductance[into].mean()
+        weighted = self.problem.edge_weight.reshape(-1, 1) * delta
+        degree = torch.bincount(dst, minlength=x.shape[0]).clamp(min=1).to(x.dtype)
+        change = (k_linear * weighted - k * weighted * conductance).mean(dim=1)  # (E,) mean over frames
+        shift = x.new_zeros(x.shape[0]).index_add_(0, dst, change) / degree
+        gamma = self.conv.gamma.detach() + shift.to(self.conv.gamma.dtype)
+        if self.gamma_mode == "shared":  # one feed: the modelled cells' mean shift
+            gamma = gamma[self.problem.modelled].mean()
+        self.conv.set_parameters(k, gamma)
+
+    def visited_levels(self) -> tuple[Tensor, Tensor]:
+        """The level differences ``z_j - y_i`` and sending levels ``z_j`` (E_in, T_fit) of the fitted frames'
+        observed traces on the edges into the modelled cells (sender ``edge_index[0]``)."""
+        x = self.problem.x_train[:, : self.n_fit]
+        src, dst = self.problem.edge_index
+        into = self.problem.modelled[dst]
+        return x[src[into]] - x[dst[into]], x[src[into]]
+
+    @torch.no_grad()
+    def screen_law_starts(self, linear: OutputErrorProblem) -> None:
+        """A multi-start for a named law (``model.law_starts``): from the linear fit ``linear``, the
+        law's start (its own, or ``model.law_start``) and each further start (:meth:`start_at_law`; with
+        ``"visited"``, :func:`~calcium_gnn.nn.named_laws.visited_starts`) take one optimiser step
+        (``lbfgs_max_iter`` iterations), and the start whose loss is lowest after it is where the fit
+        goes on from. A closed-form law can sit in a valley its start does not see: on the zoo's
+        threshold-2 the default start stopped at ``a`` 0.26 and the true parameters as start at 1.40
+        (true 3.58). A start whose loss is not finite is passed over; :attr:`start_screen` keeps every
+        start's loss before and after its step (results.json ``optimizer.start_screen``)."""
+        candidates: list[dict[str, float] | None] = [self.law_start]
+        if self.law_starts == "visited":
+            candidates += visited_starts(self.conv.named.law, *self.visited_levels(),
+                                         float(self.conv.level_scale))
+        else:
+            candidates += list(self.law_starts)
+        params = list(self.parameters())
+        best: tuple[float, dict[str, float] | None, Tensor] | None = None
+        self.start_screen = []
+        for values in candidates:
+            self.write_start(linear)
+            self.conv.named.reset_parameters()
+            if values is not None:
+                self.start_at_law(values)
+            before = float(self.loss_train())
+            after = self.one_step()
+            self.start_screen.append({"start": "the law's own start" if values is None else dict(values),
+                                      "loss_start": before, "loss_after_step": after})
+            if math.isfinite(after) and (best is None or after < best[0]):
+                best = (after, values, self.parameter_vector().clone())
+        if best is None:
+            raise FitError("model.law_starts", f"no start of the {self.conv.named.law} law has a finite loss "
+                                               "after one step")
+        torch.nn.utils.vector_to_parameters(best[2], params)
+        self.law_start = best[1]
+
+    def one_step(self) -> float:
+        """One optimiser step (``lbfgs_max_iter`` L-BFGS iterations) on :meth:`loss_train` from the current
+        parameters, with a fresh optimiser; the loss after it (nan when it is not finite)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimiser = gradient_optimizer(params, self.optimizer_name, self.lr, self.lbfgs_max_iter)
+
+        def closure() -> Tensor:
+            optimiser.zero_grad()
+            loss = self.loss_train()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            optimiser.step(closure)
+        with torch.no_grad():
+            loss = float(self.loss_train())
+        return loss if math.isfinite(loss) else float("nan")
 
     @torch.no_grad()
     def choose_leak_start(self, linear: OutputErrorProblem) -> None:
@@ -594,7 +757,8 @@ class GNNODEModule(ConsensusModel):
     def optimizer_results(self) -> dict[str, Any]:
         """results.json block ``optimizer``: steps, loss evaluations and why the fit stopped."""
         last = self.fit_log[-1] if self.fit_log else {}
-        return {"name": self.optimizer_name, "steps": len(self.fit_log),
+        screen = {"start_screen": self.start_screen} if self.start_screen else {}
+        return {"name": self.optimizer_name, "steps": len(self.fit_log), "start": self.start_name(), **screen,
                 "substeps": int(self.problem.substeps), "shooting_windows": len(self.segment_frames),
                 "loss_evaluations": int(last.get("evaluations", 0)),
                 "stopped": self.stopped_early or "the trainer's steps ran out (max_epochs x steps_per_epoch)",
@@ -615,6 +779,10 @@ class GNNODEModule(ConsensusModel):
         """What step 0 is: the linear fit, the leak law's fit (with a node term) or another start."""
         if not bool(self.has_linear_fit):
             return f"the {self.gnn_init} start"
+        if self.law_start is not None:
+            values = ", ".join(f"{n} = {v:.4g}" for n, v in self.law_start.items())
+            return (f"the law at model.law_start ({values}) from the linear fit: k / the mean conductance, "
+                    "feeds keeping each cell's mean flux")
         return "the leak law's fit" if self.leak_started else "the linear fit"
 
     # ------------------------------------------------------------------------------ after the fit
@@ -781,12 +949,7 @@ class GNNODEModule(ConsensusModel):
         named = self.conv.named
         out: dict[str, Any] = {"parameters": named.parameters_in_levels(center, scale),
                                "formula": named.formula(float(self.conv.k), center, scale)}
-        # the differences and sending levels the fitted frames' observed traces visit, on the edges into
-        # the modelled cells (sender j = edge_index[0], receiver i = edge_index[1])
-        x = self.problem.x_train[:, : self.n_fit]
-        src, dst = self.problem.edge_index
-        into = self.problem.modelled[dst]
-        out["not_identified"] = named.unidentified(x[src[into]] - x[dst[into]], x[src[into]], center, scale)
+        out["not_identified"] = named.unidentified(*self.visited_levels(), center, scale)
         if getattr(data, "truth_law", None) == named.law:
             constants = dict(getattr(data, "truth_law_constants", {}) or {})
             out["true_parameters"] = {n: float(constants[n]) for n in out["parameters"] if n in constants}

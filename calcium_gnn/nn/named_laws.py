@@ -70,12 +70,34 @@ SATURATION_VISIBLE: float = 0.5
 #: the quantiles of the visited differences and sending levels that the identification checks use
 VISITED_QUANTILES: tuple[float, float] = (0.01, 0.99)
 
+#: data-derived starts (:func:`visited_starts`): saturation at these quantiles of the visited ``|Delta|``,
+#: release thresholds at these quantiles of the visited sending levels (gain ``VISITED_A``, width
+#: ``EPSILON_START`` standard deviations), rectification ratios on both sides of 1
+VISITED_SIGMA_QUANTILES: tuple[float, ...] = (0.5, 0.9)
+VISITED_THETA_QUANTILES: tuple[float, ...] = (0.25, 0.5, 0.75)
+VISITED_A: float = 1.0
+VISITED_R: tuple[float, ...] = (0.3, 3.0)
+
+#: above this many visited values the quantiles are taken on an evenly strided subsample
+#: (``torch.quantile`` refuses inputs above 2^24 values: 10,000 cells x 6 edges x 300 frames is 18M)
+QUANTILE_SAMPLE: int = 1_000_000
+
 #: one line per law for results.json ``law.terms``
 NAMED_LAW_TERMS: dict[str, str] = {
     "saturating": "eq. 3 with a saturating junction flux: w sigma tanh((z_j - y_i) / sigma)",
     "threshold": "eq. 3 with calcium-induced release: w (z_j - y_i) (1 + a S((z_j - theta) / epsilon))",
     "rectifying": "eq. 3 with a rectifying junction: w (max(z_j - y_i, 0) + r min(z_j - y_i, 0))",
 }
+
+
+def visited_quantiles(values: Tensor, quantiles: tuple[float, ...]) -> list[float]:
+    """Quantiles of visited values (any shape), on an evenly strided subsample above
+    :data:`QUANTILE_SAMPLE` values."""
+    flat = values.reshape(-1).double()
+    if flat.numel() > QUANTILE_SAMPLE:
+        flat = flat[:: -(-flat.numel() // QUANTILE_SAMPLE)]
+    q = torch.tensor(quantiles, dtype=flat.dtype, device=flat.device)
+    return [float(v) for v in torch.quantile(flat, q)]
 
 
 class NamedConductance(nn.Module):
@@ -184,14 +206,13 @@ class NamedConductance(nn.Module):
         p = self.parameters_in_levels(center, scale)
         low, high = VISITED_QUANTILES
         if self.law == "saturating":
-            reach = float(torch.quantile(delta.abs().reshape(-1).double(), high))
+            reach = visited_quantiles(delta.abs(), (high,))[0]
             if reach < SATURATION_VISIBLE * p["sigma"]:
                 return [f"sigma = {p['sigma']:.4g} is more than {1 / SATURATION_VISIBLE:.0f}x the level "
                         f"differences the data visit ({100 * high:.0f}% of |Delta| below {reach:.3g}): the "
                         "flux is nearly linear there, and sigma is not identified"]
         if self.law == "threshold":
-            z = source.reshape(-1).double()
-            z_low, z_high = float(torch.quantile(z, low)), float(torch.quantile(z, high))
+            z_low, z_high = visited_quantiles(source, (low, high))
             if not z_low <= p["theta"] <= z_high:
                 return [f"theta = {p['theta']:.4g} lies outside the sending levels the data visit "
                         f"([{z_low:.3g}, {z_high:.3g}], {100 * low:.0f}-{100 * high:.0f}%): only the gate's "
@@ -208,3 +229,34 @@ class NamedConductance(nn.Module):
             return (f"q = {k:.4g} Delta (1 + a S((z_j - theta) / epsilon)), a = {p['a']:.4g}, "
                     f"theta = {p['theta']:.4g}, epsilon = {p['epsilon']:.4g}")
         return f"q = {k:.4g} (max(Delta, 0) + r min(Delta, 0)), r = {p['r']:.4g}"
+
+
+@torch.no_grad()
+def visited_starts(law: str, delta: Tensor, source: Tensor, scale: float) -> list[dict[str, float]]:
+    """Starts of a law's parameters (level units) placed where the data are, for a multi-start fit: a
+    saturation ``sigma`` at the median and the 90th percentile of the visited ``|Delta|``; a release
+    threshold ``theta`` at the quartiles and the median of the visited sending levels, with gain
+    ``a = 1`` (the gate doubles the conductance) and width ``epsilon`` a quarter of the levels' standard
+    deviation ``scale``; a rectification ratio ``r`` of 0.3 and 3. The law's own start
+    (:class:`NamedConductance`) sits outside these: a mild saturation at 2 standard deviations, a weak gate
+    one standard deviation above the centre, no rectification.
+
+    Args:
+        law: one of :data:`NAMED_LAWS`.
+        delta, source: the level differences ``z_j - y_i`` and sending levels ``z_j`` the data visit (any
+            shape, level units).
+        scale: the levels' standard deviation (> 0).
+
+    Raises:
+        GraphError: an unknown law, or no visited values.
+    """
+    if law not in NAMED_LAWS:
+        raise GraphError("message_form", f"unknown named law {law!r} (use one of {tuple(NAMED_LAWS)})")
+    if delta.numel() == 0 or source.numel() == 0:
+        raise GraphError(law, "no visited level differences to place the starts at")
+    if law == "saturating":
+        return [{"sigma": v} for v in visited_quantiles(delta.abs(), VISITED_SIGMA_QUANTILES) if v > 0]
+    if law == "threshold":
+        return [{"a": VISITED_A, "theta": v, "epsilon": EPSILON_START * scale}
+                for v in visited_quantiles(source, VISITED_THETA_QUANTILES)]
+    return [{"r": r} for r in VISITED_R]

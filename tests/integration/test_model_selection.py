@@ -147,3 +147,26 @@ def test_a_named_law_runs_through_the_selection_and_reports_its_fitted_formula(c
     assert saturating["parameters"]["sigma"] > 1.0
     assert "sigma is not identified" in saturating["not_identified"][0]
     assert ("sigma is not identified" in report["statement"]) == (report["chosen"] == "saturating")
+
+
+def test_one_named_law_takes_its_own_settings_over_the_shared_ones(compose_train) -> None:
+    """``selection.model_overrides.<law>`` (e.g. a hypothesis start, ``law_start``) applies to that named
+    law only, on top of ``selection.named_law_model``; a message form there is refused by name."""
+    from pathlib import Path
+
+    from calcium_gnn.selection import candidate_config
+    from calcium_gnn.train import CONFIG_DIR
+
+    select = compose_train("experiment=select_law", "selection.laws=[linear,saturating,rectifying]",
+                           "+selection.model_overrides.rectifying.law_start={r:0.25}",
+                           "+selection.model_overrides.rectifying.lbfgs_max_iter=7")
+    rectifying = candidate_config(select, "rectifying", Path(CONFIG_DIR)).model
+    saturating = candidate_config(select, "saturating", Path(CONFIG_DIR)).model
+    assert rectifying.law_start == {"r": 0.25} and rectifying.lbfgs_max_iter == 7
+    assert saturating.law_start is None and saturating.lbfgs_max_iter != 7
+    for model in (rectifying, saturating):  # the shared named-law settings still apply
+        assert model.validation_fraction == select.selection.named_law_model.validation_fraction
+    refused = compose_train("experiment=select_law", "selection.laws=[linear,rectifying]",
+                            "+selection.model_overrides.rectifying.message_form=threshold")
+    with pytest.raises(ConfigError, match="selection.model_overrides.rectifying.message_form"):
+        candidate_config(refused, "rectifying", Path(CONFIG_DIR))

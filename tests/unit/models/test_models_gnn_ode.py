@@ -305,3 +305,76 @@ def test_a_named_law_counts_its_own_parameters_only_and_starts_at_the_linear_fit
     assert "true_parameters" not in block  # a culture of the linear law: no rectifier to compare with
     weights = sum(p.numel() for p in correction.conv.phi.parameters())
     assert correction.extra_results(graph)["law"]["n_parameters"] == correction.problem.n_parameters + weights
+
+
+def mean_coupling_balance(model: GNNODEModule) -> torch.Tensor:
+    """(G,) each modelled cell's mean over the fitted frames of ``k D_i + gamma_i`` at the observed levels
+    (the right-hand side of eq. 3 with the model's law, evaluated on the data)."""
+    p = model.problem
+    x = p.x_train[:, : model.n_fit]
+    with torch.no_grad():
+        rhs = model.conv(x, x, p.edge_index, p.edge_weight, None)
+    return rhs.mean(dim=1)[p.modelled]
+
+
+def test_a_law_start_keeps_each_cells_mean_balance_and_the_typical_flux_of_the_linear_fit(graph) -> None:
+    """``model.law_start`` puts a named law at given parameters (level units): ``k`` is the linear fit's
+    over the law's mean conductance on the visited levels, and each feed takes up the change of its
+    cell's mean coupling flux, so every cell's mean right-hand side on the data is the linear fit's. At
+    ``r = 1`` that is the linear fit itself."""
+    kwargs = {"substeps": 1, "num_threads": 1, "validation_fraction": 0.0, "message_form": "rectifying",
+              "conductance_gain": 30.0, "gamma_bounds": (-0.1, 0.1)}  # train.yaml's box: no feed clamped
+    plain = GNNODEModule(data=graph, **kwargs)
+    unit = GNNODEModule(data=graph, law_start={"r": 1.0}, **kwargs)
+    rectified = GNNODEModule(data=graph, law_start={"r": 0.2}, **kwargs)
+    for model in (plain, unit, rectified):
+        model.initialise()
+    assert float(unit.conv.k.detach()) == pytest.approx(float(plain.conv.k.detach()), rel=1e-12)
+    assert torch.allclose(unit.conv.gamma.detach(), plain.conv.gamma.detach(), rtol=0, atol=1e-12)
+    assert rectified.conv.named.parameters_in_levels(0.0, 1.0) == {"r": pytest.approx(0.2)}
+    # the pairs where calcium leaves the cell now conduct 0.2 of the linear flux
+    assert float(rectified.conv.k.detach()) > float(plain.conv.k.detach())
+    balance = mean_coupling_balance(plain)
+    assert torch.allclose(mean_coupling_balance(rectified), balance, rtol=0, atol=1e-10)
+    assert "model.law_start (r = 0.2)" in rectified.start_name()
+    assert plain.start_name() == "the linear fit"
+
+
+@pytest.mark.parametrize("kwargs,key", [
+    ({"law_start": {"r": 0.5}}, "model.law_start"),  # the learned correction has no named law
+    ({"message_form": "rectifying", "law_start": {"sigma": 0.5}}, "model.law_start.sigma"),
+    ({"message_form": "threshold", "law_start": {"a": 2.0, "theta": 0.5}}, "model.law_start"),  # no epsilon
+    ({"message_form": "saturating", "law_start": {"sigma": -1.0}}, "model.law_start"),
+    ({"message_form": "saturating", "law_start": [0.5]}, "model.law_start"),
+])
+def test_a_law_start_that_does_not_fit_the_law_is_refused_by_name(graph, kwargs, key) -> None:
+    with pytest.raises(ConfigError, match=key):
+        GNNODEModule(data=graph, substeps=1, **kwargs)
+
+
+def test_a_multi_start_goes_on_from_the_start_with_the_lowest_loss_after_one_step(graph) -> None:
+    """``model.law_starts``: the law's own start and each further start take one L-BFGS step from the
+    linear fit; the fit goes on from the best of them (its parameters after that step), and results.json
+    ``optimizer.start_screen`` lists them all."""
+    model = GNNODEModule(data=graph, substeps=1, num_threads=1, validation_fraction=0.0, lbfgs_max_iter=3,
+                         message_form="saturating", conductance_gain=30.0, gamma_bounds=(-0.1, 0.1),
+                         law_starts=[{"sigma": 0.05}, {"sigma": 1.0}])
+    model.initialise()
+    screen = model.start_screen
+    assert [row["start"] for row in screen] == ["the law's own start", {"sigma": 0.05}, {"sigma": 1.0}]
+    after = [row["loss_after_step"] for row in screen]
+    assert all(row["loss_after_step"] <= row["loss_start"] for row in screen)  # a step never raises it
+    best = min(range(len(after)), key=after.__getitem__)
+    assert float(model.loss_train().detach()) == pytest.approx(after[best], rel=1e-12)
+    assert model.law_start == (None if best == 0 else screen[best]["start"])
+    assert model.optimizer_results()["start_screen"] == screen
+
+
+def test_visited_starts_are_refused_for_a_learned_message_and_bad_lists_are_named(graph) -> None:
+    with pytest.raises(ConfigError, match="model.law_starts"):
+        GNNODEModule(data=graph, substeps=1, law_starts="visited")  # no named law
+    with pytest.raises(ConfigError, match="model.law_starts"):
+        GNNODEModule(data=graph, substeps=1, message_form="rectifying", law_starts="everywhere")
+    with pytest.raises(ConfigError, match=r"model.law_starts\[1\]"):
+        GNNODEModule(data=graph, substeps=1, message_form="rectifying", law_starts=[{"r": 0.5}, {"r": -1}])
+    assert GNNODEModule(data=graph, substeps=1, message_form="rectifying", law_starts=[]).law_starts is None

@@ -153,3 +153,33 @@ def test_parameters_the_visited_levels_cannot_pin_down_are_reported() -> None:
     rectifying = NamedConductance("rectifying")
     rectifying.set_parameters_in_levels({"r": 1e-4}, CENTER, SCALE)
     assert rectifying.unidentified(delta, z, CENTER, SCALE) == []
+
+
+def test_visited_starts_sit_where_the_data_are() -> None:
+    """Saturation at the median and 90th percentile of the visited |Delta|, release thresholds at the
+    quartiles of the visited sending levels, rectification on both sides of 1; each is a valid start
+    (``set_parameters_in_levels`` takes it)."""
+    from calcium_gnn.nn.named_laws import visited_starts
+
+    delta = torch.linspace(-2.0, 2.0, 401, dtype=torch.float64).reshape(1, -1)
+    source = torch.linspace(10.0, 20.0, 401, dtype=torch.float64).reshape(1, -1)
+    sat = visited_starts("saturating", delta, source, scale=1.0)
+    assert [s["sigma"] for s in sat] == [pytest.approx(1.0), pytest.approx(1.8)]
+    thr = visited_starts("threshold", delta, source, scale=2.0)
+    assert [s["theta"] for s in thr] == [pytest.approx(12.5), pytest.approx(15.0), pytest.approx(17.5)]
+    assert all(s["a"] == 1.0 and s["epsilon"] == pytest.approx(0.5) for s in thr)
+    assert visited_starts("rectifying", delta, source, scale=1.0) == [{"r": 0.3}, {"r": 3.0}]
+    for law, starts in (("saturating", sat), ("threshold", thr)):
+        for start in starts:
+            NamedConductance(law, 30.0).set_parameters_in_levels(start, 15.0, 2.0)
+    with pytest.raises(GraphError, match="no visited"):
+        visited_starts("saturating", delta[:, :0], source[:, :0], scale=1.0)
+
+
+def test_quantiles_of_more_values_than_torch_takes_come_from_a_strided_sample() -> None:
+    from calcium_gnn.nn.named_laws import QUANTILE_SAMPLE, visited_quantiles
+
+    values = torch.arange(3 * QUANTILE_SAMPLE + 7, dtype=torch.float64)
+    low, mid = visited_quantiles(values, (0.01, 0.5))
+    assert mid == pytest.approx(float(values.median()), rel=1e-5)
+    assert low == pytest.approx(0.01 * float(values[-1]), rel=1e-3)
