@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def model_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
             of a candidate are not a mapping.
     """
     overrides = (cfg.get("selection") or {}).get("model_overrides") or {}
-    return merged_model_config(config_dir, name, overrides.get(name), f"selection.model_overrides.{name}")
+    return merged_model_config(config_dir, name, [(overrides.get(name), f"selection.model_overrides.{name}")])
 
 
 def named_law_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictConfig:
@@ -108,36 +108,35 @@ def named_law_candidate(cfg: DictConfig, name: str, config_dir: Path) -> DictCon
             ``message_form``.
     """
     selection = cfg.get("selection") or {}
-    extra = selection.get("named_law_model")
-    merged = merged_model_config(config_dir, "gnn_ode", extra, "selection.named_law_model")
-    own = (selection.get("model_overrides") or {}).get(name)
-    if own is not None:  # checked like named_law_model, then merged over it
-        merged_model_config(config_dir, "gnn_ode", own, f"selection.model_overrides.{name}")
-        merged = OmegaConf.merge(merged, own)
-    for key, given in (("selection.named_law_model", extra), (f"selection.model_overrides.{name}", own)):
+    layers = [(selection.get("named_law_model"), "selection.named_law_model"),
+              ((selection.get("model_overrides") or {}).get(name), f"selection.model_overrides.{name}")]
+    merged = merged_model_config(config_dir, "gnn_ode", layers)
+    for given, key in layers:
         if given and "message_form" in given:
             raise ConfigError(f"{key}.message_form", "set by the candidate's name (selection.laws), not here")
     merged.message_form = name
     return merged
 
 
-def merged_model_config(config_dir: Path, model: str, extra: Any, key: str) -> DictConfig:
-    """``configs/model/<model>.yaml`` with the mapping ``extra`` (the config entry ``key``; None: none)
-    merged in.
+def merged_model_config(config_dir: Path, model: str, layers: Sequence[tuple[Any, str]]) -> DictConfig:
+    """``configs/model/<model>.yaml`` with each mapping of ``layers`` merged in, in order; a layer is
+    ``(mapping or None, the config entry it came from)``, None adding nothing.
 
     Raises:
-        ConfigError: ``extra`` is not a mapping, or names a key the model's config does not have (named
+        ConfigError: a layer is not a mapping, or names a key the model's config does not have (named
             as ``<key>.<name>``).
     """
     config = OmegaConf.load(config_dir / "model" / f"{model}.yaml")
-    if extra is None:
-        return config
-    if not isinstance(extra, (dict, DictConfig)):
-        raise ConfigError(key, f"expected a mapping of model keys, got {extra!r}")
-    unknown = sorted(set(extra) - set(config))
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", f"not a key of configs/model/{model}.yaml")
-    return OmegaConf.merge(config, extra)
+    for extra, key in layers:
+        if extra is None:
+            continue
+        if not isinstance(extra, (dict, DictConfig)):
+            raise ConfigError(key, f"expected a mapping of model keys, got {extra!r}")
+        unknown = sorted(set(extra) - set(config))
+        if unknown:
+            raise ConfigError(f"{key}.{unknown[0]}", f"not a key of configs/model/{model}.yaml")
+        config = OmegaConf.merge(config, extra)
+    return config
 
 
 #: the laws from the most general down: the ``unexplained`` driver rule runs once with the first listed

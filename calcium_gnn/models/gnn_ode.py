@@ -571,9 +571,9 @@ class GNNODEModule(ConsensusModel):
 
     def one_step(self) -> float:
         """One optimiser step (``lbfgs_max_iter`` L-BFGS iterations) on :meth:`loss_train` from the current
-        parameters, with a fresh optimiser; the loss after it (nan when it is not finite)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimiser = gradient_optimizer(params, self.optimizer_name, self.lr, self.lbfgs_max_iter)
+        parameters, with a fresh optimiser (the fit's own, :meth:`configure_optimizers`); the loss after it
+        (nan when it is not finite)."""
+        optimiser = self.configure_optimizers()
 
         def closure() -> Tensor:
             optimiser.zero_grad()
