@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/zoo.py [--estimators crlsm pinn neural_ode gnn_ode] [--jobs 2]
     .venv/bin/python benchmarks/zoo.py --split dev --n-dev 30      # for tuning: never the test split
+    .venv/bin/python benchmarks/zoo.py --split dev --start 240 --n-dev 240 --out rows.json   # a fresh check
 
 Each member of the split (:mod:`calcium_gnn.data.zoo`; the 60 test members are frozen and never used
 for tuning, see :mod:`calcium_gnn.data.zoo_split`) is written as a graph (its true geometry, its noisy
@@ -17,11 +18,13 @@ not the paper's: the ``leak`` members), the feeds' error ``median_i |gamma_i - g
 whose ``gamma_i`` interval holds ``gamma_i*`` (models with intervals), ``fit_ok`` and its reasons
 (:mod:`calcium_gnn.evaluation.diagnostics`; a run that stops with a FitError counts as flagged), the law
 check's score statistic ``law_check_z`` (output-error fits of the linear law; ``--out`` rows), and
-the wall time of the whole run; the signed error ``k / k* - 1`` and the fit's relative standard error
-``k_se / k*`` (``--out`` rows). The table: per estimator, on the members the linear law
-generated with at most 5% noise (where the targets apply) and on all members, next to the targets; its
-``p90 se`` column is the 90th percentile of the error that calibrated, unbiased fits with those
-standard errors would have (:mod:`calcium_gnn.evaluation.precision`): what the data allow.
+the wall time of the whole run; the signed error ``k / k* - 1``, the fit's relative standard error
+``k_se / k*`` and, for a learned coupling, the error of its effective ``k`` (``results.json``
+``learned_law.effective_k`` against ``true_effective_k``) (``--out`` rows). The table: per estimator,
+on the members the linear law generated with at most 5% noise (where the targets apply) and on all
+members, next to the targets; its ``p90 se`` column is the 90th percentile of the error that
+calibrated, unbiased fits with those standard errors would have
+(:mod:`calcium_gnn.evaluation.precision`): what the data allow.
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ def _row(
         "gamma_err": None,
         "k_covered": None,
         "gamma_coverage": None,
+        "effective_k_err": None,
         "fit_ok": False,
         "reasons": [error] if error else [],
         "law_check_z": None,
@@ -150,6 +154,10 @@ def _row(
             if math.isfinite(truth_gamma[i])
         ]
         row["gamma_coverage"] = sum(inside) / len(inside) if inside else None
+    learned = results.get("learned_law") or {}
+    if learned.get("effective_k") is not None and learned.get("true_effective_k"):
+        true_effective = float(learned["true_effective_k"])
+        row["effective_k_err"] = abs(float(learned["effective_k"]) - true_effective) / abs(true_effective)
     diagnostics = results["diagnostics"]
     row["fit_ok"] = bool(diagnostics["fit_ok"])
     row["reasons"] = list(diagnostics["reasons"])
@@ -314,20 +322,27 @@ def main() -> None:
     )
     parser.add_argument("--split", choices=("test", "dev"), default="test")
     parser.add_argument("--n-dev", type=int, default=30, help="dev members (--split dev)")
+    parser.add_argument("--start", type=int, default=0,
+                        help="first dev member: dev-<start> ... dev-<start + n-dev - 1> (--split dev)")
     parser.add_argument("--members", nargs="*", default=None, help="only these member ids")
     parser.add_argument("--estimators", nargs="*", default=list(ESTIMATORS), choices=ESTIMATORS)
     parser.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)))
     parser.add_argument(
         "--cache", default=None, help="folder for the members' graphs (default: a temporary one)"
     )
-    parser.add_argument("--out", default=None, help="write every row as JSON here")
+    parser.add_argument("--out", default=None,
+                        help="write every row as JSON to this new file, rewritten as each run ends "
+                        "(a stopped benchmark keeps the rows of its finished runs)")
     args = parser.parse_args()
+    if args.out and Path(args.out).exists():
+        parser.error(f"--out {args.out}: the file exists; name a new one (it is not overwritten)")
 
     from calcium_gnn.data import zoo
+    from calcium_gnn.io.atomic import atomic_write_text
 
     if args.split == "dev":
         zoo.forbid_test_split("benchmarks/zoo.py --split dev")
-        ids = [m.id for m in zoo.dev_members(args.n_dev)]
+        ids = [m.id for m in zoo.dev_members(args.n_dev, start=args.start)]
     else:
         ids = [m.id for m in zoo.test_members()]
     if args.members:
@@ -353,6 +368,8 @@ def main() -> None:
                         continue
                     rows.append(row)
                     _print_row(row)
+                    if args.out:
+                        atomic_write_text(args.out, json.dumps(rows, indent=1))
             pending = broken
             if not pending:
                 break
@@ -363,8 +380,6 @@ def main() -> None:
         f"({args.split} split, {args.jobs} processes)\n"
     )
     print_table(rows, args.estimators)
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -268,11 +268,11 @@ def _unexplained_drivers(cfg: DictConfig, data: Data, setup_cfg: dict[str, Any])
 
 
 def _reference_fit(cfg: DictConfig, model: ConsensusModel, data: Data, setup: Setup) -> Any:
-    """The output-error reference for ``k`` (:mod:`calcium_gnn.evaluation.reference_fit`) for models of
-    the paper's law that do not fit the simulation themselves; None when off or not applicable."""
+    """The output-error reference for ``k`` (:mod:`calcium_gnn.evaluation.reference_fit`) for the models
+    that want one (:meth:`~calcium_gnn.models.base.ConsensusModel.wants_k_reference`); None when off or
+    not applicable."""
     options = cfg.evaluation.get("reference_fit")
-    applies = not model.simulation_fit and model.simulator() is None
-    if not options or not options.get("enabled", False) or not applies:
+    if not options or not options.get("enabled", False) or not model.wants_k_reference():
         return None
     from calcium_gnn.evaluation.reference_fit import reference_fit
 

@@ -36,10 +36,12 @@ the simulation ``y`` (N, T) of the fitted parameters (each window from its own f
    back to baseline at the fit's optimum (:mod:`calcium_gnn.inference.law_check`) above
    ``law_rejection_z``, with a one-step leak rate above ``law_rejection_share`` of the median coupling
    rate, is flagged: the data reject the law;
-4b. **reference**: for estimators that do not fit the simulation itself (PINN, least squares), the
+4b. **reference**: for estimators that do not fit the simulation itself (PINN, least squares) and for a
+   learned coupling that asks for it (``model.k_reference``, on in ``experiment=setup1_gnn_ode``), the
    output-error fit of the same data (:mod:`calcium_gnn.evaluation.reference_fit`): the estimator's
-   ``k`` outside the reference's interval widened by ``reference_tolerance * k_ref`` is flagged, and
-   so is a reference whose own interval is wider than its ``k`` (the data do not identify ``k``);
+   ``k`` (a learned law's effective ``k``) outside the reference's interval widened by
+   ``reference_tolerance * k_ref`` is flagged, and so is a reference whose own interval is wider than
+   its ``k`` (the data do not identify ``k``);
 5. **the model's own trajectory** (the PINN's network ``y_hat``, when the model has one): its mean
    square distance to the simulation of its own fitted parameters over the training window, over the
    mean per-cell variance of ``x`` there; above ``trajectory_disagreement`` the network fits the data
@@ -329,6 +331,7 @@ def diagnose(
     own_trajectory: Tensor | None = None,
     reference: ReferenceFit | str | None = None,
     rule: DiagnosticRule | None = None,
+    reference_k: tuple[str, float] | None = None,
 ) -> dict[str, Any]:
     """The ``diagnostics`` block (module docstring): every check's numbers, ``fit_ok`` and ``reasons``.
 
@@ -341,6 +344,8 @@ def diagnose(
         own_trajectory: (G, |train|) the model's own trajectory on the training frames (the PINN's network).
         reference: the output-error reference fit (:mod:`~.reference_fit`), or why there is none.
         rule: thresholds (default :class:`DiagnosticRule()`).
+        reference_k: ``(name, value)`` of the coupling compared with the reference when it is not ``k``
+            (a learned law: its effective ``k``); None: ``k``.
     """
     rule = rule if rule is not None else DiagnosticRule()
     reasons: list[str] = []
@@ -394,7 +399,8 @@ def diagnose(
                 f"k is uncertain: its {100 * interval_level:.0f}% interval is +-{50 * half:.0f}% of k"
             )
 
-    reference_block = compare_with_reference(k, reference, rule, reasons)
+    label, compared = reference_k if reference_k is not None else ("k", k)
+    reference_block = compare_with_reference(compared, reference, rule, reasons, label)
 
     own: dict[str, Any] | None = None
     if own_trajectory is not None:
@@ -516,9 +522,11 @@ def check_border_noise(
 
 
 def compare_with_reference(
-    k: float, reference: ReferenceFit | str | None, rule: DiagnosticRule, reasons: list[str]
+    k: float, reference: ReferenceFit | str | None, rule: DiagnosticRule, reasons: list[str],
+    label: str = "k",
 ) -> dict[str, Any] | None:
-    """The ``reference`` block (module docstring, item 4b); appends its reasons to ``reasons``."""
+    """The ``reference`` block (module docstring, item 4b); appends its reasons to ``reasons``. ``label``
+    names the compared coupling ``k`` in them (a learned law's: its effective ``k``)."""
     if reference is None:
         return None
     if isinstance(reference, str):
@@ -532,6 +540,7 @@ def compare_with_reference(
         "method": "output_error", "k": reference.k, "k_interval": [lo, hi], "level": reference.level,
         "relative_difference": (k - reference.k) / reference.k if reference.k else None,
         "identified": bool(identified), "agrees": bool(agrees), "seconds": reference.seconds,
+        "compared": label,
     }
     if not identified:
         reasons.append(
@@ -540,7 +549,7 @@ def compare_with_reference(
         )
     elif not agrees:
         reasons.append(
-            f"k = {k:.4g} disagrees with the output-error fit of the same data: {reference.k:.4g} "
+            f"{label} = {k:.4g} disagrees with the output-error fit of the same data: {reference.k:.4g} "
             f"[{lo:.4g}, {hi:.4g}] ({100 * (k - reference.k) / reference.k:+.0f}%)"
         )
     return block

@@ -388,12 +388,15 @@ def evaluate_fit(
     results.update(model_results)
     results.setdefault("law", {"name": getattr(fitted, "law", "linear")})
     has_intervals = isinstance(intervals, ParameterIntervals)
+    effective_k = (model_results.get("learned_law") or {}).get("effective_k")
+    compared = None if effective_k is None else ("the learned coupling's effective k", float(effective_k))
     diagnostics = diagnose(
         x, t, sim, modelled, train, test, k=k, gamma=gamma, gamma_mode=gamma_mode, mse_test=overall["test"],
         k_bounds=fitted.k_bounds, gamma_bounds=fitted.gamma_bounds,
         k_se=intervals.k_se if has_intervals else None,
         interval_level=intervals.level if has_intervals else None,
         own_trajectory=own_trajectory, reference=reference, rule=rule,
+        reference_k=compared,
     )
     check_leak(results.get("law"), rule, diagnostics)
     check_law(results.get("law"), rule, diagnostics)

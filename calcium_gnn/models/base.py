@@ -113,6 +113,12 @@ class ConsensusModel(L.LightningModule):
         """The right-hand side of the fitted law for the evaluation; ``None``: the paper's linear law."""
         return None
 
+    def wants_k_reference(self) -> bool:
+        """Whether the evaluation compares this fit's coupling with the output-error reference of ``k``
+        (:mod:`calcium_gnn.evaluation.reference_fit`): by default the models of the paper's law that do not
+        fit its simulation themselves (the PINN, least squares)."""
+        return not self.simulation_fit and self.simulator() is None
+
     def own_trajectory(self) -> Tensor | None:
         """(G, T_train) float64 on the CPU: the model's own fitted trajectory of the modelled cells (in
         cell order) on the training frames, when it is not the simulation of its parameters (the

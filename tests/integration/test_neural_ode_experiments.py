@@ -37,6 +37,23 @@ def test_gnn_ode_experiment_fast_dev_run(compose_train) -> None:
 
 
 @pytest.mark.slow
+def test_gnn_ode_experiment_checks_its_coupling_against_the_output_error_reference(compose_train) -> None:
+    small = ["data.synthetic.noise=0.02", "data.synthetic.n_cells=40", "data.synthetic.size=220",
+             "data.synthetic.n_frames=121", "logger=none", "callbacks=none"]
+    cfg = compose_train("experiment=setup1_gnn_ode", *small)
+    results = train(cfg)
+    reference = results["diagnostics"]["reference"]
+    assert reference["compared"] == "the learned coupling's effective k"
+    assert reference["k"] == pytest.approx(results["truth"]["k"], rel=0.1)
+    difference = results["learned_law"]["effective_k"] / reference["k"] - 1
+    assert reference["relative_difference"] == pytest.approx(difference)
+    assert reference["agrees"] is True and results["diagnostics"]["fit_ok"] is True
+    # model=gnn_ode alone (and the selection's candidates) do not fit the reference
+    off = train(compose_train("model=gnn_ode", "setup=setup1", *small))
+    assert off["diagnostics"]["reference"] is None
+
+
+@pytest.mark.slow
 def test_neural_ode_full_run_writes_results_and_recovers_k(compose_train) -> None:
     cfg = compose_train(
         "experiment=setup1_neural_ode",

@@ -195,6 +195,29 @@ def test_a_k_away_from_the_output_error_reference_is_flagged(grid_graph):
     assert none["diagnostics"]["fit_ok"] is True
 
 
+def test_a_learned_law_is_compared_with_the_reference_by_its_effective_k(grid_graph):
+    # a learned coupling's k is not its whole coupling: the reference check reads its effective k
+    from calcium_gnn.evaluation.reference_fit import ReferenceFit
+
+    k = grid_graph.truth_k
+    ref = ReferenceFit(k=k, k_se=k / 100, k_interval=(0.98 * k, 1.02 * k), level=0.9, seconds=0.1)
+    weak = _evaluate(grid_graph, _fitted(grid_graph), reference=ref,
+                     model_results={"learned_law": {"effective_k": 0.7 * k}})
+    block = weak["diagnostics"]["reference"]
+    assert block["compared"] == "the learned coupling's effective k" and block["agrees"] is False
+    assert block["relative_difference"] == pytest.approx(-0.3)
+    assert weak["diagnostics"]["fit_ok"] is False
+    assert any(r.startswith("the learned coupling's effective k = ") and "(-30%)" in r
+               for r in weak["diagnostics"]["reasons"])
+    # the same k with an effective k at the reference passes; without a learned law k itself is compared
+    same = _evaluate(grid_graph, _fitted(grid_graph, k=0.7 * k), reference=ref,
+                     model_results={"learned_law": {"effective_k": k}})
+    assert same["diagnostics"]["reference"]["agrees"] is True
+    plain = _evaluate(grid_graph, _fitted(grid_graph, k=0.7 * k), reference=ref)
+    assert plain["diagnostics"]["reference"]["compared"] == "k"
+    assert plain["diagnostics"]["reference"]["agrees"] is False
+
+
 def test_an_interval_wider_than_half_k_says_k_is_uncertain(grid_graph):
     k = grid_graph.truth_k
     res = _evaluate(grid_graph, _fitted(grid_graph), model_results={"intervals": _intervals(16, k, 0.2 * k)})
