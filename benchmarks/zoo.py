@@ -350,13 +350,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(args.cache) if args.cache else Path(tmp) / "graphs"
         cache.mkdir(parents=True, exist_ok=True)
-        out = Path(tmp) / "runs"
         jobs = [(m, e) for m in ids for e in args.estimators]
         start = time.perf_counter()
         rows: list[dict[str, Any]] = []
         pending = list(jobs)
-        for _attempt in range(MAX_ATTEMPTS):
-            # a worker that dies (killed from outside) breaks the pool: the unfinished jobs go to a new one
+        for attempt in range(MAX_ATTEMPTS):
+            # a worker that dies (killed from outside) breaks the pool: the unfinished jobs go to a new one,
+            # with run folders of their own (a killed run may have left its results.json half-way)
+            out = Path(tmp) / f"runs-{attempt}"
             broken = []
             with ProcessPoolExecutor(max_workers=args.jobs) as pool:
                 futures = {pool.submit(run_one, m, e, str(cache), str(out)): (m, e) for m, e in pending}
