@@ -222,6 +222,10 @@ class GNNODEModule(ConsensusModel):
             ``experiment=setup1_gnn_ode`` turns it on). The fit starts from the linear law without that
             correction, and under noise its ``k`` follows it down: on the zoo's test split, 12 of 60 runs
             were more than 25 % off and 3 of them flagged.
+        autograd_budget_mb: the memory (MB) the backward pass through one loss evaluation's simulation
+            may keep (default 1024; None: no limit). Beyond it, blocks of frame intervals are recomputed
+            during the backward pass instead of kept (:func:`~calcium_gnn.physics.simulate.integrate`):
+            the same gradients for about one more forward simulation.
         mlp_weight_decay: L2 penalty ``lambda ||theta_MLP||^2`` added to the loss (default 0).
         gamma_prior: only ``"none"`` (per-cell feeds; pooling needs the linear law's covariance).
         substeps: RK4 steps per frame interval, or ``"auto"`` (default): from the stiffness of the linear
@@ -289,9 +293,13 @@ class GNNODEModule(ConsensusModel):
         law_start: dict[str, float] | None = None,
         law_starts: str | list[dict[str, float]] | None = None,
         k_reference: bool = False,
+        autograd_budget_mb: float | None = 1024.0,
     ) -> None:
         super().__init__()
         self.k_reference = bool(k_reference)
+        if autograd_budget_mb is not None and not float(autograd_budget_mb) > 0:
+            raise ConfigError("model.autograd_budget_mb",
+                              f"must be > 0 MB or null, got {autograd_budget_mb!r}")
         if data is None:
             raise ConfigError("model", f"{type(self).__name__} needs the cell graph (data=...)")
         setup = setup if setup is not None else resolve_setup(data)
@@ -372,8 +380,8 @@ class GNNODEModule(ConsensusModel):
             raise ConfigError("model.continuity_weight", f"must be >= 0, got {continuity_weight!r}")
         self.auto_substeps = substeps == "auto"
         fixed = 1 if self.auto_substeps else check_int("model.substeps", substeps, 1)
-        options = {"substeps": fixed, "method": method,
-                   "fit_initial_state": fit_initial_state, "border_smoothing": border_smoothing}
+        options = {"substeps": fixed, "method": method, "fit_initial_state": fit_initial_state,
+                   "border_smoothing": border_smoothing, "autograd_budget_mb": autograd_budget_mb}
         self.problem = training_window_problem(conv, data, setup, self.train_frames, w, **options)
         n_train = self.problem.x_train.shape[1]
         self.validation_fraction = float(validation_fraction)
@@ -442,7 +450,7 @@ class GNNODEModule(ConsensusModel):
             linear, p.x_train[:, :fit], p.t_train[:fit], p.edge_index, p.edge_weight, p.modelled,
             self.gamma_mode,
             substeps=p.substeps, method=p.ode_method, fit_initial_state=p.fit_initial_state,
-            border_smoothing=p.border_smoothing,
+            border_smoothing=p.border_smoothing, autograd_budget_mb=p.autograd_budget_mb,
         )
 
     def stiffness_substeps(self, k: float) -> int:
@@ -634,7 +642,8 @@ class GNNODEModule(ConsensusModel):
         starts = torch.cat([first, self.segment_y0], dim=1)
         sim = integrate_segments(p.conv, p.drive_train[:, :fit], p.t_train[:fit], p.edge_index, p.edge_weight,
                                  p.modelled, p.conv.k, p.conv.gamma, self.segment_frames, starts,
-                                 substeps=p.substeps, method=p.ode_method)
+                                 substeps=p.substeps, method=p.ode_method,
+                                 autograd_budget_mb=p.autograd_budget_mb)
         length = sim.shape[2] - 1
         index = torch.as_tensor(self.segment_frames, device=sim.device).reshape(-1, 1) + torch.arange(
             length + 1, device=sim.device)

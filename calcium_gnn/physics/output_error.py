@@ -115,6 +115,9 @@ class OutputErrorProblem(nn.Module):
         stimulus_feed: the feed switched on at the stimulus (:mod:`calcium_gnn.physics.laws`):
             ``"none"`` (default), ``"shared"`` or ``"per_cell"``; stimulus_time: its time (s).
         stimulus_bounds: the box of the switched feeds (default: ``conv.gamma_bounds``).
+        autograd_budget_mb: a step-by-step simulation differentiated by autograd keeps at most about this
+            much memory (MB) for its backward pass, recomputing blocks of frame intervals beyond it
+            (:func:`calcium_gnn.physics.simulate.integrate`; default None: everything kept).
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class OutputErrorProblem(nn.Module):
         stimulus_feed: str = "none",
         stimulus_time: float | None = None,
         stimulus_bounds: tuple[float, float] | None = None,
+        autograd_budget_mb: float | None = None,
     ) -> None:
         super().__init__()
         if stimulus_feed not in STIMULUS_FEED_MODES:
@@ -154,6 +158,7 @@ class OutputErrorProblem(nn.Module):
         self.jacobian = jacobian
         self.max_jacobian_parameters = int(max_jacobian_parameters)
         self.max_normal_parameters = int(max_normal_parameters)
+        self.autograd_budget_mb = None if autograd_budget_mb is None else float(autograd_budget_mb)
         x = x.detach().double()
         modelled = modelled.detach().reshape(-1).bool()
         self.register_buffer("edge_index", edge_index.detach().long().clone())
@@ -206,6 +211,7 @@ class OutputErrorProblem(nn.Module):
             jacobian=self.jacobian, max_jacobian_parameters=self.max_jacobian_parameters,
             max_normal_parameters=self.max_normal_parameters, stimulus_feed=self.stimulus_mode,
             stimulus_time=self.stimulus_time, stimulus_bounds=self.stimulus_bounds,
+            autograd_budget_mb=self.autograd_budget_mb,
         ).to(self.x_train.device)
         if "basis" in self._derived:
             extended._derived["basis"] = self._derived["basis"]
@@ -460,6 +466,7 @@ class OutputErrorProblem(nn.Module):
             method=self.ode_method,
             basis=self.modal_basis(),
             leak=self.conv.leak.detach() if leak is None else leak,
+            autograd_budget_mb=self.autograd_budget_mb,
         )
 
     def simulate_theta(self, theta: Tensor) -> Tensor:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from calcium_gnn.errors import ConfigError, GraphError
 from calcium_gnn.nn.consensus import ConsensusConv
@@ -222,6 +223,7 @@ def integrate(
     dt_rtol: float = 1e-4,
     basis: ModalBasis | None = None,
     leak: float | Tensor = 0.0,
+    autograd_budget_mb: float | None = None,
 ) -> Tensor:
     """The one simulator entry point, in the spirit of ``torchdiffeq.odeint(func, y0, t, method)``.
 
@@ -262,6 +264,9 @@ def integrate(
         basis: the eigenbasis of ``A_1`` for these ``edge_weight`` and ``modelled`` (the caller's
             responsibility), for the modal fast path; default None.
         leak: the leak rate ``delta`` of the leak law (``- delta y_i`` on G; default 0, the paper's law).
+        autograd_budget_mb: step by step with gradients on, the most memory (MB) autograd may keep for the
+            backward pass; beyond it blocks of frame intervals are recomputed instead of kept
+            (:func:`checkpoint_block`; default None: everything kept).
 
     Returns:
         (N, T) tensor in the dtype of ``x_obs``: simulated states of the modelled cells at the frame
@@ -285,7 +290,7 @@ def integrate(
         return _integrate_affine(conv, x_obs, t, edge_index, edge_weight, modelled, k, gamma, y0,
                                  int(substeps), method, dt_rtol, basis, leak)
     return _integrate_stepwise(conv, x_obs, t, edge_index, edge_weight, modelled, k, gamma, y0,
-                               int(substeps), method, leak)
+                               int(substeps), method, leak, autograd_budget_mb)
 
 
 def simulate_consensus(
@@ -387,7 +392,7 @@ def _integrate_affine(
 def _integrate_stepwise(
     conv: ConsensusConv, x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor,
     modelled: Tensor, k: float | Tensor, gamma: Tensor, y0: Tensor | None, substeps: int, method: str,
-    leak: float | Tensor = 0.0,
+    leak: float | Tensor = 0.0, autograd_budget_mb: float | None = None,
 ) -> Tensor:
     """``substeps`` steps of ``method`` per frame interval for any (possibly nonlinear) right-hand side.
 
@@ -396,16 +401,22 @@ def _integrate_stepwise(
     """
     start = x_obs[:, :1] if y0 is None else y0.to(x_obs.dtype).reshape(-1, 1)
     return _integrate_windows(conv, x_obs.unsqueeze(1), t, edge_index, edge_weight, modelled, k, gamma,
-                              start, substeps, method, leak)[:, 0]
+                              start, substeps, method, leak, autograd_budget_mb)[:, 0]
 
 
 def _integrate_windows(
     conv: ConsensusConv, x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor,
     modelled: Tensor, k: float | Tensor, gamma: Tensor, start: Tensor, substeps: int, method: str,
-    leak: float | Tensor = 0.0,
+    leak: float | Tensor = 0.0, autograd_budget_mb: float | None = None,
 ) -> Tensor:
     """The stepwise integration of B windows at once: ``x_obs`` (N, B, L), ``start`` (N, B), one time
-    axis ``t`` (L,) shared by the windows, ``gamma`` (N,) or (N, L) -> (N, B, L)."""
+    axis ``t`` (L,) shared by the windows, ``gamma`` (N,) or (N, L) -> (N, B, L).
+
+    ``autograd_budget_mb`` (with gradients on): the first frame interval is run while counting the bytes
+    autograd keeps for it; when all ``L - 1`` intervals would keep more than the budget, the others run in
+    blocks of as many intervals as fit in it, each block recomputed during the backward pass instead of
+    kept (:func:`torch.utils.checkpoint.checkpoint`): peak memory about one block, at the price of one more
+    forward pass. Same values and gradients to rounding."""
     dtype = x_obs.dtype
     mask = modelled.reshape(-1, 1)
     zero = x_obs.new_zeros(())
@@ -414,32 +425,77 @@ def _integrate_windows(
     leak_t = torch.as_tensor(leak, dtype=dtype, device=x_obs.device)
     gamma_frames = torch.where(mask, gamma.to(dtype).reshape(gamma.shape[0], -1), zero)  # (N, 1) or (N, L)
     varying = gamma_frames.shape[1] > 1
-    y = torch.where(mask, start.to(dtype), x_obs[:, :, 0])
-    frames = [y]
     step = STEPS[method]
     deltas = t[1:] - t[:-1]
-    with conv.simulation(dtype):  # state-independent terms of a learned law, once
-        for n in range(x_obs.shape[2] - 1):
-            x_a, x_b = x_obs[:, :, n], x_obs[:, :, n + 1]
-            delta = deltas[n].to(dtype)
-            h = delta / substeps
 
-            g_a = gamma_frames[:, n : n + 1] if varying else gamma_frames
-            g_b = gamma_frames[:, n + 1 : n + 2] if varying else gamma_frames
+    def advance(y: Tensor, first: int, count: int) -> Tensor:
+        """States after each of the ``count`` intervals from interval ``first`` (N, B, count)."""
+        states = []
+        with conv.simulation(dtype):  # state-independent terms of a learned law, once per block
+            for n in range(first, first + count):
+                x_a, x_b = x_obs[:, :, n], x_obs[:, :, n + 1]
+                delta = deltas[n].to(dtype)
+                h = delta / substeps
+                g_a = gamma_frames[:, n : n + 1] if varying else gamma_frames
+                g_b = gamma_frames[:, n + 1 : n + 2] if varying else gamma_frames
 
-            def f(
-                state: Tensor, tau: Tensor, x_a: Tensor = x_a, x_b: Tensor = x_b, delta: Tensor = delta,
-                g_a: Tensor = g_a, g_b: Tensor = g_b,
-            ) -> Tensor:
-                x_now = x_a + (tau / delta) * (x_b - x_a)
-                g_now = g_a + (tau / delta) * (g_b - g_a)
-                dydt = conv(state, x_now, edge_index, w, modelled, k=k_t, gamma=g_now, leak=leak_t)
-                return torch.where(mask, dydt, zero)
+                def f(
+                    state: Tensor, tau: Tensor, x_a: Tensor = x_a, x_b: Tensor = x_b, delta: Tensor = delta,
+                    g_a: Tensor = g_a, g_b: Tensor = g_b,
+                ) -> Tensor:
+                    x_now = x_a + (tau / delta) * (x_b - x_a)
+                    g_now = g_a + (tau / delta) * (g_b - g_a)
+                    dydt = conv(state, x_now, edge_index, w, modelled, k=k_t, gamma=g_now, leak=leak_t)
+                    return torch.where(mask, dydt, zero)
 
-            for s in range(substeps):
-                y = step(f, y, s * h, h)
-            frames.append(y)
-    return torch.where(mask.unsqueeze(-1), torch.stack(frames, dim=2), x_obs)
+                for s in range(substeps):
+                    y = step(f, y, s * h, h)
+                states.append(y)
+        return torch.stack(states, dim=2)
+
+    y = torch.where(mask, start.to(dtype), x_obs[:, :, 0])
+    intervals = x_obs.shape[2] - 1
+    blocks = [y.unsqueeze(2)]
+    block, recomputed = intervals, False
+    if autograd_budget_mb is not None and torch.is_grad_enabled() and intervals > 1:
+        kept = SavedBytes()
+        with torch.autograd.graph.saved_tensors_hooks(kept.pack, lambda saved: saved):
+            blocks.append(advance(y, 0, 1))
+        block = checkpoint_block(kept.bytes, intervals - 1, autograd_budget_mb)
+        recomputed = block < intervals - 1
+    first = len(blocks) - 1
+    while first < intervals:
+        count = min(block, intervals - first)
+        y = blocks[-1][:, :, -1]
+        if recomputed:
+            blocks.append(checkpoint(advance, y, first, count, use_reentrant=False))
+        else:
+            blocks.append(advance(y, first, count))
+        first += count
+    return torch.where(mask.unsqueeze(-1), torch.cat(blocks, dim=2), x_obs)
+
+
+class SavedBytes:
+    """A :func:`torch.autograd.graph.saved_tensors_hooks` pack hook that adds up the bytes of the tensors
+    autograd keeps for the backward pass (each save counted, so shared storage counts more than once)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def pack(self, tensor: Tensor) -> Tensor:
+        self.bytes += tensor.numel() * tensor.element_size()
+        return tensor
+
+
+def checkpoint_block(interval_bytes: int, intervals: int, budget_mb: float) -> int:
+    """Frame intervals per recomputed block: all ``intervals`` when they keep at most ``budget_mb`` MB for
+    the backward pass (``interval_bytes`` each), else as many as fit in the budget (at least one)."""
+    if budget_mb <= 0:
+        raise ConfigError("model.autograd_budget_mb", f"must be > 0 MB, got {budget_mb}")
+    budget = budget_mb * 2**20
+    if interval_bytes * intervals <= budget:
+        return intervals
+    return max(1, int(budget // max(interval_bytes, 1)))
 
 
 def equal_intervals(t: Tensor, dt_rtol: float = 1e-4) -> bool:
@@ -460,7 +516,7 @@ def segment_starts(n_frames: int, segments: int) -> list[int]:
 def integrate_segments(
     conv: ConsensusConv, x_obs: Tensor, t: Tensor, edge_index: Tensor, edge_weight: Tensor,
     modelled: Tensor, k: float | Tensor, gamma: Tensor, starts: list[int], y_starts: Tensor,
-    substeps: int = 10, method: str = "rk4", dt_rtol: float = 1e-4,
+    substeps: int = 10, method: str = "rk4", dt_rtol: float = 1e-4, autograd_budget_mb: float | None = None,
 ) -> Tensor:
     """Multiple shooting: the windows ``[s, s + L]`` (``L = T - 1 - starts[-1]`` intervals) integrated
     together, each from its own state ``y_starts[:, b]`` (N, B), as one batch of B columns.
@@ -468,6 +524,7 @@ def integrate_segments(
     The stepwise integrator runs ``L`` frame intervals instead of ``T - 1``, each on B columns: a learned
     law, whose cost is the number of sequential RK4 stages, gets about B times cheaper. The windows
     share one time axis, so the frame intervals must be equal (within ``dt_rtol``); feeds are (N,).
+    ``autograd_budget_mb``: as in :func:`integrate`.
 
     Returns:
         (N, B, L + 1): the simulated windows (cells outside G at their data).
@@ -489,4 +546,5 @@ def integrate_segments(
     device = x_obs.device
     edge_index, edge_weight, modelled = _graph_on(device, edge_index, edge_weight, modelled)
     return _integrate_windows(conv, windows, t[: length + 1].to(device), edge_index, edge_weight, modelled,
-                              k, gamma.to(device), y_starts.to(device), int(substeps), method)
+                              k, gamma.to(device), y_starts.to(device), int(substeps), method,
+                              autograd_budget_mb=autograd_budget_mb)

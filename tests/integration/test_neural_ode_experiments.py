@@ -72,10 +72,10 @@ def test_neural_ode_full_run_writes_results_and_recovers_k(compose_train) -> Non
     assert on_disk["simulation"]["test_frames"] == [109, 121]
 
 
-def test_output_error_pinn_and_law_selection_train_on_90_percent_and_paper_experiments_keep_the_paper_split(
+def test_our_setup1_fits_train_on_90_percent_and_paper_experiments_keep_the_paper_split(
     compose_train,
 ) -> None:
-    for ours in ("setup1_neural_ode", "setup1_pinn", "select_law"):
+    for ours in ("setup1_neural_ode", "setup1_pinn", "select_law", "setup1_gnn_ode"):
         assert compose_train(f"experiment={ours}").model.train_fraction == 0.9
     for paper in ("setup1_crlsm", "setup1_pinn_paper", "setup2_pinn", "setup3_pinn", "single_cell_pinn"):
         assert compose_train(f"experiment={paper}").model.train_fraction == pytest.approx(211 / 361)

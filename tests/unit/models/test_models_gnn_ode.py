@@ -97,6 +97,7 @@ def test_gnn_starts_at_the_linear_fit_and_does_not_get_worse(graph) -> None:
         ({"stop_tolerance": 1.0}, "model.stop_tolerance"),
         ({"message_form": "quadratic"}, "model.message_form"),
         ({"message_form": "conductance", "conductance_gain": 0.0}, "model.conductance_gain"),
+        ({"autograd_budget_mb": 0.0}, "model.autograd_budget_mb"),
     ],
 )
 def test_bad_config(graph, kwargs, key) -> None:
@@ -145,6 +146,33 @@ def test_shooting_windows_follow_the_frame_intervals(graph) -> None:
     assert GNNODEModule(data=uneven, num_threads=1).segment_frames == [0]
     with pytest.raises(ConfigError, match="shooting_segments"):
         GNNODEModule(data=graph, num_threads=1, shooting_segments=1000)
+
+
+@pytest.mark.parametrize("uneven", [False, True])
+def test_a_loss_within_the_autograd_budget_has_the_gradient_of_keeping_everything(graph, uneven) -> None:
+    """``model.autograd_budget_mb``: the shooting windows (equal frame intervals) and the one simulation
+    (unequal ones) recomputed in blocks during the backward pass give the loss and gradient of keeping
+    everything."""
+    data = graph.clone()
+    if uneven:
+        data.t = graph.t.clone()
+        data.t[10:] += 1.0
+    gradients = []
+    for budget in (None, 0.01):  # 10 kB: blocks of one frame interval
+        torch.manual_seed(0)
+        model = GNNODEModule(data=data, init="constant", num_threads=1, hidden_features=8, substeps=2,
+                             autograd_budget_mb=budget)
+        with torch.no_grad():
+            for weight in model.conv.phi.parameters():
+                weight.normal_(0.0, 0.3)
+        assert model.problem.autograd_budget_mb == budget
+        loss = model.loss_train()
+        loss.backward()
+        gradients.append((float(loss.detach()), torch.cat([q.grad.reshape(-1) for q in model.parameters()
+                                                  if q.grad is not None])))
+    (loss_all, grad_all), (loss_blocks, grad_blocks) = gradients
+    assert loss_blocks == pytest.approx(loss_all, rel=1e-12)
+    assert grad_all.abs().max() > 0 and torch.allclose(grad_blocks, grad_all, rtol=1e-9, atol=1e-14)
 
 
 def test_the_shooting_loss_starts_at_the_linear_fit(graph) -> None:

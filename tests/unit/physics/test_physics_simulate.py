@@ -276,3 +276,64 @@ def test_multiple_shooting_refuses_unequal_frame_intervals() -> None:
     with pytest.raises(ConfigError, match="equal frame intervals"):
         integrate_segments(ConsensusConv(2).double(), x, t, EDGES, w, torch.tensor([True, False]), K,
                            torch.zeros(2, dtype=torch.float64), [0, 5], x[:, [0, 5]])
+
+
+def _learned_ring(n_cells: int = 12, n_frames: int = 31) -> tuple:
+    """A ring of ``n_cells`` (every other one modelled) with a learned coupling whose correction is not
+    zero, and smooth traces."""
+    from calcium_gnn.nn.coupling import CouplingConv, normalised_edge_features
+
+    torch.manual_seed(0)
+    left = torch.arange(n_cells)
+    right = (left + 1) % n_cells
+    edges = torch.cat([torch.stack([left, right]), torch.stack([right, left])], dim=1)
+    w = torch.rand(edges.shape[1], dtype=torch.float64) + 0.5
+    conv = CouplingConv(n_cells, normalised_edge_features(torch.rand(edges.shape[1]) + 1,
+                                                          torch.rand(edges.shape[1]) + 1)).double()
+    with torch.no_grad():
+        for p in conv.phi.parameters():
+            p.normal_(0.0, 0.3)
+    t = torch.arange(n_frames, dtype=torch.float64) * 2.0
+    x = torch.sin(t / 9.0 + torch.arange(n_cells, dtype=torch.float64).reshape(-1, 1))
+    modelled = torch.arange(n_cells) % 2 == 0
+    gamma = torch.full((n_cells,), 0.01, dtype=torch.float64, requires_grad=True)
+    return conv, x, t, edges, w, modelled, gamma
+
+
+def test_recomputed_blocks_give_the_same_values_and_gradients_for_less_kept_memory() -> None:
+    """``autograd_budget_mb``: blocks of frame intervals recomputed during the backward pass give the
+    simulation and gradients of keeping everything, while autograd keeps a fraction of the memory."""
+    from calcium_gnn.physics.simulate import SavedBytes, integrate_segments, segment_starts
+
+    conv, x, t, edges, w, modelled, gamma = _learned_ring()
+    starts = segment_starts(x.shape[1], 3)
+    results = {}
+    for budget in (None, 1.0):  # each frame interval keeps about 0.3 MB: blocks of three
+        conv.zero_grad()
+        gamma.grad = None
+        y_starts = x[:, starts].clone().requires_grad_(True)
+        kept = SavedBytes()
+        with torch.autograd.graph.saved_tensors_hooks(kept.pack, lambda saved: saved):
+            sim = integrate_segments(conv, x, t, edges, w, modelled, 0.05, gamma, starts, y_starts,
+                                     substeps=2, autograd_budget_mb=budget)
+        sim.pow(2).sum().backward()
+        grads = [p.grad.clone() for p in conv.parameters() if p.grad is not None]
+        results[budget] = (sim.detach(), grads, gamma.grad.clone(), y_starts.grad.clone(), kept.bytes)
+    (sim_all, grads_all, g_all, y_all, kept_all), (sim_blk, grads_blk, g_blk, y_blk, kept_blk) = (
+        results[None], results[1.0])
+    assert torch.allclose(sim_blk, sim_all, atol=1e-12)
+    assert len(grads_blk) == len(grads_all) > 0
+    for a, b in zip(grads_all, grads_blk, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)
+    assert torch.allclose(g_blk, g_all, atol=1e-10) and torch.allclose(y_blk, y_all, atol=1e-10)
+    assert kept_blk < 0.25 * kept_all
+
+
+def test_recomputed_blocks_fit_the_budget() -> None:
+    from calcium_gnn.physics.simulate import checkpoint_block
+
+    assert checkpoint_block(2**20, 100, 200.0) == 100  # 100 MB kept: under the budget, one block
+    assert checkpoint_block(2**20, 100, 10.0) == 10
+    assert checkpoint_block(2**30, 100, 10.0) == 1  # one interval over the budget: blocks of one
+    with pytest.raises(ConfigError, match="autograd_budget_mb"):
+        checkpoint_block(2**20, 100, 0.0)
