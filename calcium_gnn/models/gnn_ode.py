@@ -297,9 +297,6 @@ class GNNODEModule(ConsensusModel):
     ) -> None:
         super().__init__()
         self.k_reference = bool(k_reference)
-        if autograd_budget_mb is not None and not float(autograd_budget_mb) > 0:
-            raise ConfigError("model.autograd_budget_mb",
-                              f"must be > 0 MB or null, got {autograd_budget_mb!r}")
         if data is None:
             raise ConfigError("model", f"{type(self).__name__} needs the cell graph (data=...)")
         setup = setup if setup is not None else resolve_setup(data)

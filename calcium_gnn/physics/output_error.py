@@ -52,7 +52,12 @@ from calcium_gnn.physics.modal import (
     normal_equations,
     transpose_product,
 )
-from calcium_gnn.physics.simulate import consensus_operator, integrate, interval_groups
+from calcium_gnn.physics.simulate import (
+    checked_autograd_budget,
+    consensus_operator,
+    integrate,
+    interval_groups,
+)
 
 JACOBIANS: tuple[str, ...] = ("auto", "modal", "dense")
 
@@ -158,7 +163,7 @@ class OutputErrorProblem(nn.Module):
         self.jacobian = jacobian
         self.max_jacobian_parameters = int(max_jacobian_parameters)
         self.max_normal_parameters = int(max_normal_parameters)
-        self.autograd_budget_mb = None if autograd_budget_mb is None else float(autograd_budget_mb)
+        self.autograd_budget_mb = checked_autograd_budget(autograd_budget_mb)
         x = x.detach().double()
         modelled = modelled.detach().reshape(-1).bool()
         self.register_buffer("edge_index", edge_index.detach().long().clone())

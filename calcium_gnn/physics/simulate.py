@@ -456,13 +456,13 @@ def _integrate_windows(
     y = torch.where(mask, start.to(dtype), x_obs[:, :, 0])
     intervals = x_obs.shape[2] - 1
     blocks = [y.unsqueeze(2)]
-    block, recomputed = intervals, False
+    block = intervals
     if autograd_budget_mb is not None and torch.is_grad_enabled() and intervals > 1:
         kept = SavedBytes()
         with torch.autograd.graph.saved_tensors_hooks(kept.pack, lambda saved: saved):
             blocks.append(advance(y, 0, 1))
         block = checkpoint_block(kept.bytes, intervals - 1, autograd_budget_mb)
-        recomputed = block < intervals - 1
+    recomputed = block < intervals - 1
     first = len(blocks) - 1
     while first < intervals:
         count = min(block, intervals - first)
@@ -487,12 +487,23 @@ class SavedBytes:
         return tensor
 
 
+def checked_autograd_budget(budget_mb: float | None) -> float | None:
+    """``model.autograd_budget_mb`` as a float (None: no limit).
+
+    Raises:
+        ConfigError: a budget that is not > 0 MB.
+    """
+    if budget_mb is None:
+        return None
+    if not float(budget_mb) > 0:
+        raise ConfigError("model.autograd_budget_mb", f"must be > 0 MB or null, got {budget_mb!r}")
+    return float(budget_mb)
+
+
 def checkpoint_block(interval_bytes: int, intervals: int, budget_mb: float) -> int:
     """Frame intervals per recomputed block: all ``intervals`` when they keep at most ``budget_mb`` MB for
     the backward pass (``interval_bytes`` each), else as many as fit in the budget (at least one)."""
-    if budget_mb <= 0:
-        raise ConfigError("model.autograd_budget_mb", f"must be > 0 MB, got {budget_mb}")
-    budget = budget_mb * 2**20
+    budget = checked_autograd_budget(budget_mb) * 2**20
     if interval_bytes * intervals <= budget:
         return intervals
     return max(1, int(budget // max(interval_bytes, 1)))
