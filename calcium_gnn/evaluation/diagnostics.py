@@ -41,7 +41,11 @@ the simulation ``y`` (N, T) of the fitted parameters (each window from its own f
    output-error fit of the same data (:mod:`calcium_gnn.evaluation.reference_fit`): the estimator's
    ``k`` (a learned law's effective ``k``) outside the reference's interval widened by
    ``reference_tolerance * k_ref`` is flagged, and so is a reference whose own interval is wider than
-   its ``k`` (the data do not identify ``k``);
+   its ``k`` (the data do not identify ``k``). A ``k`` that agrees with a reference failing the checks
+   an output-error fit of its own would fail (its ``k`` on its box bound, item 1; its border-noise
+   search run to its end, :func:`check_border_noise`) is flagged too: the box or the border noise may
+   have set both (:func:`reference_unreliable`; on the zoo's dev-0..30 and dev-240..479, 6 of 271
+   references, all 31-85% off);
 5. **the model's own trajectory** (the PINN's network ``y_hat``, when the model has one): its mean
    square distance to the simulation of its own fitted parameters over the training window, over the
    mean per-cell variance of ``x`` there; above ``trajectory_disagreement`` the network fits the data
@@ -536,11 +540,12 @@ def compare_with_reference(
     identified = 2 * z * reference.k_se <= rule.identification_ratio * abs(reference.k)
     slack = rule.reference_tolerance * abs(reference.k)
     agrees = lo - slack <= k <= hi + slack
+    unreliable = reference_unreliable(reference, rule)
     block = {
         "method": "output_error", "k": reference.k, "k_interval": [lo, hi], "level": reference.level,
         "relative_difference": (k - reference.k) / reference.k if reference.k else None,
         "identified": bool(identified), "agrees": bool(agrees), "seconds": reference.seconds,
-        "compared": label,
+        "compared": label, "unreliable": unreliable,
     }
     if not identified:
         reasons.append(
@@ -552,7 +557,35 @@ def compare_with_reference(
             f"{label} = {k:.4g} disagrees with the output-error fit of the same data: {reference.k:.4g} "
             f"[{lo:.4g}, {hi:.4g}] ({100 * (k - reference.k) / reference.k:+.0f}%)"
         )
+    elif unreliable is not None:
+        reasons.append(
+            f"{label} = {k:.4g} agrees with the output-error fit of the same data, but that fit failed its "
+            f"own check, so the agreement does not vouch for {label}: {unreliable}"
+        )
     return block
+
+
+def reference_unreliable(reference: ReferenceFit, rule: DiagnosticRule) -> str | None:
+    """Why the output-error reference fails the checks an output-error fit of its own would fail (module
+    docstring, item 4b), in words, or None: its ``k`` on a bound of its box (item 1), or its border-noise
+    correction's search run to its end with ``k`` moved (:func:`check_border_noise`). An estimator that
+    agrees with such a reference shares its data and its problem: the box or the border noise, not the
+    data, may have set both."""
+    if reference.k_bounds is not None:
+        lo, hi = reference.k_bounds
+        tol = rule.bound_rtol * (hi - lo)
+        side = "lower" if reference.k <= lo + tol else "upper" if reference.k >= hi - tol else None
+        if side is not None:
+            value = lo if side == "lower" else hi
+            return f"its k sits on its {side} bound {value:g}: the box, not the data, set it"
+    end, start = reference.k_at_search_end, reference.k_uncorrected or 0.0
+    if end is not None and end > 0 and start > 0 and abs(math.log(end / start)) > BORDER_SEARCH_MOVED:
+        return (
+            f"its border-noise correction found no minimum within its search (x{end / start:.2f} from its k "
+            "at the end): the noise of the border inputs may bias k on these data, the reference's as much "
+            "as this fit's, beyond what either measures"
+        )
+    return None
 
 
 def withhold_intervals(results: dict[str, Any], reason: str) -> None:

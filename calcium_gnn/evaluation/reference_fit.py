@@ -27,13 +27,20 @@ from calcium_gnn.physics.setups import Setup
 @dataclass(frozen=True)
 class ReferenceFit:
     """The reference's ``k`` (at the estimator's edge-weight scale), its standard error and ``level``
-    interval, and the seconds it took."""
+    interval, the seconds it took and its box ``k_bounds``. ``k_uncorrected`` is its ``k`` before the
+    border-noise correction and ``k_at_search_end`` where the correction's search ended when it found no
+    interior minimum (None when it found one or did not run). A reference on its box bound, or whose
+    search ran to its end, vouches for no estimator
+    (:func:`calcium_gnn.evaluation.diagnostics.reference_unreliable`)."""
 
     k: float
     k_se: float
     k_interval: tuple[float, float]
     level: float
     seconds: float
+    k_bounds: tuple[float, float] | None = None
+    k_uncorrected: float | None = None
+    k_at_search_end: float | None = None
 
 
 def reference_fit(
@@ -71,10 +78,17 @@ def reference_fit(
         model.fit_exact(max_iterations)
         model.finish_fit()
         intervals = model.parameter_intervals(pool=False)
+        correction = model.border_noise_results()
     except CalciumGNNError as err:
         return f"the reference fit failed: {err}"
     return ReferenceFit(
         k=float(intervals.k), k_se=float(intervals.k_se),
         k_interval=(float(intervals.k_interval[0]), float(intervals.k_interval[1])), level=float(level),
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, k_bounds=(float(k_bounds[0]), float(k_bounds[1])),
+        k_uncorrected=_optional_float(correction.get("k_uncorrected")),
+        k_at_search_end=_optional_float(correction.get("k_at_search_end")),
     )
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

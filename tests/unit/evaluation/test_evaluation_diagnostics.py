@@ -270,3 +270,57 @@ def test_a_border_noise_search_that_runs_to_its_end_is_flagged() -> None:
     assert on_bound["fit_ok"] and on_bound["border_noise"]["search_end"] is False
     applied = run({"applied": True, "k_uncorrected": 0.0176, "k": 0.0195})
     assert applied["fit_ok"] and applied["border_noise"]["search_end"] is False
+
+
+def test_an_estimator_that_agrees_with_a_failed_reference_is_flagged(grid_graph):
+    """Agreement with an output-error reference that fails its own checks (k on its box bound; a
+    border-noise search that ran to its end and moved k) vouches for nothing: flagged, saying why. A
+    reference that passes them, or a search that ended without moving k, flags nothing; a k that
+    disagrees keeps the disagreement as its reason."""
+    from calcium_gnn.evaluation.reference_fit import ReferenceFit
+
+    k = grid_graph.truth_k
+    sound = ReferenceFit(k=k, k_se=k / 100, k_interval=(0.98 * k, 1.02 * k), level=0.9, seconds=0.1,
+                         k_bounds=(1e-3, 0.1), k_uncorrected=0.9 * k, k_at_search_end=None)
+    ok = _evaluate(grid_graph, _fitted(grid_graph), reference=sound)
+    assert ok["diagnostics"]["fit_ok"] is True and ok["diagnostics"]["reference"]["unreliable"] is None
+
+    ended = ReferenceFit(k=k, k_se=k / 100, k_interval=(0.98 * k, 1.02 * k), level=0.9, seconds=0.1,
+                         k_bounds=(1e-3, 0.1), k_uncorrected=k, k_at_search_end=1.5 * k)
+    res = _evaluate(grid_graph, _fitted(grid_graph), reference=ended)
+    assert res["diagnostics"]["fit_ok"] is False
+    assert "search (x1.50 from its k at the end)" in res["diagnostics"]["reference"]["unreliable"]
+    assert any(r.startswith(f"k = {k:.4g} agrees with the output-error fit") and "does not vouch" in r
+               for r in res["diagnostics"]["reasons"])
+    unmoved = ReferenceFit(**{**ended.__dict__, "k_at_search_end": k})
+    assert _evaluate(grid_graph, _fitted(grid_graph), reference=unmoved)["diagnostics"]["fit_ok"] is True
+    far = _evaluate(grid_graph, _fitted(grid_graph, k=0.5 * k), reference=ended)["diagnostics"]["reasons"]
+    assert any("disagrees with the output-error fit" in r for r in far)
+    assert not any("does not vouch" in r for r in far)
+
+    pinned = ReferenceFit(k=1e-3, k_se=1e-5, k_interval=(1e-3, 1.02e-3), level=0.9, seconds=0.1,
+                          k_bounds=(1e-3, 0.1))
+    low = _evaluate(grid_graph, _fitted(grid_graph, k=1.05e-3), reference=pinned)
+    assert low["diagnostics"]["reference"]["agrees"] is True
+    assert "its k sits on its lower bound 0.001" in low["diagnostics"]["reference"]["unreliable"]
+    assert low["diagnostics"]["fit_ok"] is False
+
+
+def test_the_reference_fit_reports_its_box_and_its_border_noise_search(grid_graph):
+    """The real output-error reference on the grid culture: within its box it passes its own checks; with a
+    box whose upper bound is below the culture's k it sits on that bound and says so."""
+    from calcium_gnn.evaluation.diagnostics import reference_unreliable
+    from calcium_gnn.evaluation.reference_fit import ReferenceFit, reference_fit
+
+    setup = resolve_setup(grid_graph, group="interior", gamma_mode="per_cell", name="setup1")
+    scale = float(grid_graph.truth_edge_weight_scale)
+    k = float(grid_graph.truth_k)
+    ref = reference_fit(grid_graph, setup, train_fraction=0.6, edge_weight_scale=scale,
+                        k_bounds=(1e-3, 0.1), gamma_bounds=(-0.1, 0.1))
+    assert isinstance(ref, ReferenceFit) and ref.k_bounds == (1e-3, 0.1)
+    assert ref.k_uncorrected is not None and ref.k == pytest.approx(k, rel=0.25)
+    assert reference_unreliable(ref, DiagnosticRule()) is None
+    boxed = reference_fit(grid_graph, setup, train_fraction=0.6, edge_weight_scale=scale,
+                          k_bounds=(1e-3, k / 3), gamma_bounds=(-0.1, 0.1))
+    assert isinstance(boxed, ReferenceFit) and boxed.k == pytest.approx(k / 3)
+    assert reference_unreliable(boxed, DiagnosticRule()).startswith("its k sits on its upper bound")
