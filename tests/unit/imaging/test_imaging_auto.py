@@ -121,7 +121,9 @@ def test_auto_reads_bright_membranes_and_the_cell_size_off_epitools(epitools) ->
     assert 20.0 <= info["diameter"] <= 25.0
     assert info["sigma"] == pytest.approx(info["smoothing"] * info["diameter"])
     assert info["sigma"] in SIGMA_LADDER_PX and len(info["trial_cells"]) == len(SIGMA_LADDER_PX)
-    assert matched_fraction(truth, result.labels, iou_threshold=0.7) >= 0.95
+    n_true = len(np.unique(truth)) - 1
+    # 90 of 93: a merge that judged the "core" of a 3 px contact lying wholly in junctions took 89
+    assert round(matched_fraction(truth, result.labels, iou_threshold=0.7) * n_true) >= 90
 
 
 def test_auto_reads_dark_membranes_off_the_inverted_epitools(epitools) -> None:
