@@ -28,7 +28,12 @@ MEMBERS = [
     # 74 px cells, some dim: a dim cell beside a dark membrane gets no seed of its own at sigma 5.7 px
     # and floods into its neighbour; the finer watershed's split restores it (89.7% without)
     ("dev-89", "dark", "cytosolic", 74.0),
+    # 20 px cells of 0.5-2.3 times the median area: 19 of the largest were cut across their nucleus, too
+    # large to merge by size; the cut's core is under f_0 C'* beyond its noise (92% without that rule)
+    ("dev-578", "bright", "nuclear", 20.4),
     ("dev-51", "dark", "nuclear", 15.3),
+    # 17 px cells: a 1 px membrane line left the outer ring of the membrane in them (94.8% with it)
+    ("dev-323", "dark", "nuclear", 17.1),
     ("dev-27", "dark", "nuclear", 20.6),  # membranes almost invisible: the nuclei decide
     ("dev-10", "dark", "nuclear", 77.8),
 ]
@@ -45,7 +50,7 @@ def test_zoo_movie_with_every_default_recovers_95_percent(member_id, membranes, 
     assert record["preset"] == "auto" and record["membranes"] == membranes
     assert matched_fraction(rendered.labels, build.labels, iou_threshold=0.7) >= 0.95
     assert 0.8 * diameter <= record["diameter"] <= 1.1 * diameter
-    # the 1 px membrane line: no two cells touch, and the graph builder still bridges every border
+    # the 1-2 px membrane line: no two cells touch, and the graph builder still bridges every border
     labels = build.labels
     assert not ((labels[:, :-1] != labels[:, 1:]) & (labels[:, :-1] > 0) & (labels[:, 1:] > 0)).any()
     assert build.data.num_edges > build.data.num_nodes
