@@ -164,6 +164,8 @@ MERGE_NOISE_FLOOR: float = 4.0
 #: ``z``: a boundary whose core strength is under ``f_0 C'*`` by this many of its standard errors is very
 #: weak too.
 MERGE_FREE_CORE_Z: float = 2.0
+#: ``2 sqrt(pi) sigma_1``: the length (px) over which the noise of ``R`` is correlated along a line.
+_NOISE_STRETCH_PX: float = 2.0 * math.sqrt(math.pi) * EDGE_SIGMA_PX
 #: A weak (not very weak) boundary is removed only if the merged region is at most this many
 #: typical cell areas.
 MERGE_AREA_FACTOR: float = 1.5
@@ -261,7 +263,7 @@ def boundary_strengths(
 
 def _noise_floor(membrane: np.ndarray) -> float:
     """``k sigma_R`` (module docstring): :data:`MERGE_NOISE_FLOOR` noise standard deviations of ``m_1``."""
-    return MERGE_NOISE_FLOOR * noise_sd(membrane) / (2.0 * math.sqrt(math.pi) * EDGE_SIGMA_PX)
+    return MERGE_NOISE_FLOOR * noise_sd(membrane) / _NOISE_STRETCH_PX
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -318,10 +320,9 @@ def merge_weak_boundaries(
     typical_core = _typical_strength(core, count, floor)
     threshold = max(MERGE_FRACTION * typical_core, floor)
     free = max(MERGE_FREE_FRACTION * typical, floor)
-    # the core's standard error: sigma_R over its independent stretches of 2 sqrt(pi) sigma_1 px; a boundary
-    # with no pair away from a junction has no core to judge
-    stretch = 2.0 * math.sqrt(math.pi) * EDGE_SIGMA_PX
-    core_se = floor / MERGE_NOISE_FLOOR * np.sqrt(stretch / np.maximum(core_count, 1))
+    # the core's standard error: sigma_R over its independent stretches; a boundary with no pair away from
+    # a junction has no core to judge
+    core_se = floor / MERGE_NOISE_FLOOR * np.sqrt(_NOISE_STRETCH_PX / np.maximum(core_count, 1))
     faint_core = (core_count > 0) & (core + MERGE_FREE_CORE_Z * core_se < MERGE_FREE_FRACTION * typical_core)
     very_weak = (c < free) | faint_core
     weak = np.flatnonzero((core < threshold) | very_weak)
@@ -425,16 +426,15 @@ def carve_membranes(labels: np.ndarray, smooth_membrane: np.ndarray) -> np.ndarr
     """
     labels = np.asarray(labels)
     smooth_membrane = np.asarray(smooth_membrane, dtype=np.float64)
-    pairs = []
+    pairs = []  # (first, second, cross): 4-neighbours along each axis and where they are in two cells
     for axis in (0, 1):
         first = [slice(None)] * 2
         second = [slice(None)] * 2
         first[axis], second[axis] = slice(None, -1), slice(1, None)
-        pairs.append((tuple(first), tuple(second)))
+        a, b = labels[tuple(first)], labels[tuple(second)]
+        pairs.append((tuple(first), tuple(second), (a != b) & (a > 0) & (b > 0)))
     crest = np.zeros(labels.shape, dtype=bool)
-    for first, second in pairs:
-        a, b = labels[first], labels[second]
-        cross = (a != b) & (a > 0) & (b > 0)
+    for first, second, cross in pairs:
         higher = smooth_membrane[first] >= smooth_membrane[second]
         crest[first] |= cross & higher
         crest[second] |= cross & ~higher
@@ -446,9 +446,8 @@ def carve_membranes(labels: np.ndarray, smooth_membrane: np.ndarray) -> np.ndarr
     if present.size:
         level[present] = ndi.median(smooth_membrane, out, present)
     covered = np.zeros(labels.shape, dtype=bool)
-    for first, second in pairs:
+    for first, second, cross in pairs:
         a, b = labels[first], labels[second]
-        cross = (a != b) & (a > 0) & (b > 0)
         m_a, m_b = smooth_membrane[first], smooth_membrane[second]
         crest_a, crest_b = crest[first], crest[second]
         covered[second] |= cross & crest_a & ~crest_b & (2.0 * m_b >= m_a + level[b])
