@@ -166,9 +166,10 @@ def watershed_segmentation(
         ``membrane_line``), ``auto_decided`` (the options the image decided, ``[]`` for a named
         preset or when every one was given), the evidence of the decision (``line_score``,
         ``polarity_rule``, ``trial_sigmas``, ``trial_cells``; :func:`.auto.choose_polarity`), the
-        merge's record (``cells_before_merge``, ``boundaries_removed``, ``merge_threshold``,
-        ``membrane_strength``, ``membrane_core_strength``), the split's (``split_threshold``,
-        ``boundaries_split``) and ``n_cells``, ``median_area``, ``median_diameter`` of the labels.
+        merge's record (``cells_before_merge``, ``boundaries_removed``, ``boundaries_kept_apart``,
+        ``merge_threshold``, ``membrane_strength``, ``membrane_core_strength``), the split's
+        (``split_threshold``, ``boundaries_split``) and ``n_cells``, ``median_area``,
+        ``median_diameter`` of the labels.
 
     Raises:
         SegmentationError: the image is not 2-D, not finite, constant, or no cell was found.

@@ -156,6 +156,28 @@ def test_merge_keeps_two_cells_behind_a_faint_membrane_unless_very_faint() -> No
     assert merged.max() == 8 and record["boundaries_removed"] == 1
 
 
+def test_merge_never_fuses_two_cells_that_a_membrane_separates_elsewhere() -> None:
+    """The centre cell of a 3 x 3 grid of 20 px squares is cut across (a boundary with nothing under it)
+    into a top half and a bottom half, and its membrane with the cell on its right is almost lost along
+    the top half (0.1 of the others, a very weak contact). Merging the cut first and then the contact
+    would fuse two true cells that the bottom half's membrane (1.0) still separates: the contact is kept
+    (zoo members dev-743 and dev-1168 fused two cells so through contacts of 0.13-0.36 of the typical
+    strength while their other membranes were at 0.58-0.96)."""
+    image, labels = _grid_image(cells=3, size=20)
+    image[21:30, 40] = 0.1  # the faint stretch between the top half and the right-hand cell
+    cut = labels.copy()
+    cut[(labels == 5) & (np.arange(60)[:, None] >= 30)] = 10  # the bottom half of the centre cell
+    merged, record = merge_weak_boundaries(cut, image, (image, image))
+    assert record["boundaries_removed"] == 1 and record["boundaries_kept_apart"] == 1
+    assert merged.max() == 9 and np.array_equal(merged == merged[25, 25], labels == 5)
+    assert np.array_equal(merged == merged[25, 50], labels == 6)
+    # with the bottom half's membrane as faint as the top's, nothing separates them: one region
+    image[30:40, 40] = 0.1
+    fused, record = merge_weak_boundaries(cut, image, (image, image))
+    assert record["boundaries_kept_apart"] == 0 and fused.max() == 8
+    assert np.array_equal(fused == fused[25, 25], (labels == 5) | (labels == 6))
+
+
 def test_merge_removes_a_cut_across_a_large_cell_unless_the_noise_hides_it() -> None:
     """A large cell (two squares, 2 > 1.5 typical cells) cut across its nucleus: on its whole length the
     cut takes the crest of the membranes it meets (0.55 of them, not very weak), in its core it is 0.25
