@@ -45,9 +45,10 @@ the simulation ``y`` (N, T) of the fitted parameters (each window from its own f
    ``k`` (a learned law's effective ``k``) outside the reference's interval widened by
    ``reference_tolerance * k_ref`` is flagged, and so is a reference whose own interval is wider than
    its ``k`` (the data do not identify ``k``). A ``k`` that agrees with a reference failing the checks
-   an output-error fit of its own would fail (its ``k`` on its box bound, item 1; its border-noise
-   search run to its end, :func:`check_border_noise`) is flagged too: the box or the border noise may
-   have set both (:func:`reference_unreliable`; on the zoo's dev-0..30 and dev-240..479, 6 of 271
+   an output-error fit of its own would fail (its ``k`` on its box bound, item 1; its ``k`` uncertain,
+   item 4; its border-noise search run to its end, :func:`check_border_noise`) is flagged too: the box
+   or the border noise may have set both, or the data cannot tell 25% from less
+   (:func:`reference_unreliable`; box and search on the zoo's dev-0..30 and dev-240..479: 6 of 271
    references, all 31-85% off);
 5. **the model's own trajectory** (the PINN's network ``y_hat``, when the model has one): its mean
    square distance to the simulation of its own fitted parameters over the training window, over the
@@ -583,7 +584,8 @@ def compare_with_reference(
 
 def reference_unreliable(reference: ReferenceFit, rule: DiagnosticRule) -> str | None:
     """Why the output-error reference fails the checks an output-error fit of its own would fail (module
-    docstring, item 4b), in words, or None: its ``k`` on a bound of its box (item 1), or its border-noise
+    docstring, item 4b), in words, or None: its ``k`` on a bound of its box (item 1), its ``k`` uncertain
+    (item 4: its ``uncertainty_level`` interval wider than +-``uncertainty_share``), or its border-noise
     correction's search run to its end with ``k`` moved (:func:`check_border_noise`). An estimator that
     agrees with such a reference shares its data and its problem: the box or the border noise, not the
     data, may have set both."""
@@ -594,6 +596,14 @@ def reference_unreliable(reference: ReferenceFit, rule: DiagnosticRule) -> str |
         if side is not None:
             value = lo if side == "lower" else hi
             return f"its k sits on its {side} bound {value:g}: the box, not the data, set it"
+    if reference.k_se > 0 and reference.k != 0:
+        half = NormalDist().inv_cdf(0.5 + 0.5 * rule.uncertainty_level) * reference.k_se / abs(reference.k)
+        if half > rule.uncertainty_share:
+            level = 100 * rule.uncertainty_level
+            return (
+                f"its k is uncertain (its {level:.0f}% interval is +-{100 * half:.0f}% of k): it cannot tell "
+                "an estimate within the share from one beyond it"
+            )
     end, start = reference.k_at_search_end, reference.k_uncorrected or 0.0
     if end is not None and end > 0 and start > 0 and abs(math.log(end / start)) > BORDER_SEARCH_MOVED:
         return (

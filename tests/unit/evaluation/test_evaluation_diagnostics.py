@@ -288,10 +288,10 @@ def test_a_border_noise_search_that_runs_to_its_end_is_flagged() -> None:
 
 
 def test_an_estimator_that_agrees_with_a_failed_reference_is_flagged(grid_graph):
-    """Agreement with an output-error reference that fails its own checks (k on its box bound; a
-    border-noise search that ran to its end and moved k) vouches for nothing: flagged, saying why. A
-    reference that passes them, or a search that ended without moving k, flags nothing; a k that
-    disagrees keeps the disagreement as its reason."""
+    """Agreement with an output-error reference that fails its own checks (k on its box bound; k
+    uncertain; a border-noise search that ran to its end and moved k) vouches for nothing: flagged,
+    saying why. A reference that passes them, or a search that ended without moving k, flags nothing;
+    a k that disagrees keeps the disagreement as its reason."""
     from calcium_gnn.evaluation.reference_fit import ReferenceFit
 
     k = grid_graph.truth_k
@@ -312,6 +312,16 @@ def test_an_estimator_that_agrees_with_a_failed_reference_is_flagged(grid_graph)
     far = _evaluate(grid_graph, _fitted(grid_graph, k=0.5 * k), reference=ended)["diagnostics"]["reasons"]
     assert any("disagrees with the output-error fit" in r for r in far)
     assert not any("does not vouch" in r for r in far)
+
+    # a reference whose own k is uncertain (se 0.12 k: its 99% interval is +-31%) cannot vouch for a k
+    # within 25%; at se 0.09 k (+-23%) it can
+    vague = ReferenceFit(**{**sound.__dict__, "k_se": 0.12 * k, "k_interval": (0.8 * k, 1.2 * k)})
+    res = _evaluate(grid_graph, _fitted(grid_graph), reference=vague)
+    assert res["diagnostics"]["fit_ok"] is False
+    unreliable = res["diagnostics"]["reference"]["unreliable"]
+    assert unreliable.startswith("its k is uncertain (its 99% interval is +-31%")
+    firm = ReferenceFit(**{**sound.__dict__, "k_se": 0.09 * k, "k_interval": (0.85 * k, 1.15 * k)})
+    assert _evaluate(grid_graph, _fitted(grid_graph), reference=firm)["diagnostics"]["fit_ok"] is True
 
     pinned = ReferenceFit(k=1e-3, k_se=1e-5, k_interval=(1e-3, 1.02e-3), level=0.9, seconds=0.1,
                           k_bounds=(1e-3, 0.1))
