@@ -317,6 +317,14 @@ def k_identification(k: float, k_se: float, level: float, ratio: float) -> dict[
             "identified": bool(identified)}
 
 
+def uncertainty_half_width(k: float, k_se: float, rule: DiagnosticRule) -> float | None:
+    """Half-width of the ``rule.uncertainty_level`` interval of ``k`` over ``|k|`` (module docstring, item
+    4: ``k`` is uncertain above ``rule.uncertainty_share``); None when ``k`` is 0 or ``k_se`` not finite."""
+    if k == 0 or not math.isfinite(k_se):
+        return None
+    return NormalDist().inv_cdf(0.5 + 0.5 * rule.uncertainty_level) * k_se / abs(k)
+
+
 def trajectory_disagreement(x: Tensor, sim: Tensor, modelled: Tensor, train: slice, own: Tensor) -> float:
     """Mean square distance between the model's own trajectory ``own`` (G, |train|) and the simulation
     of its fitted parameters over the training window, over the mean per-cell variance of ``x`` there."""
@@ -410,14 +418,11 @@ def diagnose(
         if not identification["identified"]:
             reasons.append("k is not identified: its interval is wider than k itself (intervals withheld)")
         elif half is not None:
-            z_ratio = NormalDist().inv_cdf(0.5 + 0.5 * rule.uncertainty_level) / NormalDist().inv_cdf(
-                0.5 + 0.5 * interval_level
-            )
-            if half / 2 * z_ratio > rule.uncertainty_share:
+            wide = uncertainty_half_width(k, k_se, rule)
+            if wide is not None and wide > rule.uncertainty_share:
                 reasons.append(
                     f"k is uncertain: its {100 * rule.uncertainty_level:.0f}% interval is "
-                    f"+-{50 * half * z_ratio:.0f}% of k (its {100 * interval_level:.0f}% interval "
-                    f"+-{50 * half:.0f}%)"
+                    f"+-{100 * wide:.0f}% of k (its {100 * interval_level:.0f}% interval +-{50 * half:.0f}%)"
                 )
 
     label, compared = reference_k if reference_k is not None else ("k", k)
@@ -596,14 +601,13 @@ def reference_unreliable(reference: ReferenceFit, rule: DiagnosticRule) -> str |
         if side is not None:
             value = lo if side == "lower" else hi
             return f"its k sits on its {side} bound {value:g}: the box, not the data, set it"
-    if reference.k_se > 0 and reference.k != 0:
-        half = NormalDist().inv_cdf(0.5 + 0.5 * rule.uncertainty_level) * reference.k_se / abs(reference.k)
-        if half > rule.uncertainty_share:
-            level = 100 * rule.uncertainty_level
-            return (
-                f"its k is uncertain (its {level:.0f}% interval is +-{100 * half:.0f}% of k): it cannot tell "
-                "an estimate within the share from one beyond it"
-            )
+    half = uncertainty_half_width(reference.k, reference.k_se, rule)
+    if half is not None and half > rule.uncertainty_share:
+        level = 100 * rule.uncertainty_level
+        return (
+            f"its k is uncertain (its {level:.0f}% interval is +-{100 * half:.0f}% of k): it cannot tell "
+            "an estimate within the share from one beyond it"
+        )
     end, start = reference.k_at_search_end, reference.k_uncorrected or 0.0
     if end is not None and end > 0 and start > 0 and abs(math.log(end / start)) > BORDER_SEARCH_MOVED:
         return (
