@@ -3,7 +3,9 @@
 A driver the setup missed (a relay cell that fires when a wave reaches it, a pacemaker) is modelled
 with the law anyway; its calcium rises without a neighbour pulling it, and the simulation of the
 fitted law misses it far more than the other cells. Over the modelled cells G, with the training
-window's simulation ``y`` of the fitted parameters (:func:`calcium_gnn.evaluation.report.simulate_windows`)
+window's simulation ``y`` of the fitted parameters (:func:`calcium_gnn.evaluation.report.simulate_windows`,
+started from the first observed frame, not the fitted ``y0``: the thresholds below were set on these
+residuals, and from the fitted ``y0`` they take ordinary cells too, e.g. 2 of 40 on zoo member stimulus-25)
 
 .. math::
     m_i = \\operatorname{mean}_t (y_i - x_i)^2, \\qquad \\rho_i = \\tfrac12 \\log m_i, \\qquad

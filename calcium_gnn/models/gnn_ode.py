@@ -802,8 +802,10 @@ class GNNODEModule(ConsensusModel):
 
     # ------------------------------------------------------------------------------ after the fit
     def fitted_parameters(self) -> FittedParameters:
-        """``k``, ``gamma`` (N,) (0 outside G) on the CPU, the edge-weight scale and the gamma mode."""
-        return conv_fitted_parameters(self.conv, self.modelled, self.edge_weight_scale, self.gamma_mode)
+        """``k``, ``gamma`` (N,) (0 outside G) on the CPU, the edge-weight scale, the gamma mode and the
+        fitted initial state."""
+        return conv_fitted_parameters(self.conv, self.modelled, self.edge_weight_scale, self.gamma_mode,
+                                      y0=self.problem.fitted_initial_state())
 
     def wants_k_reference(self) -> bool:
         """``model.k_reference``: whether the diagnostics compare the effective ``k`` with the output-error

@@ -145,10 +145,12 @@ DEFAULT_LEAK_INIT: float = 0.0
 def conv_fitted_parameters(
     conv: ConsensusConv, modelled: Tensor, edge_weight_scale: float, gamma_mode: str,
     law: str = "linear", stimulus: Tensor | None = None, stimulus_time: float | None = None,
+    y0: Tensor | None = None,
 ) -> FittedParameters:
     """The ``k``, ``gamma`` (N,) and leak held by ``conv`` as host values (``gamma`` 0 outside G, float64
     on the CPU), for any output-error model (a law of :mod:`calcium_gnn.physics.laws` or a learned
-    coupling); ``stimulus`` (N,) the switched feeds of a stimulus law, at ``stimulus_time`` (s)."""
+    coupling); ``stimulus`` (N,) the switched feeds of a stimulus law, at ``stimulus_time`` (s); ``y0``
+    (N,) the fitted state at the first training frame (None: the fit used the observed frame)."""
     gamma = conv.gamma.detach()
     gamma = torch.where(modelled, gamma, torch.zeros_like(gamma))
     leak_mode = getattr(conv, "leak_mode", "none")
@@ -166,6 +168,7 @@ def conv_fitted_parameters(
         leak_bounds=tuple(conv.leak_bounds) if leak_mode != "none" else None,
         stimulus_feed=stimulus,
         stimulus_time=stimulus_time,
+        y0=None if y0 is None else y0.detach().cpu().double().reshape(-1),
     )
 
 
@@ -724,11 +727,12 @@ class OutputErrorODE(ConsensusModel):
         return statistics.mean(c.replicates) - c.k, statistics.stdev(c.replicates)
 
     def fitted_parameters(self) -> FittedParameters:
-        """``k``, ``gamma`` (N,) (0 outside G) on the CPU, the edge-weight scale and the gamma mode, and
-        the law's leak and switched feeds."""
+        """``k``, ``gamma`` (N,) (0 outside G) on the CPU, the edge-weight scale and the gamma mode, the
+        law's leak and switched feeds, and the fitted initial state."""
         stimulus = self.problem.stimulus if self.problem.stimulus_mode != "none" else None
         return conv_fitted_parameters(self.conv, self.modelled, self.edge_weight_scale, self.gamma_mode,
-                                      self.law, stimulus, self.stimulus_time)
+                                      self.law, stimulus, self.stimulus_time,
+                                      y0=self.problem.fitted_initial_state())
 
     @torch.no_grad()
     def law_results(self) -> dict[str, Any]:

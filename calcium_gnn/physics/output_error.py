@@ -480,9 +480,18 @@ class OutputErrorProblem(nn.Module):
         feeds = self.feeds(parts.gamma, parts.stimulus)
         return self.simulate_window(parts.k, feeds, parts.y0, leak=parts.leak)
 
+    def initial_state(self) -> Tensor:
+        """(N,) the state at the first training frame: the fitted ``y0`` on G (with
+        ``fit_initial_state``), the observed first frame elsewhere."""
+        return torch.where(self.modelled, self.y0, self.x_train[:, 0])
+
+    def fitted_initial_state(self) -> Tensor | None:
+        """(N,) :meth:`initial_state` where ``y0`` is a fitted parameter, else None (the first frame)."""
+        return self.initial_state() if self.fit_initial_state else None
+
     def simulate_train(self) -> Tensor:
         """Simulated (N, T_train) traces with the module's own (trainable) parameters."""
-        y0 = torch.where(self.modelled, self.y0, self.x_train[:, 0])
+        y0 = self.initial_state()
         return self.simulate_window(self.conv.k, self.feeds(self.conv.gamma, self.stimulus), y0,
                                     leak=self.conv.leak)
 

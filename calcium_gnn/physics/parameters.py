@@ -27,6 +27,9 @@ class FittedParameters:
         law: the member of the model family (:mod:`calcium_gnn.physics.laws`; ``"linear"``: the paper's).
         leak: the leak rate ``delta`` (1/s) of the leak laws (0 otherwise); leak_bounds: its box.
         stimulus_feed: (N,) feeds ``s_i`` switched on at ``stimulus_time`` (s), or None.
+        y0: (N,) the state at the first training frame as the fit estimated it (output-error fits with
+            ``fit_initial_state``; entries outside G unused), or None: the first observed frame, noise
+            and all. The training-window simulation of the report starts from it.
     """
 
     k: float
@@ -40,6 +43,7 @@ class FittedParameters:
     leak_bounds: tuple[float, float] | None = None
     stimulus_feed: Tensor | None = None
     stimulus_time: float | None = None
+    y0: Tensor | None = None
 
     def feeds(self, t: Tensor) -> Tensor:
         """The feeds at the frame times ``t`` (T,): ``gamma`` (N,) or, with a switched feed, (N, T)

@@ -351,3 +351,37 @@ def test_without_an_eigenbasis_too_many_parameters_fall_back_to_lbfgs_and_say_so
     assert "max_normal_parameters" in extra["optimizer"]["fallback_from_gauss_newton"]
     with pytest.raises(ConfigError, match="model.optimizer"):
         OutputErrorODE(data=data, optimizer="variable_projection", jacobian="dense")
+
+
+def test_the_report_simulates_the_training_window_from_the_fitted_initial_state(culture) -> None:
+    """One noisy frame as the start puts about a noise sigma on every modelled cell for as long as the
+    coupling takes to forget it; the fitted ``y0`` is the trajectory the fit chose."""
+    from calcium_gnn.evaluation.report import simulate_windows
+    from calcium_gnn.physics.edge_weights import edge_weights
+    from calcium_gnn.physics.interpolation import time_split
+
+    data = truth_graph(culture, noise=0.03, seed=5)
+    clean = truth_graph(culture, noise=0.0).x.double()
+    setup = resolve_setup(data)
+    model = _fit(OutputErrorODE(data=data, setup=setup))
+    fitted = model.fitted_parameters()
+    assert fitted.y0 is not None and fitted.y0.dtype == torch.float64 and fitted.y0.shape == (data.num_nodes,)
+    train, test = time_split(data.x.shape[1], model.train_fraction)
+    w, _ = edge_weights(data.edge_attr.double(), scale=fitted.edge_weight_scale)
+    g = setup.modelled
+    from_fit = simulate_windows(data, g, fitted.k, fitted.gamma, w, train, test, y0=fitted.y0)
+    from_frame = simulate_windows(data, g, fitted.k, fitted.gamma, w, train, test)
+    assert torch.equal(from_fit[g, 0], fitted.y0[g])
+    assert torch.equal(from_fit[:, test], from_frame[:, test])  # the test window starts from its data
+    assert torch.equal(from_fit[~g], data.x.double()[~g])
+    early = slice(0, 20)
+    err_fit = (from_fit[g, early] - clean[g, early]).pow(2).mean().sqrt()
+    err_frame = (from_frame[g, early] - clean[g, early]).pow(2).mean().sqrt()
+    sigma = float((data.x.double() - clean).std())
+    assert float(err_frame) > 0.3 * sigma  # the noisy start shows in the first frames
+    assert float(err_fit) < 0.7 * float(err_frame)  # measured: 0.53
+    from calcium_gnn.evaluation.report import evaluate_fit
+
+    res = evaluate_fit(data, setup, fitted, method_name="neural_ode", fit_seconds=0.0,
+                       train_fraction=model.train_fraction)
+    assert res["simulation"]["scored"].startswith("the training window is simulated from the fit's own")
