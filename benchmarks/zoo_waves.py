@@ -31,7 +31,10 @@ rises first: where the pipette was), ``setup.stimulus_time`` (when),
 * ``linear inadequate``: the paper's law is reported inadequate by the selection (leak members);
 * flagged misses: a chosen fit more than 10% off counts as flagged when its ``fit_ok`` is false or the
   selection reports that ``k`` depends on a law the data do not decide (``k_depends_on_law``);
-* drivers: true drivers found (recall) and modelled cells wrongly made drivers.
+* drivers: true drivers found (recall) and modelled cells wrongly made drivers;
+* what ``results.json`` ``waves.comparison`` tells the user, the chosen law's simulated map against the
+  *observed* one: the share within one frame and the share within the observed times' noise band
+  (:func:`calcium_gnn.evaluation.waves.compare_activation`).
 """
 
 from __future__ import annotations
@@ -162,6 +165,11 @@ def run_one(member_id: str, cache: str, out: str, extra: tuple[str, ...] = ()) -
         within += int(a_on and b_on and abs(a - b) <= dt)
     row["map_cells"] = scored
     row["map_within_1_frame"] = within / scored if scored else None
+    # what results.json says a user: the simulation against the *observed* map, within one frame and
+    # within the observed times' noise band
+    comparison = (chosen.get("waves") or {}).get("comparison") or {}
+    row["observed_within_1_frame"] = comparison.get("share_within")
+    row["observed_within_noise"] = comparison.get("share_within_noise")
     return row
 
 
@@ -208,6 +216,14 @@ def main() -> None:
     if maps:
         print(f"leak members, activation map within 1 frame: median {statistics.median(maps):.1%} of cells; "
               f"members with >= 90%: {sum(v >= 0.9 for v in maps)}/{len(maps)}")
+    against_data = [(r["observed_within_1_frame"], r["observed_within_noise"]) for r in ok
+                    if r.get("observed_within_noise") is not None]
+    if against_data:
+        print(f"results.json, simulated vs observed map (all members with one): within 1 frame median "
+              f"{statistics.median(a for a, _ in against_data):.1%}, within the observed times' noise "
+              f"median {statistics.median(b for _, b in against_data):.1%}; members >= 90%: "
+              f"{sum(a >= 0.9 for a, _ in against_data)} and {sum(b >= 0.9 for _, b in against_data)} "
+              f"of {len(against_data)}")
     print(f"leak members, linear law reported inadequate: {_share([r['linear_inadequate'] for r in leak])}")
     wrong = [r for r in ok if (r["k_err_chosen"] if r["k_err_chosen"] is not None else 1.0) > 0.1]
     unflagged = [r["member"] for r in wrong if r[f"fit_ok_{r['chosen']}"] and not r.get("k_depends_on_law")]

@@ -150,6 +150,13 @@ def run_summary(results: dict[str, Any], results_path: str | Path | None = None)
         if node.get("true_leak_rate") is not None:
             line += f" (true {node['true_leak_rate']:.4g})"
         lines.append(line)
+    comparison = (results.get("waves") or {}).get("comparison") or {}
+    if comparison.get("n_both"):
+        line = (f"  activation map, simulated vs observed: {comparison['n_both']} cells activated in both, "
+                f"{100 * comparison['share_within']:.0f}% within one frame")
+        if comparison.get("share_within_noise") is not None:
+            line += f", {100 * comparison['share_within_noise']:.0f}% within the observed times' noise"
+        lines.append(line)
     if results_path is not None:
         lines.append(f"results: {results_path}")
         figures = results.get("figure_paths") or []

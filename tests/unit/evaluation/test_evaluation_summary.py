@@ -55,3 +55,12 @@ def test_the_mse_line_names_the_held_out_window(grid_graph) -> None:
     assert stop == grid_graph.x.shape[1] and 0 < start < stop
     line = f"test MSE {res['mse_test']:.4g} (last {stop - start} of {stop} frames, held out)"
     assert line in run_summary(res)
+
+
+def test_the_activation_map_line_gives_both_agreements(grid_graph) -> None:
+    res = _evaluate(grid_graph, _fitted(grid_graph))
+    assert "activation map" not in run_summary(res)  # no wave analysis in this run
+    waves = {"comparison": {"n_both": 4, "share_within": 0.25, "share_within_noise": 0.75}}
+    text = run_summary({**res, "waves": waves})
+    assert ("activation map, simulated vs observed: 4 cells activated in both, 25% within one frame, "
+            "75% within the observed times' noise") in text

@@ -128,6 +128,41 @@ def test_compare_activation_by_hand():
     assert block["diff_frames"] == {"10": 1.0, "11": 4.0, "14": 0.0}
     with pytest.raises(GraphError):
         compare_activation(obs, sim[:3], 1.0)
+    assert cmp.share_within_noise is None and block["timing_se_s"] is None
+    # observed times known to +-1 s (2 frames of 0.5 s): a difference of 2 frames is within 1.645 se
+    noisy = compare_activation(obs, sim, 0.5, cells=[True, True, True, True, True, False],
+                               timing_se=np.ones(6))
+    assert noisy.share_within_noise == pytest.approx(2 / 3)  # cell 11 is 4 frames off: 2 s > 1.645 s
+    assert noisy.as_dict(np.arange(10, 16))["timing_se_s"] == {"10": 1.0, "11": 1.0, "14": 1.0}
+    with pytest.raises(GraphError, match="^timing_se:"):
+        compare_activation(obs, sim, 0.5, timing_se=np.ones(2))
+
+
+def test_a_right_simulation_of_slow_noisy_rises_is_within_the_noise_not_within_a_frame():
+    """Slow rises (5 frames per noise sigma): the observed times scatter by several frames around the
+    clean ones, so a simulation that is the clean truth misses "within one frame" on most cells, and
+    is within the observed times' noise band on about 90 % or more; one 15 frames late is not."""
+    rng = np.random.default_rng(11)
+    pos = grid_positions(rng, side=12)
+    t = np.arange(400) * 1.0
+    r = np.linalg.norm(pos - np.array(POINT), axis=1)
+    sigma, width = 0.02, 250.0  # slope 0.004 per frame: sigma / slope = 5 frames
+    clean = ramp_traces(30.0 + r / 2.5, t, width)
+    x = clean + sigma * rng.standard_normal(clean.shape)
+    data = Data(x=torch.tensor(x), t=torch.tensor(t), pos=torch.tensor(pos),
+                cell_id=torch.arange(1, len(pos) + 1))
+    data.dt, data.pixel_size = 1.0, float("nan")
+    cells = np.ones(len(pos), dtype=bool)
+    cmp = wave_report(data, clean, modelled=cells, point=POINT, after=10.0)["comparison"]
+    assert cmp["n_both"] == len(pos)
+    se = np.array(list(cmp["timing_se_s"].values()))
+    assert float(np.median(se)) == pytest.approx(5.0, rel=0.05)  # sigma estimated per cell
+    assert 3.5 < se.min() and se.max() < 6.5
+    assert cmp["share_within"] < 0.4
+    assert cmp["share_within_noise"] >= 0.85
+    late = wave_report(data, np.roll(clean, 15, axis=1), modelled=cells, point=POINT, after=10.0)
+    assert late["comparison"]["share_within_noise"] < 0.2
+    json.dumps(cmp, allow_nan=False)
 
 
 def analytic_graph(rng: np.random.Generator, side: int = 8) -> tuple[Data, np.ndarray]:
