@@ -308,12 +308,13 @@ def evaluate_fit(
     spike_rule.resolve(dt)  # a rule in seconds that does not fit the frames fails before the simulation
     check_finite_parameters(k, gamma, modelled, method_name)
     leak = float(getattr(fitted, "leak", 0.0) or 0.0)
+    y0 = getattr(fitted, "y0", None)  # the fit's own initial state, where it estimated one
     feeds = fitted.feeds(t) if getattr(fitted, "stimulus_feed", None) is not None else gamma
     if not math.isfinite(leak) or not bool(torch.isfinite(torch.as_tensor(feeds)).all()):
         raise FitError(method_name, "the fit diverged: the leak or a switched feed is not finite "
                        "(no results written)")
     sim = simulate_windows(data, modelled, k, feeds, w, train, test, substeps=substeps, method=ode_method,
-                           field=field, device=device, leak=leak, y0=getattr(fitted, "y0", None))
+                           field=field, device=device, leak=leak, y0=y0)
     check_diverged(x, sim, modelled, k, method_name, rule.divergence_factor)
 
     rows = modelled.nonzero().reshape(-1).tolist()
@@ -358,7 +359,7 @@ def evaluate_fit(
             "train_frames": [train.start, train.stop],
             "test_frames": [test.start, test.stop],
             "scored": ("the training window is simulated from the fit's own initial state, the test window "
-                       "from its first observed frame" if getattr(fitted, "y0", None) is not None else
+                       "from its first observed frame" if y0 is not None else
                        "each window is simulated from its own first observed frame")
             + "; MSE over the window's frames after the first, modelled cells only",
         },
