@@ -30,11 +30,12 @@ the simulation ``y`` (N, T) of the fitted parameters (each window from its own f
    observation noise, but they are not correlated in time once centred.)
 4. **identification**: with intervals, ``k`` is not identified when the unclipped interval
    ``2 z se_k`` is wider than ``k`` itself (``identification_ratio``); the intervals are then not
-   reported as intervals (:func:`withhold_intervals`); ``k`` is uncertain (flagged too) when the
-   half-width of its ``uncertainty_level`` (99%) interval exceeds ``uncertainty_share`` (25%) of ``k``:
-   an error of 25% is then within what the data allow. Read at the 90% level of the reported interval
-   instead, the check let through runs 31-39% off whose intervals were +-17-22% (dev-622, dev-628 and
-   dev-695, linear law, 3.2-4.5% noise, 1.8-2.8 standard errors high);
+   reported as intervals (:func:`withhold_intervals`, :func:`intervals_not_trusted`; nor are they when
+   the border-noise correction's search ran to its end, :func:`check_border_noise`); ``k`` is uncertain
+   (flagged too) when the half-width of its ``uncertainty_level`` (99%) interval exceeds
+   ``uncertainty_share`` (25%) of ``k``: an error of 25% is then within what the data allow. Read at the
+   90% level of the reported interval instead, the check let through runs 31-39% off whose intervals
+   were +-17-22% (dev-622, dev-628 and dev-695, linear law, 3.2-4.5% noise, 1.8-2.8 standard errors high);
 4a. **the law** (:func:`check_law`, output-error fits of a law without a leak): the score test of a leak
    back to baseline at the fit's optimum (:mod:`calcium_gnn.inference.law_check`) above
    ``law_rejection_z``, with a one-step leak rate above ``law_rejection_share`` of the median coupling
@@ -515,7 +516,7 @@ def check_border_noise(
     A correction whose search ran to its end (``applied`` false, ``k_at_search_end`` given:
     :func:`calcium_gnn.physics.border_noise.correct_border_noise` found no interior minimum of ``R(k)``
     within its factor) is flagged too: the noise-normalised loss is lowest at the end, so the border
-    noise may move ``k`` further than the search looked, and ``k``'s interval ignores it (zoo member
+    noise may move ``k`` further than the search looked, and an interval would ignore it (zoo member
     dev-186, 5% noise, dt 15 s: ``k`` 38% low, its interval excluding the truth, the search ending at
     x1.5 from the fitted ``k``, 8% from the truth). On dev-0..239 the search ran to an end on 9 runs,
     all more than 25% off (dev-186 the one flagged by nothing else); 7 of them could not move ``k``
@@ -533,8 +534,8 @@ def check_border_noise(
     if search_end:
         diagnostics["reasons"].append(
             f"k may be biased by the noise of the border inputs beyond what the correction measures: its "
-            f"search ran to its end (x{factor:.2f} from the fitted k) without finding a minimum, and k's "
-            "interval does not cover that bias"
+            f"search ran to its end (x{factor:.2f} from the fitted k) without finding a minimum, and an "
+            "interval would not cover that bias (intervals withheld)"
         )
     elif abs(math.log(factor)) > math.log1p(rule.border_noise_share):
         diagnostics["reasons"].append(
@@ -614,6 +615,30 @@ def reference_unreliable(reference: ReferenceFit, rule: DiagnosticRule) -> str |
             f"its border-noise correction found no minimum within its search (x{end / start:.2f} from its k "
             "at the end): the noise of the border inputs may bias k on these data, the reference's as much "
             "as this fit's, beyond what either measures"
+        )
+    return None
+
+
+def intervals_not_trusted(diagnostics: dict[str, Any], correction: dict[str, Any] | None) -> str | None:
+    """Why the fit's intervals are not confidence intervals (then :func:`withhold_intervals`), or None.
+
+    Two cases, both flagged already by :func:`diagnose` / :func:`check_border_noise`:
+    - ``k`` is not identified (the interval is wider than ``k`` itself);
+    - the border-noise correction's search ran to its end (``diagnostics["border_noise"]["search_end"]``):
+      the noise-normalised loss still falls at ``k_at_search_end``, so ``k`` is biased low by more than
+      the search measured, and an interval centred on the uncorrected ``k`` covers its noise, not that
+      bias. On the zoo's dev members such intervals excluded the truth on all 5 linear-law runs that had
+      one (dev-184, -186, -566, -585, -601: 38-61 % low, the truth 1.6-2.6x the fitted ``k``; search ends at
+      x1.5), 5 of the 57 misses among the 380 intervals of dev-0..239 and dev-480..719.
+    """
+    identification = diagnostics.get("identification")
+    if identification is not None and not identification["identified"]:
+        return "k is not identified: its interval is wider than k itself"
+    if (diagnostics.get("border_noise") or {}).get("search_end") and correction:
+        end = correction.get("k_at_search_end")
+        return (
+            "the border-noise correction's search ran to its end: the noise-normalised loss still falls at "
+            f"k = {float(end):.4g}, so k is probably larger than fitted, by a bias no interval here covers"
         )
     return None
 

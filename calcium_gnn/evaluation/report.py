@@ -46,6 +46,7 @@ from calcium_gnn.evaluation.diagnostics import (
     check_law,
     check_leak,
     diagnose,
+    intervals_not_trusted,
     withhold_intervals,
 )
 from calcium_gnn.evaluation.metrics import mse_per_cell, overall_mse, scored_frames
@@ -424,8 +425,9 @@ def evaluate_fit(
     diagnostics["likely_causes"] = likely_causes(
         x, t, sim, modelled, data.edge_index, cell_id, test, diagnostics, law=getattr(fitted, "law", "linear")
     )
-    if diagnostics["identification"] is not None and not diagnostics["identification"]["identified"]:
-        withhold_intervals(results, "k is not identified: its interval is wider than k itself")
+    withheld = intervals_not_trusted(diagnostics, results.get("border_noise_correction"))
+    if withheld is not None:
+        withhold_intervals(results, withheld)
         intervals = None
 
     if out_dir is not None:

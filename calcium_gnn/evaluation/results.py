@@ -42,7 +42,8 @@ key                    value
                        "residuals" (lag-1 autocorrelation, noise estimate), "identification",
                        "own_trajectory", "rule", "likely_causes" ([str]: what to try, when not
                        fit_ok)}; ``k_interval`` / ``gamma_interval`` are null with
-                       ``intervals_withheld`` saying why when ``k`` is not identified
+                       ``intervals_withheld`` saying why when ``k`` is not identified or the
+                       border-noise search ran to its end (``border_noise`` in ``diagnostics``)
 ``law``                {"name": the law (:mod:`calcium_gnn.physics.laws`; ``"linear"``: the paper's),
                        and for the output-error model "terms", "leak", "leak_interval", "stimulus_feed",
                        "n_parameters"}

@@ -287,6 +287,29 @@ def test_a_border_noise_search_that_runs_to_its_end_is_flagged() -> None:
     assert applied["fit_ok"] and applied["border_noise"]["search_end"] is False
 
 
+def test_intervals_are_withheld_when_k_is_not_identified_or_biased_past_the_border_noise_search() -> None:
+    """An interval is reported only where it is a confidence interval: not when k is not identified, and
+    not when the border-noise search ran to its end (k biased low by more than the search measured, the
+    reason naming where the loss still falls); a correction that found its minimum keeps them."""
+    from calcium_gnn.evaluation.diagnostics import check_border_noise, intervals_not_trusted
+
+    def diagnostics_of(block, identified=True):
+        diagnostics = {"reasons": [], "fit_ok": True, "identification": {"identified": identified}}
+        check_border_noise(block, DiagnosticRule(), diagnostics)
+        return diagnostics
+
+    end = {"applied": False, "reason": "no interior minimum", "k_uncorrected": 0.02638,
+           "k_at_search_end": 0.03958}
+    reason = intervals_not_trusted(diagnostics_of(end), end)
+    assert reason is not None and "search ran to its end" in reason and "0.03958" in reason
+    applied = {"applied": True, "k_uncorrected": 0.0176, "k": 0.0195}
+    assert intervals_not_trusted(diagnostics_of(applied), applied) is None
+    unmoved = {**end, "k_uncorrected": 0.001, "k_at_search_end": 0.001}  # on its bound: flagged there
+    assert intervals_not_trusted(diagnostics_of(unmoved), unmoved) is None
+    assert "not identified" in intervals_not_trusted(diagnostics_of(applied, identified=False), applied)
+    assert intervals_not_trusted({"reasons": [], "fit_ok": True, "identification": None}, None) is None
+
+
 def test_an_estimator_that_agrees_with_a_failed_reference_is_flagged(grid_graph):
     """Agreement with an output-error reference that fails its own checks (k on its box bound; k
     uncertain; a border-noise search that ran to its end and moved k) vouches for nothing: flagged,
