@@ -274,14 +274,18 @@ def _reference_fit(cfg: DictConfig, model: ConsensusModel, data: Data, setup: Se
     options = cfg.evaluation.get("reference_fit")
     if not options or not options.get("enabled", False) or not model.wants_k_reference():
         return None
+    from calcium_gnn.evaluation.diagnostics import DiagnosticRule
     from calcium_gnn.evaluation.reference_fit import reference_fit
 
     fitted = model.fitted_parameters()
+    rule = DiagnosticRule.from_config(cfg.evaluation.get("diagnostics"))
     return reference_fit(
         data, setup, train_fraction=model.train_fraction, edge_weight_scale=fitted.edge_weight_scale,
         k_bounds=tuple(cfg.physics.k_bounds), gamma_bounds=tuple(cfg.physics.gamma_bounds),
         level=float(options.level), max_iterations=int(options.max_iterations),
         max_modelled_cells=int(options.max_modelled_cells),
+        leak_rejection=(rule.law_rejection_z, rule.law_rejection_share) if options.get("leak_check", True)
+        else None,
     )
 
 

@@ -50,7 +50,9 @@ the simulation ``y`` (N, T) of the fitted parameters (each window from its own f
    item 4; its border-noise search run to its end, :func:`check_border_noise`) is flagged too: the box
    or the border noise may have set both, or the data cannot tell 25% from less
    (:func:`reference_unreliable`; box and search on the zoo's dev-0..30 and dev-240..479: 6 of 271
-   references, all 31-85% off);
+   references, all 31-85% off). Where the data reject the reference's linear law for a leak (its own
+   law check, item 4a's thresholds), the reference is the leak law's fit (``law``, ``linear_k`` in the
+   block), and the reasons name it;
 5. **the model's own trajectory** (the PINN's network ``y_hat``, when the model has one): its mean
    square distance to the simulation of its own fitted parameters over the training window, over the
    mean per-cell variance of ``x`` there; above ``trajectory_disagreement`` the network fits the data
@@ -568,8 +570,15 @@ def compare_with_reference(
         "method": "output_error", "k": reference.k, "k_interval": [lo, hi], "level": reference.level,
         "relative_difference": (k - reference.k) / reference.k if reference.k else None,
         "identified": bool(identified), "agrees": bool(agrees), "seconds": reference.seconds,
-        "compared": label, "unreliable": unreliable,
+        "compared": label, "unreliable": unreliable, "law": reference.law,
     }
+    if reference.law != "linear":
+        block.update(linear_k=reference.linear_k, linear_k_interval=reference.linear_k_interval,
+                     law_reason=reference.law_reason)
+    fitted = "the output-error fit of the same data" + (
+        f" (its {reference.law} law: the data reject the linear law, {reference.law_reason})"
+        if reference.law != "linear" else ""
+    )
     if not identified:
         reasons.append(
             f"the data do not identify k: the output-error reference's {100 * reference.level:.0f}% interval "
@@ -577,12 +586,12 @@ def compare_with_reference(
         )
     elif not agrees:
         reasons.append(
-            f"{label} = {k:.4g} disagrees with the output-error fit of the same data: {reference.k:.4g} "
+            f"{label} = {k:.4g} disagrees with {fitted}: {reference.k:.4g} "
             f"[{lo:.4g}, {hi:.4g}] ({100 * (k - reference.k) / reference.k:+.0f}%)"
         )
     elif unreliable is not None:
         reasons.append(
-            f"{label} = {k:.4g} agrees with the output-error fit of the same data, but that fit failed its "
+            f"{label} = {k:.4g} agrees with {fitted}, but that fit failed its "
             f"own check, so the agreement does not vouch for {label}: {unreliable}"
         )
     return block

@@ -47,7 +47,11 @@ def _k_line(results: dict[str, Any]) -> str:
     reference = (results.get("diagnostics") or {}).get("reference")
     if reference and "k" in reference:
         lo, hi = reference["k_interval"]
-        line += (f"\n  reference (output-error fit of the same data): k = {reference['k']:.6g} "
+        law = reference.get("law", "linear")
+        law_text = "" if law == "linear" else (
+            f", {law} law: the data reject the linear law, whose fit gives k = {reference['linear_k']:.6g}"
+        )
+        line += (f"\n  reference (output-error fit of the same data{law_text}): k = {reference['k']:.6g} "
                  f"[{lo:.6g}, {hi:.6g}]")
     elif reference:
         line += f"\n  reference: none ({reference['unavailable']})"

@@ -64,3 +64,28 @@ def test_a_k_biased_past_the_border_noise_search_is_flagged(compose_train, tmp_p
     assert diagnostics["border_noise"]["search_end"] is True
     assert diagnostics["fit_ok"] is False
     assert [r for r in diagnostics["reasons"] if "its search ran to its end" in r] == diagnostics["reasons"]
+
+
+def test_a_reference_on_data_that_reject_the_linear_law_is_the_leak_law_fit() -> None:
+    """dev-10 (35 cells, generated with a leak back to baseline, 4% noise): the linear law's output-error fit
+    absorbs the leak into a k 38% low, and an estimator agreeing with it would share that bias. The reference
+    tests the linear law, finds it rejected, and becomes the leak law's fit, within 10% of the truth; asked
+    not to test (``leak_rejection=None``) it stays linear."""
+    from calcium_gnn.evaluation.reference_fit import ReferenceFit, reference_fit
+    from calcium_gnn.physics.setups import resolve_setup
+
+    data = zoo.member_graph(zoo.member("dev-10"))
+    setup = resolve_setup(data, group="interior", gamma_mode="per_cell", name="setup1")
+    options = {"train_fraction": 0.9, "edge_weight_scale": float(data.truth_edge_weight_scale),
+               "k_bounds": (1e-3, 0.1), "gamma_bounds": (-0.1, 0.1)}
+    k = float(data.truth_k)
+    ref = reference_fit(data, setup, leak_rejection=(3.09, 0.02), **options)
+    assert isinstance(ref, ReferenceFit) and ref.law == "leak"
+    assert "score test z" in ref.law_reason
+    assert ref.k == pytest.approx(k, rel=0.10)
+    assert ref.linear_k < 0.75 * k
+    lo, hi = ref.linear_k_interval
+    assert hi < ref.k_interval[0]  # the two laws' intervals do not overlap
+    plain = reference_fit(data, setup, leak_rejection=None, **options)
+    assert isinstance(plain, ReferenceFit) and plain.law == "linear" and plain.linear_k is None
+    assert plain.k == pytest.approx(ref.linear_k, rel=1e-6)

@@ -354,6 +354,28 @@ def test_an_estimator_that_agrees_with_a_failed_reference_is_flagged(grid_graph)
     assert low["diagnostics"]["fit_ok"] is False
 
 
+def test_a_leak_law_reference_says_which_law_it_fitted_and_what_the_linear_law_gave(grid_graph):
+    """Where the data reject the linear law the reference is the leak law's fit: a k that disagrees with it is
+    flagged with the law named and how strongly the data reject the linear one, and results.json keeps the
+    linear law's k and interval next to it."""
+    from calcium_gnn.evaluation.reference_fit import ReferenceFit
+
+    k = grid_graph.truth_k
+    leak = ReferenceFit(k=k, k_se=k / 100, k_interval=(0.98 * k, 1.02 * k), level=0.9, seconds=0.1,
+                        k_bounds=(1e-3, 0.1), law="leak", linear_k=0.6 * k,
+                        linear_k_interval=(0.58 * k, 0.62 * k),
+                        law_reason="score test z = 24.8 > 3.09, one-step leak 26% of the coupling rate")
+    res = _evaluate(grid_graph, _fitted(grid_graph, k=0.6 * k), reference=leak)
+    block = res["diagnostics"]["reference"]
+    assert block["law"] == "leak" and block["linear_k"] == pytest.approx(0.6 * k)
+    assert list(block["linear_k_interval"]) == pytest.approx([0.58 * k, 0.62 * k])
+    assert res["diagnostics"]["fit_ok"] is False
+    assert any("disagrees with the output-error fit of the same data (its leak law: the data reject the "
+               "linear law, score test z = 24.8" in r for r in res["diagnostics"]["reasons"])
+    agreeing = _evaluate(grid_graph, _fitted(grid_graph), reference=leak)["diagnostics"]
+    assert agreeing["fit_ok"] is True and agreeing["reference"]["agrees"] is True
+
+
 def test_the_reference_fit_reports_its_box_and_its_border_noise_search(grid_graph):
     """The real output-error reference on the grid culture: within its box it passes its own checks; with a
     box whose upper bound is below the culture's k it sits on that bound and says so."""
