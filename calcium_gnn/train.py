@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 import lightning as L
@@ -33,6 +33,9 @@ from calcium_gnn.models.base import ConsensusModel
 from calcium_gnn.physics.setups import Setup, auto_rules, resolve_setup
 from calcium_gnn.utils.console import quiet_library_messages
 from calcium_gnn.utils.wandb_mode import ensure_offline_unless_configured, finish_wandb
+
+if TYPE_CHECKING:
+    from calcium_gnn.evaluation.diagnostics import DiagnosticRule
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -188,7 +191,8 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
     from calcium_gnn.evaluation.summary import run_summary
 
     check_training_metrics(metrics, model.method_name)
-    reference = _reference_fit(cfg, model, data, setup)
+    rule = DiagnosticRule.from_config(cfg.evaluation.get("diagnostics"))
+    reference = _reference_fit(cfg, model, data, setup, rule)
 
     # the model's own results (intervals, anomaly scores, ...) and, for a learned law, its right-hand
     # side; the simulation runs where the model is, the results come back to the host
@@ -209,7 +213,7 @@ def train(cfg: DictConfig) -> dict[str, Any] | list[dict[str, Any]]:
         device=model.device,
         own_trajectory=model.own_trajectory(),
         reference=reference,
-        diagnostic_rule=DiagnosticRule.from_config(cfg.evaluation.get("diagnostics")),
+        diagnostic_rule=rule,
         waves=_plain(cfg.evaluation.get("waves")),
     )
     figures = [Path(p) for p in results.get("figure_paths", [])]
@@ -267,18 +271,18 @@ def _unexplained_drivers(cfg: DictConfig, data: Data, setup_cfg: dict[str, Any])
     return setup_with(extra)
 
 
-def _reference_fit(cfg: DictConfig, model: ConsensusModel, data: Data, setup: Setup) -> Any:
+def _reference_fit(
+    cfg: DictConfig, model: ConsensusModel, data: Data, setup: Setup, rule: DiagnosticRule
+) -> Any:
     """The output-error reference for ``k`` (:mod:`calcium_gnn.evaluation.reference_fit`) for the models
     that want one (:meth:`~calcium_gnn.models.base.ConsensusModel.wants_k_reference`); None when off or
     not applicable."""
     options = cfg.evaluation.get("reference_fit")
     if not options or not options.get("enabled", False) or not model.wants_k_reference():
         return None
-    from calcium_gnn.evaluation.diagnostics import DiagnosticRule
     from calcium_gnn.evaluation.reference_fit import reference_fit
 
     fitted = model.fitted_parameters()
-    rule = DiagnosticRule.from_config(cfg.evaluation.get("diagnostics"))
     return reference_fit(
         data, setup, train_fraction=model.train_fraction, edge_weight_scale=fitted.edge_weight_scale,
         k_bounds=tuple(cfg.physics.k_bounds), gamma_bounds=tuple(cfg.physics.gamma_bounds),

@@ -78,6 +78,7 @@ from torch import Tensor
 from calcium_gnn.errors import ConfigError, FitError
 from calcium_gnn.evaluation.metrics import scored_frames
 from calcium_gnn.graphs.activation import MAD_TO_SIGMA, SECOND_DIFFERENCE_VARIANCE
+from calcium_gnn.inference.law_check import rejects_law
 
 if TYPE_CHECKING:
     from calcium_gnn.evaluation.reference_fit import ReferenceFit
@@ -491,7 +492,7 @@ def check_law(law: dict[str, Any] | None, rule: DiagnosticRule, diagnostics: dic
         return
     z = float(score["z"])
     share = float(score.get("step_over_coupling", math.inf))
-    rejected = z > rule.law_rejection_z and share > rule.law_rejection_share
+    rejected = rejects_law(z, share, rule.law_rejection_z, rule.law_rejection_share)
     diagnostics["law_check"] = {"leak_score_z": z, "step_over_coupling": share, "rejected": rejected,
                                 "threshold": rule.law_rejection_z, "share": rule.law_rejection_share}
     if not rejected:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from torch_geometric.data import Data
 
 from calcium_gnn.errors import CalciumGNNError
-from calcium_gnn.inference.law_check import LeakScore
+from calcium_gnn.inference.law_check import LeakScore, rejects_law
 from calcium_gnn.models.neural_ode import OutputErrorODE
 from calcium_gnn.physics.setups import Setup
 
@@ -142,7 +142,7 @@ def _leak_rejected(score: LeakScore | str | None, rule: tuple[float, float] | No
     if rule is None or not isinstance(score, LeakScore):
         return None
     z, share = rule
-    if not (score.z > z and score.step_over_coupling > share):
+    if not rejects_law(score.z, score.step_over_coupling, z, share):
         return None
     return (f"score test z = {score.z:.1f} > {z:g}, one-step leak {100 * score.step_over_coupling:.0f}% of "
             "the coupling rate")

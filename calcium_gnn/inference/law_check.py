@@ -44,6 +44,13 @@ from calcium_gnn.physics.output_error import OutputErrorProblem
 RIDGE: float = 1e-12
 
 
+def rejects_law(z: float, step_over_coupling: float, z_threshold: float, share: float) -> bool:
+    """Whether a leak score rejects the law without a leak: ``z`` above ``z_threshold`` *and* a one-step
+    leak above ``share`` of the median coupling rate (a significant but negligible leak is no rejection).
+    The one rule of the diagnostics' law check and of the output-error reference's choice of law."""
+    return z > z_threshold and step_over_coupling > share
+
+
 @dataclass(frozen=True)
 class LeakScore:
     """The score test of the leak term (module docstring).
