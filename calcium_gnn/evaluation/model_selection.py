@@ -31,6 +31,13 @@ other than the BIC's, the report says so; and when the support is weak and the r
 outside the chosen law's interval, it says that ``k`` depends on a choice the data do not make
 (``k_depends_on_law``).
 
+Is ``k`` identified? The report ends with one verdict on ``k`` (``k_verdict``): ``k`` is identified by
+the recording when the chosen candidate is adequate, reports a ``k`` with an interval, and that
+interval is narrower than ``k`` itself; otherwise the verdict says that this recording does not
+identify ``k`` and why (the chosen candidate's problems first, then the first words of its likely
+causes, :mod:`calcium_gnn.evaluation.causes`). A number that fails these checks is still in the table,
+never in the verdict.
+
 Learned candidates (a network in the law: ``gnn_ode``). A parameter count charges a network for every
 weight, hundreds, which its fit does not spend freely (it starts from the linear law, and its output
 is a smooth function of a few inputs): by BIC it always loses (on saturating-2, whose learned law cut
@@ -169,6 +176,7 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
             "baselines": (res.get("diagnostics") or {}).get("baselines"),
             "fit_ok": (res.get("diagnostics") or {}).get("fit_ok"),
             "fit_problems": list((res.get("diagnostics") or {}).get("reasons") or []),
+            "likely_causes": list((res.get("diagnostics") or {}).get("likely_causes") or []),
         }
     scored = {n: r for n, r in rows.items() if r["rss"] is not None and r["n_residuals"] > 0}
     if not scored:
@@ -235,7 +243,45 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
         "failed": dict(failed or {}),
         "k_depends_on_law": sensitivity,
         "statement": statement,
+        "k_verdict": k_verdict(chosen, rows[chosen]),
     }
+
+
+def k_verdict(name: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The verdict on ``k`` of the chosen candidate ``name`` (module docstring, "Is k identified?").
+
+    Returns:
+        ``{"identified", "law", "k", "k_interval", "test_mse_over_constant", "reasons", "statement"}``;
+        ``k`` and ``k_interval`` are None unless identified; ``reasons`` lists why not (empty when
+        identified); ``test_mse_over_constant`` is the chosen candidate's test-window MSE over a constant
+        level's (None without them).
+    """
+    k, interval = row.get("k"), row.get("k_interval")
+    reasons = [f"'{name}' is inadequate: {why}" for why in row.get("why_inadequate") or []]
+    if not reasons:
+        if k is None:
+            reasons.append(f"'{name}' reports no k")
+        elif not interval:
+            reasons.append(f"'{name}' reports no interval for k")
+        elif not interval[1] - interval[0] < abs(k):
+            reasons.append(f"the interval of k [{interval[0]:.4g}, {interval[1]:.4g}] is wider than k "
+                           f"({k:.4g})")
+    identified = not reasons
+    constant = (row.get("baselines") or {}).get("mse_constant")
+    ratio = row["mse_test"] / constant if row.get("mse_test") is not None and constant else None
+    if identified:
+        statement = (f"k = {k:.4g} 1/s, interval [{interval[0]:.4g}, {interval[1]:.4g}], under the law "
+                     f"'{row.get('law', name)}': identified by this recording")
+        if ratio is not None:
+            statement += f" (test-window MSE {ratio:.2f}x a constant level's)"
+    else:
+        statement = "this recording does not identify k: " + "; ".join(reasons)
+        causes = [cause.split(":")[0] for cause in row.get("likely_causes") or []]
+        if causes:
+            statement += " (likely cause: " + "; ".join(causes) + ")"
+    return {"identified": identified, "law": name, "k": k if identified else None,
+            "k_interval": list(interval) if identified else None, "test_mse_over_constant": ratio,
+            "reasons": reasons, "statement": statement}
 
 
 def _k_sensitivity(rows: Mapping[str, Any], ranked: list[str], support: float) -> dict[str, Any] | None:
@@ -299,4 +345,6 @@ def selection_table(report: Mapping[str, Any]) -> str:
     for name, why in report["failed"].items():
         lines.append(f"{name:<16} failed: {why}")
     lines.append(report["statement"])
+    if report.get("k_verdict"):
+        lines.append(report["k_verdict"]["statement"])
     return "\n".join(lines)

@@ -423,7 +423,8 @@ def evaluate_fit(
             out_dir=out_dir, threshold_fraction=float(waves.get("threshold_fraction", 0.5)),
         )
     diagnostics["likely_causes"] = likely_causes(
-        x, t, sim, modelled, data.edge_index, cell_id, test, diagnostics, law=getattr(fitted, "law", "linear")
+        x, t, sim, modelled, data.edge_index, cell_id, test, diagnostics,
+        law=getattr(fitted, "law", "linear"), after=setup.stimulus_time,
     )
     withheld = intervals_not_trusted(diagnostics, results.get("border_noise_correction"))
     if withheld is not None:

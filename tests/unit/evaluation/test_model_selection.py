@@ -36,7 +36,7 @@ def test_a_real_improvement_wins_and_the_worse_law_is_named_inadequate() -> None
     linear = report["rows"]["linear"]
     assert linear["inadequate"] and len(linear["why_inadequate"]) == 2  # loses to a constant, and by BIC
     assert not report["rows"]["leak"]["inadequate"]
-    assert "leak" in selection_table(report).splitlines()[-1]
+    assert "support the law 'leak'" in selection_table(report).splitlines()[-2]
 
 
 def test_a_parameter_that_buys_nothing_loses_and_the_test_window_is_mentioned() -> None:
@@ -52,6 +52,31 @@ def test_a_failed_fit_is_inadequate_even_when_chosen_and_failures_are_listed() -
     assert report["rows"]["linear"]["inadequate"]
     assert report["failed"] == {"stimulus": "model.stimulus_time: missing"}
     assert "no law is adequate" in report["statement"]
+
+
+def test_the_report_ends_with_whether_the_recording_identifies_k() -> None:
+    """The acceptance a lab reads: k with an interval narrower than itself from an adequate law, or a
+    plain statement that the recording does not identify k, and why; never a number that failed."""
+    linear = _results("linear", 2e-3, 4e-3, 21, constant=3e-3)
+    leak = _results("leak", 1e-3, 1e-3, 22, constant=3e-3)
+    leak["k"], leak["k_interval"] = 0.010, [0.008, 0.012]
+    verdict = compare_laws({"linear": linear, "leak": leak})["k_verdict"]
+    assert verdict["identified"] and verdict["law"] == "leak" and verdict["k_interval"] == [0.008, 0.012]
+    assert verdict["test_mse_over_constant"] == pytest.approx(1 / 3)
+    assert "0.33x a constant" in verdict["statement"]
+    leak["k_interval"] = [0.002, 0.025]  # wider than k
+    report = compare_laws({"linear": linear, "leak": leak})
+    verdict = report["k_verdict"]
+    assert not verdict["identified"] and verdict["k"] is None and "wider than k" in verdict["reasons"][0]
+    assert selection_table(report).splitlines()[-1].startswith("this recording does not identify k: ")
+    leak["k_interval"] = None
+    assert "reports no interval" in compare_laws({"linear": linear, "leak": leak})["k_verdict"]["statement"]
+    failed = _results("leak", 1e-3, 1e-3, 22, constant=3e-3, fit_ok=False)
+    failed["k_interval"] = [0.0099, 0.0101]  # a narrow interval from a fit that failed says nothing
+    failed["diagnostics"]["likely_causes"] = ["k at its lower bound: the box set k, not the data"]
+    verdict = compare_laws({"linear": linear, "leak": failed})["k_verdict"]
+    assert not verdict["identified"] and "its fit reports problems" in verdict["statement"]
+    assert verdict["statement"].endswith("(likely cause: k at its lower bound)")
 
 
 def test_candidates_on_different_cells_are_refused() -> None:
