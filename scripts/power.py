@@ -38,7 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from calcium_gnn.errors import CalciumGNNError, ConfigError  # noqa: E402
 from calcium_gnn.evaluation.plate_power import (  # noqa: E402
     PlateDesign,
+    ceiling_power,
     dish_errors,
+    error_spread,
     fit_dish,
     resampled_power,
     simulate_experiment,
@@ -114,6 +116,7 @@ def power_curve(base: dict[str, Any], errors: list[tuple[float | None, float | N
         return PlateDesign(base["base"], n, args.effect, base["noise"], cv, args.alpha)
 
     fitted = sum(e is not None for e, _ in errors)
+    spread = error_spread(errors)
     table = [design(n, cv) for cv in args.dish_cv for n in args.curve_dishes]
     checks = [design(s["design"]["n_dishes"], s["design"]["dish_cv"]) for s in simulated]
     todo = table + [d for d in checks if d not in table]
@@ -124,11 +127,14 @@ def power_curve(base: dict[str, Any], errors: list[tuple[float | None, float | N
     lines = [f"\nhow many dishes: {args.curve_experiments} resampled experiments per row, dish fits "
              f"drawn from the {fitted} fitted dishes ({len(errors) - fitted} without an estimate) of "
              f"{base['base']} at {base['noise']:.0%} noise; effect {args.effect:.0%} drop of k, "
-             f"alpha {args.alpha}",
-             f"{'dishes':>6} {'dish cv':>7} {'power':>15} {'false pos.':>15}"]
+             f"alpha {args.alpha}; ceilings: the power of a t-test on the dishes' true log k, and on fits "
+             f"with the fitted dishes' error spread ({spread:.3f} on log k) but no bias",
+             f"{'dishes':>6} {'dish cv':>7} {'power':>15} {'false pos.':>15} {'ceiling':>8} {'fits':>6}"]
     for d in table:
         lines.append(f"{d.n_dishes:>6} {d.dish_cv:>7.2f} {_rate(by_design[d], 'power')} "
-                     f"{_rate(by_design[d], 'false_positive_rate')}")
+                     f"{_rate(by_design[d], 'false_positive_rate')} "
+                     f"{ceiling_power(d.n_dishes, d.effect, d.dish_cv, d.alpha):>8.1%} "
+                     f"{ceiling_power(d.n_dishes, d.effect, d.dish_cv, d.alpha, spread):>6.1%}")
     for cv in args.dish_cv:
         enough = [d.n_dishes for d in table if d.dish_cv == cv and by_design[d]["power"] >= args.target_power]
         lines.append(f"dish cv {cv:.2f}: " + (f"{min(enough)} dishes per condition reach {target}" if enough
@@ -219,6 +225,15 @@ def main() -> None:
         print(line, flush=True)
         if summary["dishes_failed"]:
             print(f"       {summary['dishes_failed']} dishes without an estimate (left out)", flush=True)
+        fitted = dish_errors(rows)
+        if any(e is not None for e, _ in fitted):
+            spread = error_spread(fitted)
+            exact = ceiling_power(design.n_dishes, design.effect, design.dish_cv, design.alpha)
+            as_fitted = ceiling_power(design.n_dishes, design.effect, design.dish_cv, design.alpha, spread)
+            ceiling = (f"       ceiling: a t-test on the dishes' true log k {exact:.1%}; on unbiased fits "
+                       f"with this design's error spread ({spread:.3f} on log k) {as_fitted:.1%}")
+            lines.append(ceiling)
+            print(ceiling, flush=True)
     print(f"\nalpha {args.alpha}, effect {args.effect:.0%} drop of k, noise {args.noise:.0%}; power and "
           "false-positive rate ± Monte-Carlo standard error; ratio = median estimated k_treated / "
           "k_control; cover = share of ratio intervals holding the truth")

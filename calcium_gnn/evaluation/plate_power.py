@@ -30,6 +30,18 @@ the scale), gives every dish a pair ``(e, s)`` drawn with replacement from the f
 without an estimate stays without one), and compares the groups with the same hierarchical model.
 This assumes a fit's relative error does not depend on ``k`` over the simulated range; the simulated
 designs check it (the resampled power at their own number of dishes against the simulated one).
+
+**The ceiling** (:func:`ceiling_power`). However good the fits, the dishes' own spread limits the
+power: a two-sided two-sample t-test at ``alpha`` on the dishes' *true* ``log k`` (``n`` per condition,
+``2n - 2`` degrees of freedom) detects the drop with probability
+
+.. math::
+    P(|T| > t_{1-\\alpha/2,\\,2n-2}), \\qquad T \\sim t_{2n-2}(\\lambda), \\qquad
+    \\lambda = \\frac{|\\log(1 - \\text{effect})|}{\\sqrt{\\sigma_d^2 + s_e^2}\\,\\sqrt{2/n}},
+
+with ``s_e = 0``; with ``s_e`` the spread of the dish fits' log errors (their median absolute deviation
+x 1.4826, :func:`error_spread`), it is the power of the same test on fits as precise as the simulated
+ones, unbiased and with normal errors. The hierarchical model's power is measured against both.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from calcium_gnn.inference.conditions import compare_conditions, log_k_and_se
 from calcium_gnn.models.neural_ode import OutputErrorODE
 
 __all__ = ["PlateDesign", "DishFit", "dish_couplings", "plate_members", "fit_dish", "simulate_experiment",
-           "summarise", "dish_errors", "resampled_power"]
+           "summarise", "dish_errors", "resampled_power", "ceiling_power", "error_spread"]
 
 #: a dish's fit: its cell graph -> results with ``k``, ``k_interval``, ``interval_level``
 DishFit = Callable[[Data], Mapping[str, Any]]
@@ -223,6 +235,44 @@ def resampled_power(design: PlateDesign, errors: list[tuple[float | None, float 
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     return summarise(design, rows)
+
+
+def ceiling_power(n_dishes: int, effect: float, dish_cv: float, alpha: float, error_sd: float = 0.0) -> float:
+    """The power of a two-sided two-sample t-test on the dishes' ``log k`` (module docstring, "The
+    ceiling"): ``error_sd`` 0 for the true ``k``, else the spread of the fits' log errors.
+
+    With no spread at all (``dish_cv`` and ``error_sd`` 0) the limit is returned: 1 for an effect,
+    ``alpha`` without one.
+
+    Raises:
+        ValueError: fewer than 2 dishes, ``effect`` outside [0, 1), ``alpha`` outside (0, 1), or a
+            negative spread.
+    """
+    from scipy import stats
+
+    if n_dishes < 2 or not 0 <= effect < 1 or not 0 < alpha < 1 or dish_cv < 0 or error_sd < 0:
+        raise ValueError(f"invalid design: n_dishes={n_dishes}, effect={effect}, alpha={alpha}, "
+                         f"dish_cv={dish_cv}, error_sd={error_sd}")
+    spread = math.hypot(math.sqrt(math.log1p(dish_cv**2)), error_sd)
+    if spread == 0:
+        return 1.0 if effect > 0 else alpha
+    df = 2 * n_dishes - 2
+    ncp = abs(math.log1p(-effect)) / (spread * math.sqrt(2.0 / n_dishes))
+    critical = float(stats.t.ppf(1 - alpha / 2, df))
+    return float(stats.nct.sf(critical, df, ncp) + stats.nct.cdf(-critical, df, ncp))
+
+
+def error_spread(errors: list[tuple[float | None, float | None]]) -> float:
+    """The spread of the dish fits' log errors ``e_j`` (:func:`dish_errors`): their median absolute
+    deviation x 1.4826, a standard deviation for normal errors that a few failed fits do not set.
+
+    Raises:
+        ValueError: no dish has an estimate.
+    """
+    values = np.array([e for e, _ in errors if e is not None], dtype=float)
+    if values.size == 0:
+        raise ValueError("no fitted dish: no error spread")
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 def _rate(flags: list[bool]) -> tuple[float, float]:

@@ -32,6 +32,9 @@ def test_a_small_study_prints_power_and_false_positives(tmp_path: Path) -> None:
     assert runs[0]["summary"]["experiments"] == 2 and len(runs[0]["experiments"]) == 2
     assert all(len(e["dishes"]) == 6 for e in runs[0]["experiments"])
     assert runs[0]["summary"]["dish_k_rel_err_median"] < 0.1
+    # no spread between dishes: the ceiling of a t-test on the true k is 100 %, and the script says it
+    ceiling = "ceiling: a t-test on the dishes' true log k 100.0%"
+    assert any(line.strip().startswith(ceiling) for line in table)
     # how many dishes: resampled from the 6 fitted dishes, a 50 % drop is found with 2 and 3 dishes
     curve = table[table.index(next(line for line in table if line.startswith("how many dishes"))):]
     rows = {line.split()[0]: line.split() for line in curve[2:4]}
