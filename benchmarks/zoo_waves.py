@@ -32,6 +32,8 @@ rises first: where the pipette was), ``setup.stimulus_time`` (when),
 * flagged misses: a chosen fit more than 10% off counts as flagged when its ``fit_ok`` is false or the
   selection reports that ``k`` depends on a law the data do not decide (``k_depends_on_law``);
 * drivers: true drivers found (recall) and modelled cells wrongly made drivers;
+* ``k_identified``: the selection's verdict on ``k`` (``model_selection.json`` ``k_verdict``), and how
+  many members it calls identified while the chosen ``k`` is more than 10% off;
 * what ``results.json`` ``waves.comparison`` tells the user, the chosen law's simulated map against the
   *observed* one: the share within one frame and the share within the observed times' noise band
   (:func:`calcium_gnn.evaluation.waves.compare_activation`).
@@ -132,6 +134,7 @@ def run_one(member_id: str, cache: str, out: str, extra: tuple[str, ...] = ()) -
     row["support"] = report["support"]
     row["linear_inadequate"] = bool(report["rows"]["linear"]["inadequate"])
     row["k_depends_on_law"] = report.get("k_depends_on_law") is not None
+    row["k_identified"] = bool((report.get("k_verdict") or {}).get("identified"))
     results = {name: json.loads((run_dir / name / "results.json").read_text())
                for name in report["rows"]}
     for name, res in results.items():
@@ -230,6 +233,11 @@ def main() -> None:
     print(f"chosen fits more than 10% off: {len(wrong)}, of which not flagged (fit_ok true, k not reported "
           "as depending on the law): "
           f"{len(unflagged)} {unflagged}")
+    said = [r for r in ok if r["k_identified"]]
+    wrong_said = [r["member"] for r in said
+                  if (r["k_err_chosen"] if r["k_err_chosen"] is not None else 1.0) > 0.1]
+    print(f"verdict 'k identified by this recording': {len(said)} of {len(ok)} members; of them more than "
+          f"10% off: {len(wrong_said)} {wrong_said}")
     found = sum(r["drivers_found"] for r in ok)
     true = sum(r["drivers_true"] for r in ok)
     print(f"interior drivers found: {found}/{true}; modelled cells wrongly made drivers: "

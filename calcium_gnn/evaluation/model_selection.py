@@ -32,8 +32,9 @@ outside the chosen law's interval, it says that ``k`` depends on a choice the da
 (``k_depends_on_law``).
 
 Is ``k`` identified? The report ends with one verdict on ``k`` (``k_verdict``): ``k`` is identified by
-the recording when the chosen candidate is adequate, reports a ``k`` with an interval, and that
-interval is narrower than ``k`` itself; otherwise the verdict says that this recording does not
+the recording when the chosen candidate is adequate, reports a ``k`` with an interval, that interval
+is narrower than ``k`` itself, and ``k`` does not depend on a law the data do not decide
+(``k_depends_on_law``); otherwise the verdict says that this recording does not
 identify ``k`` and why (the chosen candidate's problems first, then the first words of its likely
 causes, :mod:`calcium_gnn.evaluation.causes`). A number that fails these checks is still in the table,
 never in the verdict.
@@ -243,12 +244,16 @@ def compare_laws(candidates: Mapping[str, Mapping[str, Any]],
         "failed": dict(failed or {}),
         "k_depends_on_law": sensitivity,
         "statement": statement,
-        "k_verdict": k_verdict(chosen, rows[chosen]),
+        "k_verdict": k_verdict(chosen, rows[chosen], sensitivity),
     }
 
 
-def k_verdict(name: str, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The verdict on ``k`` of the chosen candidate ``name`` (module docstring, "Is k identified?").
+def k_verdict(
+    name: str, row: Mapping[str, Any], sensitivity: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The verdict on ``k`` of the chosen candidate ``name`` (module docstring, "Is k identified?");
+    ``sensitivity``: the report's ``k_depends_on_law`` (a ``k`` that depends on a law the data do not
+    decide is not identified by them).
 
     Returns:
         ``{"identified", "law", "k", "k_interval", "test_mse_over_constant", "reasons", "statement"}``;
@@ -266,6 +271,9 @@ def k_verdict(name: str, row: Mapping[str, Any]) -> dict[str, Any]:
         elif not interval[1] - interval[0] < abs(k):
             reasons.append(f"the interval of k [{interval[0]:.4g}, {interval[1]:.4g}] is wider than k "
                            f"({k:.4g})")
+        if sensitivity is not None:
+            reasons.append(f"k depends on a law the data do not decide: {sensitivity['k_chosen']:.4g} "
+                           f"('{name}') vs {sensitivity['k_runner_up']:.4g} ('{sensitivity['runner_up']}')")
     identified = not reasons
     constant = (row.get("baselines") or {}).get("mse_constant")
     ratio = row["mse_test"] / constant if row.get("mse_test") is not None and constant else None

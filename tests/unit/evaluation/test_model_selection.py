@@ -93,8 +93,13 @@ def test_a_k_that_depends_on_an_undecided_law_is_reported() -> None:
     assert report["chosen"] == "linear" and report["strength"] == "weak"
     assert report["k_depends_on_law"]["runner_up"] == "leak"
     assert "k depends on the law" in report["statement"]
+    # an adequate law with a narrow interval, but its k is a choice the data do not make: not identified
+    assert not report["k_verdict"]["identified"]
+    assert "k depends on a law the data do not decide: 0.01 ('linear') vs 0.013 ('leak')" in (
+        report["k_verdict"]["statement"])
     leak["k"] = 0.0101  # inside the chosen law's interval: nothing to say
-    assert compare_laws({"linear": linear, "leak": leak})["k_depends_on_law"] is None
+    again = compare_laws({"linear": linear, "leak": leak})
+    assert again["k_depends_on_law"] is None and again["k_verdict"]["identified"]
 
 
 def _per_cell(results: dict, values: list[float]) -> dict:
