@@ -59,11 +59,12 @@ from torch_geometric.data import Data
 
 from calcium_gnn.data import zoo
 from calcium_gnn.errors import ConfigError
+from calcium_gnn.graphs.activation import MAD_TO_SIGMA
 from calcium_gnn.inference.conditions import compare_conditions, log_k_and_se
 from calcium_gnn.models.neural_ode import OutputErrorODE
 
 __all__ = ["PlateDesign", "DishFit", "dish_couplings", "plate_members", "fit_dish", "simulate_experiment",
-           "summarise", "dish_errors", "resampled_power", "ceiling_power", "error_spread"]
+           "summarise", "dish_errors", "resampled_power", "ceiling_power", "error_spread", "log_spread"]
 
 #: a dish's fit: its cell graph -> results with ``k``, ``k_interval``, ``interval_level``
 DishFit = Callable[[Data], Mapping[str, Any]]
@@ -117,10 +118,16 @@ class PlateDesign:
         return member
 
 
+def log_spread(dish_cv: float) -> float:
+    """``sigma_d = sqrt(log(1 + cv_d^2))``: the standard deviation of ``log k`` between dishes whose ``k`` has
+    the coefficient of variation ``dish_cv`` (module docstring)."""
+    return math.sqrt(math.log1p(dish_cv**2))
+
+
 def dish_couplings(design: PlateDesign, k0: float, experiment: int) -> dict[str, np.ndarray]:
     """(n_dishes,) true ``k`` per group of one experiment (module docstring)."""
     rng = np.random.default_rng([K_STREAM_TAG, int(experiment)])
-    sigma = math.sqrt(math.log1p(design.dish_cv**2))
+    sigma = log_spread(design.dish_cv)
     centre = {"control": k0, "control'": k0, "treated": k0 * (1 - design.effect)}
     return {g: centre[g] * np.exp(sigma * rng.standard_normal(design.n_dishes)) for g in GROUPS}
 
@@ -219,7 +226,7 @@ def resampled_power(design: PlateDesign, errors: list[tuple[float | None, float 
     if experiments < 1:
         raise ValueError(f"experiments must be at least 1, not {experiments}")
     rng = np.random.default_rng([RESAMPLE_STREAM_TAG, design.n_dishes, round(design.dish_cv * 1e6), seed])
-    sigma = math.sqrt(math.log1p(design.dish_cv**2))
+    sigma = log_spread(design.dish_cv)
     centre = {"control": 1.0, "control'": 1.0, "treated": 1.0 - design.effect}
     rows = []
     for experiment in range(experiments):
@@ -253,7 +260,7 @@ def ceiling_power(n_dishes: int, effect: float, dish_cv: float, alpha: float, er
     if n_dishes < 2 or not 0 <= effect < 1 or not 0 < alpha < 1 or dish_cv < 0 or error_sd < 0:
         raise ValueError(f"invalid design: n_dishes={n_dishes}, effect={effect}, alpha={alpha}, "
                          f"dish_cv={dish_cv}, error_sd={error_sd}")
-    spread = math.hypot(math.sqrt(math.log1p(dish_cv**2)), error_sd)
+    spread = math.hypot(log_spread(dish_cv), error_sd)
     if spread == 0:
         return 1.0 if effect > 0 else alpha
     df = 2 * n_dishes - 2
@@ -272,7 +279,7 @@ def error_spread(errors: list[tuple[float | None, float | None]]) -> float:
     values = np.array([e for e, _ in errors if e is not None], dtype=float)
     if values.size == 0:
         raise ValueError("no fitted dish: no error spread")
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+    return float(MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
 
 
 def _rate(flags: list[bool]) -> tuple[float, float]:
